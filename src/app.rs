@@ -1,0 +1,179 @@
+//! `clicktrack serve`: build everything, run until a signal, drain, stop.
+//!
+//! Shutdown order is what makes "every redirected click is recorded" hold on SIGTERM: stop
+//! accepting connections, let in-flight requests finish (each waits for its click to be
+//! durable), drop the last queue handle, let the writer drain the queue, close the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, Settings};
+use crate::http::{self, AppState};
+use crate::pipeline::{self, StoreHealth};
+use crate::store::{Store, StoreError};
+use crate::telemetry::metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How often histogram buffers are folded into the exported buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+pub async fn serve(settings: Settings) -> Result<(), AppError> {
+    let metrics_handle = metrics::install(settings.batch.queue_capacity)?;
+    let upkeep = {
+        let handle = metrics_handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
+
+    let store = Store::connect(&settings.database).await?;
+    store.migrate().await?;
+    let health = Arc::new(StoreHealth::new(true));
+    let (queue, writer) = pipeline::channel(store, settings.batch, health.clone());
+    let writer = tokio::spawn(writer.run());
+
+    let public = bind("--listen", settings.listen).await?;
+    let admin = bind("--admin-listen", settings.admin_listen).await?;
+    let public_addr = local_addr("--listen", &public, settings.listen)?;
+    let admin_addr = local_addr("--admin-listen", &admin, settings.admin_listen)?;
+
+    if settings.policy.refuses_everything() {
+        tracing::warn!(
+            "no --allow-host and no --allow-any-target: every redirect will be refused with 400"
+        );
+    }
+    if settings.policy.allows_any() {
+        tracing::warn!(
+            "--allow-any-target: clicktrack redirects to ANY http(s) host (an open redirect); \
+             use it for development only"
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "shutting down: no new connections, draining accepted clicks");
+        // Receivers live as long as the servers; if they are gone there is nothing to stop.
+        if stop_tx.send(true).is_err() {
+            tracing::debug!("servers already stopped");
+        }
+    });
+
+    let state = AppState {
+        queue,
+        policy: Arc::new(settings.policy),
+        health: health.clone(),
+    };
+    let public_server = axum::serve(public, http::public_router(state))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server = axum::serve(admin, http::admin_router(health, metrics_handle))
+        .with_graceful_shutdown(stopped(stop_rx));
+
+    tracing::info!(
+        public_addr = %public_addr,
+        admin_addr = %admin_addr,
+        database = %settings.database,
+        batch_max_rows = settings.batch.max_rows,
+        batch_max_delay_ms = settings.batch.max_delay.as_millis() as u64,
+        queue_capacity = settings.batch.queue_capacity,
+        "clicktrack ready"
+    );
+
+    let (public_result, admin_result) = tokio::join!(public_server, admin_server);
+    // The public server owned the last queue handle: the writer now drains and stops.
+    let writer_result = writer.await;
+    upkeep.abort();
+    public_result.map_err(|e| task_error("public server", e))?;
+    admin_result.map_err(|e| task_error("admin server", e))?;
+    writer_result.map_err(|e| task_error("writer", e))?;
+    tracing::info!("clicktrack stopped");
+    Ok(())
+}
+
+fn task_error(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> AppError {
+    AppError::Task {
+        what,
+        source: Box::new(e),
+    }
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { flag, addr, source })
+}
+
+fn local_addr(
+    flag: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, AppError> {
+    listener
+        .local_addr()
+        .map_err(|source| AppError::Bind { flag, addr, source })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // Err: the sender is gone, which only happens after it sent.
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, naming it.
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = term => "SIGTERM",
+    }
+}

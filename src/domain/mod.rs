@@ -1,0 +1,14 @@
+//! Pure rules of the link contract (SPEC §1, §4a): no I/O, no clocks, no globals.
+//!
+//! Everything that decides whether a request is a click, and what that click is, lives here so
+//! it can be tested exhaustively without a server or a database.
+
+pub mod click;
+pub mod interaction;
+pub mod query;
+pub mod tags;
+pub mod target;
+
+pub use click::{Click, Record, Reject, RejectReason};
+pub use interaction::InteractionType;
+pub use target::{RedirectPolicy, Target, TargetError};

@@ -1,0 +1,127 @@
+//! Splitting `/__track`'s raw query string into the parameters of the link contract.
+//!
+//! Decoding is strict on purpose: a value whose percent escapes are not UTF-8 is an error, not
+//! silently replaced with U+FFFD (a lossy target would redirect somewhere the link never said).
+//! Each known parameter is decoded only when asked for, so a broken `tag` cannot break the
+//! redirect, and a parameter given twice is reported as such instead of picking one.
+
+use percent_encoding::percent_decode_str;
+
+/// One known parameter as it appeared in the query string (still encoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'q> {
+    Missing,
+    One(&'q str),
+    Repeated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("the parameter is given more than once")]
+    Repeated,
+    #[error("the parameter is not valid UTF-8 once decoded")]
+    BadEncoding,
+}
+
+impl<'q> Field<'q> {
+    /// The decoded value: `Ok(None)` when absent.
+    pub fn decode(self) -> Result<Option<String>, FieldError> {
+        match self {
+            Field::Missing => Ok(None),
+            Field::Repeated => Err(FieldError::Repeated),
+            Field::One(raw) => decode_component(raw).map(Some),
+        }
+    }
+
+    fn see(&mut self, raw: &'q str) {
+        *self = match *self {
+            Field::Missing => Field::One(raw),
+            Field::One(_) | Field::Repeated => Field::Repeated,
+        };
+    }
+}
+
+/// The link-contract parameters of one request. Unknown parameters (`utm_*`, ...) are ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackParams<'q> {
+    pub to: Field<'q>,
+    pub cid: Field<'q>,
+    pub uid: Field<'q>,
+    pub interaction_type: Field<'q>,
+    pub src: Field<'q>,
+    pub tag: Field<'q>,
+    pub sig: Field<'q>,
+}
+
+impl<'q> TrackParams<'q> {
+    pub fn parse(raw_query: &'q str) -> TrackParams<'q> {
+        let mut params = TrackParams {
+            to: Field::Missing,
+            cid: Field::Missing,
+            uid: Field::Missing,
+            interaction_type: Field::Missing,
+            src: Field::Missing,
+            tag: Field::Missing,
+            sig: Field::Missing,
+        };
+        for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Keys of the contract are plain ASCII; an encoded key is not one of ours.
+            let slot = match key {
+                "to" => &mut params.to,
+                "cid" => &mut params.cid,
+                "uid" => &mut params.uid,
+                "type" => &mut params.interaction_type,
+                "src" => &mut params.src,
+                "tag" => &mut params.tag,
+                "sig" => &mut params.sig,
+                _ => continue,
+            };
+            slot.see(value);
+        }
+        params
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one component, failing on non-UTF-8.
+fn decode_component(raw: &str) -> Result<String, FieldError> {
+    let plus_as_space;
+    let raw = if raw.contains('+') {
+        plus_as_space = raw.replace('+', " ");
+        plus_as_space.as_str()
+    } else {
+        raw
+    };
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| FieldError::BadEncoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_known_parameters_and_ignores_others() {
+        let p = TrackParams::parse(
+            "cid=123&uid=U1&to=https%3A%2F%2Fexample.com%2Fa%3Fb%3D1&utm_source=x&tag=A+B,C",
+        );
+        assert_eq!(p.cid.decode(), Ok(Some("123".into())));
+        assert_eq!(p.uid.decode(), Ok(Some("U1".into())));
+        assert_eq!(
+            p.to.decode(),
+            Ok(Some("https://example.com/a?b=1".into()))
+        );
+        assert_eq!(p.tag.decode(), Ok(Some("A B,C".into())));
+        assert_eq!(p.src.decode(), Ok(None));
+    }
+
+    #[test]
+    fn repeated_and_badly_encoded_values_are_errors() {
+        let p = TrackParams::parse("to=a&to=b&uid=%FF%FE&cid");
+        assert_eq!(p.to.decode(), Err(FieldError::Repeated));
+        assert_eq!(p.uid.decode(), Err(FieldError::BadEncoding));
+        assert_eq!(p.cid.decode(), Ok(Some(String::new())));
+    }
+}

@@ -1,0 +1,105 @@
+//! `GET /__track`: check the target, record the click, redirect (SPEC §1).
+//!
+//! Order matters: the target is checked first, because a refused target gets a 400 and nothing
+//! else happens. A good target always gets its 302, whatever the tracking fields say; the
+//! fields only decide whether the record is a click or a reject. The 302 is sent once the
+//! record is durable (group commit), so every redirected click is in the database.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderMap, HeaderValue, Method, Response, Uri};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::AppState;
+use super::pages;
+use crate::domain::click::{Arrival, classify};
+use crate::domain::query::{FieldError, TrackParams};
+use crate::domain::{Record, Target, TargetError};
+use crate::pipeline::Submission;
+use crate::store::Outcome;
+use crate::telemetry::metrics::{self, NO_TYPE, status};
+
+pub async fn track(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let started = Instant::now();
+    let received_at = OffsetDateTime::now_utc();
+    let raw_query = uri.query().unwrap_or("");
+    let params = TrackParams::parse(raw_query);
+
+    let (target, location) = match checked_target(&state, &params) {
+        Ok(checked) => checked,
+        Err(e) => {
+            metrics::refused_target(e.code());
+            metrics::request(NO_TYPE, status::REFUSED_TARGET, started.elapsed());
+            return pages::bad_target(e);
+        }
+    };
+
+    // HEAD (and, later, preview bots) get the redirect but are not clicks.
+    if method == Method::HEAD {
+        metrics::request(NO_TYPE, status::HEAD, started.elapsed());
+        return pages::redirect(location);
+    }
+
+    let user_agent = headers
+        .get(USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let record = classify(
+        &params,
+        &target,
+        Arrival {
+            click_id: Uuid::now_v7(),
+            received_at,
+            user_agent: user_agent.as_deref(),
+            raw_query,
+        },
+    );
+    let interaction_type = match &record {
+        Record::Click(c) => c.interaction_type.as_str(),
+        Record::Reject(_) => NO_TYPE,
+    };
+    let click_id = record.click_id();
+
+    let outcome = match state.queue.submit(record).await {
+        Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
+        Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
+        // The writer logged and counted the failed batch.
+        Submission::Failed => status::NOT_RECORDED,
+        Submission::TimedOut => {
+            tracing::error!(operation = "ack", %click_id, "click not acknowledged in time; redirecting anyway");
+            metrics::error("ack", "timeout");
+            status::NOT_RECORDED
+        }
+        Submission::Closed => {
+            tracing::error!(operation = "ack", %click_id, "writer stopped before the click was written");
+            metrics::error("ack", "closed");
+            status::NOT_RECORDED
+        }
+    };
+    metrics::request(interaction_type, outcome, started.elapsed());
+    pages::redirect(location)
+}
+
+fn checked_target(
+    state: &AppState,
+    params: &TrackParams<'_>,
+) -> Result<(Target, HeaderValue), TargetError> {
+    let raw = match params.to.decode() {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return Err(TargetError::Missing),
+        Err(FieldError::Repeated) => return Err(TargetError::Repeated),
+        Err(FieldError::BadEncoding) => return Err(TargetError::BadEncoding),
+    };
+    let target = state.policy.check(raw)?;
+    // The serialization is ASCII without controls; should that ever not hold, refuse.
+    let location = HeaderValue::from_str(&target.location).map_err(|_| TargetError::Malformed)?;
+    Ok((target, location))
+}

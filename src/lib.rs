@@ -1,0 +1,21 @@
+//! clicktrack records clicks on campaign links and redirects to their targets, exactly once
+//! per click under any concurrency, and never redirects a click it has not made durable.
+//!
+//! # Layout
+//! - [`config`]: the command line (flags + environment), validated into settings.
+//! - [`app`]: `serve`: wire the store, the pipeline and the listeners; drain on shutdown.
+//! - [`commands`]: `migrate`, `campaign add`.
+//! - [`http`]: the two routers; `track` is the `/__track` endpoint, `pages` its responses.
+//! - [`domain`]: pure rules: query parsing, targets and the redirect policy, clicks, tags.
+//! - [`pipeline`]: bounded queue → batcher → the one writer (retry, bisection), health.
+//! - [`store`]: where batches become rows: the batch plan and one module per backend.
+//! - [`telemetry`]: logging setup and every metric.
+
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod pipeline;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,33 @@
+//! The binary's edge: parse the command line, start logging, run, map errors to exit codes
+//! (0 ok, 2 bad configuration, 1 runtime failure).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clicktrack::app::AppError;
+use clicktrack::config::Cli;
+use clicktrack::{commands, telemetry};
+
+fn main() -> ExitCode {
+    // Clap exits with 2 on malformed flags, naming the flag.
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e {
+                AppError::Config(_) => 2,
+                _ => 1,
+            };
+            tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "clicktrack failed");
+            ExitCode::from(code)
+        }
+    }
+}

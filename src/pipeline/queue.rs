@@ -1,0 +1,74 @@
+//! The request side of the pipeline: submit a record, wait until it is durable.
+//!
+//! The queue is bounded, so memory stays flat under any load: when it is full a request waits
+//! for room (counted as `track_queue_full_total`). Every wait is bounded by the ack timeout;
+//! a request that times out still redirects, and the outcome is counted, never hidden.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
+
+use super::{Ack, Job};
+use crate::domain::Record;
+use crate::store::Outcome;
+use crate::telemetry::metrics;
+
+/// What became of a submitted record, from the request's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submission {
+    /// Committed; the outcome says how.
+    Durable(Outcome),
+    /// The writer gave up on its batch (already logged and counted there).
+    Failed,
+    /// No acknowledgement within the ack timeout; the record may still be written.
+    TimedOut,
+    /// The writer is gone (shutting down).
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClickQueue {
+    tx: mpsc::Sender<Job>,
+    ack_timeout: Duration,
+}
+
+impl ClickQueue {
+    pub(super) fn new(tx: mpsc::Sender<Job>, ack_timeout: Duration) -> ClickQueue {
+        ClickQueue { tx, ack_timeout }
+    }
+
+    /// Queue `record` and wait until its batch is committed (or the ack timeout passes).
+    pub async fn submit(&self, record: Record) -> Submission {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let job = Job {
+            record,
+            ack: ack_tx,
+        };
+        let wait = async {
+            match self.tx.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job)) => {
+                    metrics::queue_full();
+                    if self.tx.send(job).await.is_err() {
+                        return Submission::Closed;
+                    }
+                }
+                Err(TrySendError::Closed(_)) => return Submission::Closed,
+            }
+            match ack_rx.await {
+                Ok(Ack::Stored(outcome)) => Submission::Durable(outcome),
+                Ok(Ack::Failed) => Submission::Failed,
+                Err(_) => Submission::Closed,
+            }
+        };
+        tokio::time::timeout(self.ack_timeout, wait)
+            .await
+            .unwrap_or(Submission::TimedOut)
+    }
+
+    /// Records waiting for the writer.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}

@@ -1,0 +1,218 @@
+//! The store: where batches of records become rows in the five tables (SPEC §2).
+//!
+//! `Store` is the interface the writer uses; each backend implements the same operations in
+//! its own file with its own SQL next to it. What a batch *means* (which counters move by how
+//! much, which summaries change, which clicks are rejected) is decided once, in `plan`, so
+//! every backend writes the same thing.
+
+mod chunks;
+pub mod plan;
+mod sqlite;
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use crate::domain::{Record, RejectReason};
+
+pub use sqlite::SqliteStore;
+
+/// What happened to one record of a written batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written to the five tables.
+    Recorded,
+    /// Written to `track_rejects` with this reason.
+    Rejected(RejectReason),
+    /// Its `click_id` was already in the store (a replay): nothing changed.
+    AlreadyRecorded,
+}
+
+/// How the writer should react to a failed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Lock contention or a busy database: retry the whole batch.
+    Transient,
+    /// The database refused a row (constraint, range, type): bisect to find it.
+    Refused,
+    /// The database cannot be reached or written (I/O, disk full, gone): retry, then give up.
+    Unavailable,
+    /// Anything else: a bug or a misconfiguration; not retried.
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {source}")]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    /// The backend's error code, when it gave one (metric label for retries).
+    pub code: Option<String>,
+    /// What the store was doing.
+    pub operation: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Transient | ErrorKind::Unavailable)
+    }
+}
+
+/// A written batch: one outcome per record, in order, and what else the writer should count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    pub outcomes: Vec<Outcome>,
+    /// New tags left out of `last_click_tag` because the column was full.
+    pub tags_dropped: usize,
+}
+
+/// The database behind `--database-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("unsupported scheme in {0:?} (supported: sqlite://PATH)")]
+    UnsupportedScheme(String),
+    #[error("{0:?} names no database file")]
+    MissingPath(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<DatabaseUrl, DatabaseUrlError> {
+        match url.split_once(':') {
+            Some(("sqlite", rest)) => {
+                let path = rest.trim_start_matches("//");
+                if path.is_empty() || path.starts_with(":memory:") || rest.starts_with(":memory:") {
+                    // An in-memory database would vanish with the writer's connection.
+                    return Err(DatabaseUrlError::MissingPath(url.to_owned()));
+                }
+                Ok(DatabaseUrl::Sqlite(url.to_owned()))
+            }
+            _ => Err(DatabaseUrlError::UnsupportedScheme(redact(url))),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(url) => f.write_str(url),
+        }
+    }
+}
+
+/// A URL with any password removed, for messages and logs.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ignored = parsed.set_password(Some("***"));
+            parsed.into()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// One store per process, owned by the writer.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Open the store (creating an SQLite file if missing). Does not migrate.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(url) => SqliteStore::connect(url).await.map(Store::Sqlite),
+        }
+    }
+
+    /// Create or upgrade the schema.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// Write one batch in one transaction. Idempotent: records whose `click_id` the store
+    /// already holds change nothing, so a batch whose commit outcome is unknown can be retried.
+    pub async fn write_batch(&self, records: &[Record]) -> Result<BatchResult, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write_batch(records).await,
+        }
+    }
+
+    /// Succeeds when the store would accept a write now.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.probe().await,
+        }
+    }
+
+    /// Create a campaign (for trying clicktrack out; production campaigns come from the
+    /// marketing app). `Ok(false)` if the id exists already.
+    pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.add_campaign(id, name).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// The stores' text form of a time: `YYYY-MM-DD HH:MM:SS` in UTC, as MySQL DATETIME prints it,
+/// so it sorts as text and compares the same on every backend.
+pub fn db_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite://clicktrack.db"),
+            Ok(DatabaseUrl::Sqlite(_))
+        ));
+        assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        let err = DatabaseUrl::parse("postgres://u:secret@h/db").expect_err("unsupported");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn db_time_is_utc_and_fixed_width() {
+        let t = time::macros::datetime!(2026-01-02 03:04:05.678 +09:00);
+        assert_eq!(db_time(t), "2026-01-01 18:04:05");
+    }
+}

@@ -1,0 +1,202 @@
+//! Every metric clicktrack exports: names, labels, help texts, and the one function that
+//! changes each. Everything is registered at start-up with its known label values, so a
+//! counter at 0 is visible before its first event (SPEC §4a).
+//!
+//! Labels are bounded sets: interaction types, statuses, reasons, operations and error kinds.
+//! No campaign id, uid or target ever becomes a label.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::{InteractionType, RejectReason};
+use crate::store::{BatchResult, Outcome};
+
+pub const REQUESTS: &str = "track_requests_total";
+pub const REQUEST_DURATION: &str = "track_request_duration_seconds";
+pub const ERRORS: &str = "track_errors_total";
+pub const REJECTS: &str = "track_rejects_total";
+pub const REFUSED_TARGETS: &str = "track_refused_targets_total";
+pub const CLICKS_RECORDED: &str = "track_clicks_recorded_total";
+pub const CLICKS_ALREADY_RECORDED: &str = "track_clicks_already_recorded_total";
+pub const CLICKS_NOT_WRITTEN: &str = "track_clicks_not_written_total";
+pub const TAGS_DROPPED: &str = "track_tags_dropped_total";
+pub const QUEUE_DEPTH: &str = "track_queue_depth";
+pub const QUEUE_CAPACITY: &str = "track_queue_capacity";
+pub const QUEUE_FULL: &str = "track_queue_full_total";
+pub const BATCH_SIZE: &str = "track_batch_size";
+pub const BATCH_COMMIT: &str = "track_batch_commit_seconds";
+pub const BATCH_RETRIES: &str = "track_batch_retries_total";
+pub const BATCH_BISECTIONS: &str = "track_batch_bisections_total";
+pub const ACKS_UNDELIVERED: &str = "track_acks_undelivered_total";
+pub const STORE_READY: &str = "track_store_ready";
+
+/// `status` values of `track_requests_total`.
+pub mod status {
+    /// 302, click recorded.
+    pub const REDIRECTED: &str = "redirected";
+    /// 302, click set aside in `track_rejects`.
+    pub const REJECTED: &str = "rejected";
+    /// 302 for a HEAD request, not a click.
+    pub const HEAD: &str = "head";
+    /// 400, target refused by the redirect policy.
+    pub const REFUSED_TARGET: &str = "refused_target";
+    /// 302, but the click could not be made durable (write failed, ack timeout, shutdown).
+    pub const NOT_RECORDED: &str = "not_recorded";
+
+    pub const ALL: [&str; 5] = [REDIRECTED, REJECTED, HEAD, REFUSED_TARGET, NOT_RECORDED];
+}
+
+/// `interaction_type` label for requests that are not (yet) a typed click.
+pub const NO_TYPE: &str = "none";
+
+/// (operation, error_type) pairs of `track_errors_total`, registered at start.
+const ERROR_SERIES: [(&str, &str); 8] = [
+    ("write_batch", "transient"),
+    ("write_batch", "refused"),
+    ("write_batch", "unavailable"),
+    ("write_batch", "other"),
+    ("probe", "transient"),
+    ("probe", "unavailable"),
+    ("ack", "timeout"),
+    ("ack", "closed"),
+];
+
+/// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+const BATCH_SIZE_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Install the process-wide Prometheus recorder and register every series.
+pub fn install(queue_capacity: usize) -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_COMMIT.into()), &LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_SIZE_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    register(queue_capacity);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests to /__track by interaction type and outcome.");
+    describe_histogram!(REQUEST_DURATION, "Time from request to response on /__track, seconds.");
+    describe_counter!(ERRORS, "Errors by operation and kind; every error path counts here.");
+    describe_counter!(REJECTS, "Clicks set aside in track_rejects, by reason.");
+    describe_counter!(REFUSED_TARGETS, "Requests answered 400 because of the target, by reason.");
+    describe_counter!(CLICKS_RECORDED, "Clicks committed to the five tables.");
+    describe_counter!(CLICKS_ALREADY_RECORDED, "Records whose click_id was already stored (replays).");
+    describe_counter!(CLICKS_NOT_WRITTEN, "Records whose batch failed after all retries.");
+    describe_counter!(TAGS_DROPPED, "New tags left out of last_click_tag because it was full.");
+    describe_gauge!(QUEUE_DEPTH, "Records waiting for the writer.");
+    describe_gauge!(QUEUE_CAPACITY, "Capacity of the in-memory queue (--queue-capacity).");
+    describe_counter!(QUEUE_FULL, "Requests that found the queue full and waited for room.");
+    describe_histogram!(BATCH_SIZE, "Records per batch taken from the queue.");
+    describe_histogram!(BATCH_COMMIT, "Duration of one batch transaction, seconds.");
+    describe_counter!(BATCH_RETRIES, "Batch retries after a transient error, by error code.");
+    describe_counter!(BATCH_BISECTIONS, "Batch splits made to isolate a refused row.");
+    describe_counter!(ACKS_UNDELIVERED, "Acknowledgements whose request had gone away.");
+    describe_gauge!(STORE_READY, "1 when the store accepts writes, else 0.");
+}
+
+fn register(queue_capacity: usize) {
+    for s in status::ALL {
+        counter!(REQUESTS, "interaction_type" => NO_TYPE, "status" => s).absolute(0);
+        for t in InteractionType::ALL {
+            counter!(REQUESTS, "interaction_type" => t.as_str(), "status" => s).absolute(0);
+        }
+    }
+    for (operation, error_type) in ERROR_SERIES {
+        counter!(ERRORS, "operation" => operation, "error_type" => error_type).absolute(0);
+    }
+    for r in RejectReason::ALL {
+        counter!(REJECTS, "reason" => r.as_str()).absolute(0);
+    }
+    for e in crate::domain::TargetError::ALL {
+        counter!(REFUSED_TARGETS, "reason" => e.code()).absolute(0);
+    }
+    for name in [
+        CLICKS_RECORDED,
+        CLICKS_ALREADY_RECORDED,
+        CLICKS_NOT_WRITTEN,
+        TAGS_DROPPED,
+        QUEUE_FULL,
+        BATCH_BISECTIONS,
+        ACKS_UNDELIVERED,
+    ] {
+        counter!(name).absolute(0);
+    }
+    gauge!(QUEUE_DEPTH).set(0.0);
+    gauge!(QUEUE_CAPACITY).set(queue_capacity as f64);
+}
+
+pub fn request(interaction_type: &'static str, status: &'static str, elapsed: Duration) {
+    counter!(REQUESTS, "interaction_type" => interaction_type, "status" => status).increment(1);
+    histogram!(REQUEST_DURATION).record(elapsed.as_secs_f64());
+}
+
+pub fn refused_target(reason: &'static str) {
+    counter!(REFUSED_TARGETS, "reason" => reason).increment(1);
+}
+
+pub fn error(operation: &'static str, error_type: &'static str) {
+    counter!(ERRORS, "operation" => operation, "error_type" => error_type).increment(1);
+}
+
+pub fn batch_written(result: &BatchResult) {
+    let (mut recorded, mut already) = (0u64, 0u64);
+    for outcome in &result.outcomes {
+        match outcome {
+            Outcome::Recorded => recorded += 1,
+            Outcome::AlreadyRecorded => already += 1,
+            Outcome::Rejected(reason) => {
+                counter!(REJECTS, "reason" => reason.as_str()).increment(1);
+            }
+        }
+    }
+    counter!(CLICKS_RECORDED).increment(recorded);
+    counter!(CLICKS_ALREADY_RECORDED).increment(already);
+    counter!(TAGS_DROPPED).increment(result.tags_dropped as u64);
+}
+
+pub fn clicks_not_written(n: usize) {
+    counter!(CLICKS_NOT_WRITTEN).increment(n as u64);
+}
+
+pub fn batch_size(n: usize) {
+    histogram!(BATCH_SIZE).record(n as f64);
+}
+
+pub fn batch_commit_duration(elapsed: Duration) {
+    histogram!(BATCH_COMMIT).record(elapsed.as_secs_f64());
+}
+
+pub fn batch_retry(code: &str) {
+    counter!(BATCH_RETRIES, "code" => code.to_owned()).increment(1);
+}
+
+pub fn bisection() {
+    counter!(BATCH_BISECTIONS).increment(1);
+}
+
+pub fn queue_full() {
+    counter!(QUEUE_FULL).increment(1);
+}
+
+pub fn queue_depth(n: usize) {
+    gauge!(QUEUE_DEPTH).set(n as f64);
+}
+
+pub fn ack_undelivered() {
+    counter!(ACKS_UNDELIVERED).increment(1);
+}
+
+pub fn store_ready(ready: bool) {
+    gauge!(STORE_READY).set(if ready { 1.0 } else { 0.0 });
+}
