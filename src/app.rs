@@ -29,6 +29,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("campaign {0} already exists")]
+    CampaignExists(i64),
     #[error("metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("{what} failed: {source}")]
@@ -80,7 +82,10 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
-        tracing::info!(signal, "shutting down: no new connections, draining accepted clicks");
+        tracing::info!(
+            signal,
+            "shutting down: no new connections, draining accepted clicks"
+        );
         // Receivers live as long as the servers; if they are gone there is nothing to stop.
         if stop_tx.send(true).is_err() {
             tracing::debug!("servers already stopped");

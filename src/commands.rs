@@ -2,7 +2,7 @@
 
 use crate::app::{self, AppError};
 use crate::config::{CampaignAddArgs, CampaignCommand, Cli, Command, DbArgs};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
@@ -30,11 +30,6 @@ async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
         println!("campaign {} added: {}", args.id, args.name);
         Ok(())
     } else {
-        Err(AppError::Store(StoreError {
-            kind: crate::store::ErrorKind::Other,
-            code: None,
-            operation: "add campaign",
-            source: format!("campaign {} already exists", args.id).into(),
-        }))
+        Err(AppError::CampaignExists(args.id))
     }
 }

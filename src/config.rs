@@ -15,10 +15,20 @@ use crate::store::DatabaseUrl;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "clicktrack", version, about = "Click-tracking redirects for LINE campaign links")]
+#[command(
+    name = "clicktrack",
+    version,
+    about = "Click-tracking redirects for LINE campaign links"
+)]
 pub struct Cli {
     /// Log output: json, pretty, or auto (json unless stderr is a terminal).
-    #[arg(long, env = "CLICKTRACK_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    #[arg(
+        long,
+        env = "CLICKTRACK_LOG_FORMAT",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -74,7 +84,11 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Admin address (/metrics, /healthz, /readyz); keep it off the public network.
-    #[arg(long, env = "CLICKTRACK_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "CLICKTRACK_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
     pub admin_listen: SocketAddr,
 
     #[command(flatten)]
@@ -82,7 +96,11 @@ pub struct ServeArgs {
 
     /// Target host allowed for unsigned links: `example.com` exactly, `*.example.com` its
     /// subdomains. Repeatable; the environment variable is comma-separated.
-    #[arg(long = "allow-host", env = "CLICKTRACK_ALLOW_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-host",
+        env = "CLICKTRACK_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
     pub allow_hosts: Vec<String>,
 
     /// Redirect to any http(s) target. Development only: an open redirect.
@@ -168,7 +186,10 @@ mod tests {
 
     #[test]
     fn defaults_are_sensible() {
-        let s = serve(&[]).expect("defaults parse").settings().expect("defaults are valid");
+        let s = serve(&[])
+            .expect("defaults parse")
+            .settings()
+            .expect("defaults are valid");
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.policy.refuses_everything());
         assert!(s.batch.max_rows >= 100);
@@ -176,8 +197,14 @@ mod tests {
 
     #[test]
     fn repeatable_hosts_and_boolean_flag() {
-        let s = serve(&["--allow-host", "a.com", "--allow-host", "*.b.com,c.com", "--allow-any-target"])
-            .expect("parses");
+        let s = serve(&[
+            "--allow-host",
+            "a.com",
+            "--allow-host",
+            "*.b.com,c.com",
+            "--allow-any-target",
+        ])
+        .expect("parses");
         assert_eq!(s.allow_hosts, ["a.com", "*.b.com", "c.com"]);
         assert!(s.allow_any_target);
     }
@@ -186,9 +213,15 @@ mod tests {
     fn bad_values_name_their_flag() {
         let e = serve(&["--batch-max-rows", "0"]).expect_err("0 rows");
         assert!(e.to_string().contains("--batch-max-rows"), "{e}");
-        let e = serve(&["--allow-host", "http://x/"]).expect("parses").settings().expect_err("bad host");
+        let e = serve(&["--allow-host", "http://x/"])
+            .expect("parses")
+            .settings()
+            .expect_err("bad host");
         assert_eq!(e.flag, "--allow-host");
-        let e = serve(&["--database-url", "oracle://x"]).expect("parses").settings().expect_err("bad url");
+        let e = serve(&["--database-url", "oracle://x"])
+            .expect("parses")
+            .settings()
+            .expect_err("bad url");
         assert_eq!(e.flag, "--database-url");
     }
 }

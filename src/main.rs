@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     // Clap exits with 2 on malformed flags, naming the flag.
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -26,7 +29,8 @@ fn main() -> ExitCode {
                 AppError::Config(_) => 2,
                 _ => 1,
             };
-            tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "clicktrack failed");
+            // Each error's Display already carries its cause.
+            tracing::error!(error = %e, "clicktrack failed");
             ExitCode::from(code)
         }
     }

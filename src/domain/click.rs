@@ -332,13 +332,25 @@ mod tests {
             ("cid=abc".to_string(), RejectReason::InvalidCampaign),
             ("cid=0".to_string(), RejectReason::InvalidCampaign),
             ("cid=-3".to_string(), RejectReason::InvalidCampaign),
-            ("cid=99999999999999999999".to_string(), RejectReason::InvalidCampaign),
+            (
+                "cid=99999999999999999999".to_string(),
+                RejectReason::InvalidCampaign,
+            ),
             (format!("cid=1&uid={uid65}"), RejectReason::UidTooLong),
             ("cid=1&uid=U%201".to_string(), RejectReason::InvalidUid),
             ("cid=1&uid=%E3%81%82".to_string(), RejectReason::InvalidUid),
-            ("cid=1&type=drop_table".to_string(), RejectReason::UnknownType),
-            (format!("cid=1&tag={}", tags21.join(",")), RejectReason::TooManyTags),
-            (format!("cid=1&tag={}", "x".repeat(65)), RejectReason::TagTooLong),
+            (
+                "cid=1&type=drop_table".to_string(),
+                RejectReason::UnknownType,
+            ),
+            (
+                format!("cid=1&tag={}", tags21.join(",")),
+                RejectReason::TooManyTags,
+            ),
+            (
+                format!("cid=1&tag={}", "x".repeat(65)),
+                RejectReason::TagTooLong,
+            ),
             ("cid=1&cid=2".to_string(), RejectReason::RepeatedParameter),
             ("cid=1&tag=%FF".to_string(), RejectReason::BadEncoding),
         ];

@@ -109,10 +109,7 @@ mod tests {
         );
         assert_eq!(p.cid.decode(), Ok(Some("123".into())));
         assert_eq!(p.uid.decode(), Ok(Some("U1".into())));
-        assert_eq!(
-            p.to.decode(),
-            Ok(Some("https://example.com/a?b=1".into()))
-        );
+        assert_eq!(p.to.decode(), Ok(Some("https://example.com/a?b=1".into())));
         assert_eq!(p.tag.decode(), Ok(Some("A B,C".into())));
         assert_eq!(p.src.decode(), Ok(None));
     }

@@ -65,7 +65,11 @@ pub fn merge_tags<'a>(
         if tags.iter().any(|t| t == tag) {
             continue;
         }
-        let added = if tags.is_empty() { tag.len() } else { tag.len() + 1 };
+        let added = if tags.is_empty() {
+            tag.len()
+        } else {
+            tag.len() + 1
+        };
         if len + added > max_bytes {
             dropped += 1;
             continue;
@@ -115,7 +119,10 @@ mod tests {
         assert_eq!(m.value.as_deref(), Some("A,B,C,D"));
         assert_eq!(m.dropped, 0);
         assert_eq!(merge_tags(None, [], 1024).value, None);
-        assert_eq!(merge_tags(Some(" A , ,B"), [], 1024).value.as_deref(), Some("A,B"));
+        assert_eq!(
+            merge_tags(Some(" A , ,B"), [], 1024).value.as_deref(),
+            Some("A,B")
+        );
     }
 
     #[test]

@@ -211,13 +211,18 @@ mod tests {
             ("https://example.com", "https://example.com/"),
             ("HTTPS://EXAMPLE.COM/a?b=1#c", "https://example.com/a?b=1#c"),
             ("http://example.com:8080/x", "http://example.com:8080/x"),
-            ("https://www.hotel.jp/予約", "https://www.hotel.jp/%E4%BA%88%E7%B4%84"),
+            (
+                "https://www.hotel.jp/予約",
+                "https://www.hotel.jp/%E4%BA%88%E7%B4%84",
+            ),
             ("https://a.b.hotel.jp/", "https://a.b.hotel.jp/"),
             ("https://BÜCHER.de/", "https://xn--bcher-kva.de/"),
             ("https://xn--bcher-kva.de/", "https://xn--bcher-kva.de/"),
         ];
         for (raw, location) in ok {
-            let t = p.check(raw.to_string()).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let t = p
+                .check(raw.to_string())
+                .unwrap_or_else(|e| panic!("{raw}: {e}"));
             assert_eq!(t.location, location, "{raw}");
             assert_eq!(t.raw, raw);
         }
@@ -236,7 +241,10 @@ mod tests {
             ("https://evilexample.com/", TargetError::HostNotAllowed),
             ("https://hotel.jp/", TargetError::HostNotAllowed),
             ("https://x.nothotel.jp/", TargetError::HostNotAllowed),
-            ("https://example.com/\r\nSet-Cookie: a=b", TargetError::ControlCharacter),
+            (
+                "https://example.com/\r\nSet-Cookie: a=b",
+                TargetError::ControlCharacter,
+            ),
             ("https://example.com/\u{0}", TargetError::ControlCharacter),
             ("https://example.com/ a", TargetError::ControlCharacter),
             ("https://exa mple.com/", TargetError::ControlCharacter),
@@ -253,7 +261,10 @@ mod tests {
     #[test]
     fn extra_slashes_are_checked_against_the_host_the_browser_will_use() {
         let p = policy(&["example.com"]);
-        assert_eq!(p.check("https:///evil.com/".into()), Err(TargetError::HostNotAllowed));
+        assert_eq!(
+            p.check("https:///evil.com/".into()),
+            Err(TargetError::HostNotAllowed)
+        );
         let t = p.check("https:///example.com/".into()).expect("allowed");
         assert_eq!(t.location, "https://example.com/");
     }
@@ -262,17 +273,36 @@ mod tests {
     fn no_rules_refuses_everything_and_allow_any_allows_any_http_host() {
         let none = policy(&[]);
         assert!(none.refuses_everything());
-        assert_eq!(none.check("https://example.com/".into()), Err(TargetError::HostNotAllowed));
+        assert_eq!(
+            none.check("https://example.com/".into()),
+            Err(TargetError::HostNotAllowed)
+        );
         let any = RedirectPolicy::new(&[], true).expect("no rules");
         assert!(any.check("https://anything.example/".into()).is_ok());
-        assert_eq!(any.check("javascript:alert(1)".into()), Err(TargetError::NotHttp));
-        assert_eq!(any.check("https://a@b.c/".into()), Err(TargetError::UserInfo));
+        assert_eq!(
+            any.check("javascript:alert(1)".into()),
+            Err(TargetError::NotHttp)
+        );
+        assert_eq!(
+            any.check("https://a@b.c/".into()),
+            Err(TargetError::UserInfo)
+        );
     }
 
     #[test]
     fn bad_rules_are_refused() {
-        for rule in ["http://example.com", "example.com/x", "a@b.com", "*.", "*.1.2.3.4", "exa mple.com"] {
-            assert!(RedirectPolicy::new(&[rule.to_string()], false).is_err(), "{rule}");
+        for rule in [
+            "http://example.com",
+            "example.com/x",
+            "a@b.com",
+            "*.",
+            "*.1.2.3.4",
+            "exa mple.com",
+        ] {
+            assert!(
+                RedirectPolicy::new(&[rule.to_string()], false).is_err(),
+                "{rule}"
+            );
         }
         assert!(RedirectPolicy::new(&["127.0.0.1".to_string()], false).is_ok());
     }

@@ -24,6 +24,9 @@ async fn readyz(State(health): State<Arc<StoreHealth>>) -> (StatusCode, &'static
     if health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store does not accept writes\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the store does not accept writes\n",
+        )
     }
 }

@@ -93,7 +93,9 @@ impl Writer {
     /// Write `records`, bisecting around refused rows. One acknowledgement per record.
     async fn write_isolating(&self, mut records: Vec<Record>) -> Vec<Ack> {
         let mut acks = vec![Ack::Failed; records.len()];
-        let mut pending: Vec<Range<usize>> = vec![0..records.len()];
+        // Ranges still to write; a refused range is split in two and pushed back.
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
+        pending.push(0..records.len());
         while let Some(range) = pending.pop() {
             match self.write_with_retry(&records[range.clone()]).await {
                 Ok(result) => {
@@ -109,7 +111,10 @@ impl Writer {
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
                 }
-                Err(e) if e.kind == ErrorKind::Refused && matches!(records[range.start], Record::Click(_)) => {
+                Err(e)
+                    if e.kind == ErrorKind::Refused
+                        && matches!(records[range.start], Record::Click(_)) =>
+                {
                     let i = range.start;
                     let record = records[i].clone();
                     if let Record::Click(c) = &record {
@@ -170,7 +175,9 @@ impl Writer {
 
 /// Exponential backoff with "equal jitter": half fixed, half random, capped.
 fn backoff(retry: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1 << retry.min(16)).min(BACKOFF_CAP);
+    let exp = BACKOFF_BASE
+        .saturating_mul(1 << retry.min(16))
+        .min(BACKOFF_CAP);
     let half = exp / 2;
     half + half.mul_f64(fastrand::f64())
 }

@@ -179,6 +179,24 @@ impl Store {
     }
 }
 
+/// `messages.content` of a click, in the old endpoint's key order:
+/// `{"event":"campaign_click","campaign_id":123,"target":"https://..."}`.
+pub fn message_content(click: &crate::domain::Click) -> String {
+    #[derive(serde::Serialize)]
+    struct Content<'a> {
+        event: &'static str,
+        campaign_id: i64,
+        target: &'a str,
+    }
+    let content = Content {
+        event: "campaign_click",
+        campaign_id: click.campaign_id,
+        target: &click.target,
+    };
+    // Serializing a struct of plain strings and integers cannot fail.
+    serde_json::to_string(&content).unwrap_or_default()
+}
+
 /// The stores' text form of a time: `YYYY-MM-DD HH:MM:SS` in UTC, as MySQL DATETIME prints it,
 /// so it sorts as text and compares the same on every backend.
 pub fn db_time(t: OffsetDateTime) -> String {

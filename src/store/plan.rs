@@ -78,9 +78,12 @@ impl<'r> BatchPlan<'r> {
                     plan.rejects.push(Cow::Borrowed(r));
                 }
                 Record::Click(c) if !known_campaigns.contains(&c.campaign_id) => {
-                    plan.outcomes.push(Outcome::Rejected(RejectReason::UnknownCampaign));
+                    plan.outcomes
+                        .push(Outcome::Rejected(RejectReason::UnknownCampaign));
                     plan.rejects.push(Cow::Owned(
-                        record.clone().into_reject(RejectReason::UnknownCampaign, None),
+                        record
+                            .clone()
+                            .into_reject(RejectReason::UnknownCampaign, None),
                     ));
                 }
                 Record::Click(c) => {
@@ -170,18 +173,30 @@ mod tests {
         assert_eq!(u1.tags, ["A", "B", "C"]);
         assert_eq!(u1.last_clicked_at.unix_timestamp(), 30);
         assert_eq!(plan.rejects.len(), 1);
-        assert!(plan.rejects[0].query.contains("cid=999"), "{}", plan.rejects[0].query);
+        assert!(
+            plan.rejects[0].query.contains("cid=999"),
+            "{}",
+            plan.rejects[0].query
+        );
     }
 
     #[test]
     fn replayed_and_repeated_click_ids_change_nothing() {
         let first = click(Some("U1"), 1, 0, &[], 1);
-        let records = vec![first.clone(), first.clone(), click(Some("U1"), 1, 0, &[], 2)];
+        let records = vec![
+            first.clone(),
+            first.clone(),
+            click(Some("U1"), 1, 0, &[], 2),
+        ];
         let already: HashSet<Uuid> = [records[2].click_id()].into();
         let plan = BatchPlan::new(&records, &already, &[1].into());
         assert_eq!(
             plan.outcomes,
-            [Outcome::Recorded, Outcome::AlreadyRecorded, Outcome::AlreadyRecorded]
+            [
+                Outcome::Recorded,
+                Outcome::AlreadyRecorded,
+                Outcome::AlreadyRecorded
+            ]
         );
         assert_eq!(plan.campaign_increments[&1], 1);
         assert_eq!(plan.summaries[&("U1", 0)].clicks, 1);

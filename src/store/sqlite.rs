@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::chunks::fixed_chunks;
 use super::plan::{self, BatchPlan, SummaryDelta};
-use super::{BatchResult, ErrorKind, StoreError, db_time};
+use super::{BatchResult, ErrorKind, StoreError, db_time, message_content};
 use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
 use crate::domain::{Click, Record, Reject};
 
@@ -227,8 +227,9 @@ async fn ensure_members(tx: &mut Tx, uids: &[&str], now: &str) -> Result<Members
     }
     let mut members = Members::with_capacity(uids.len());
     for chunk in fixed_chunks(uids) {
-        let mut q =
-            QueryBuilder::new("SELECT id, line_uid, line_display_name FROM members WHERE line_uid IN (");
+        let mut q = QueryBuilder::new(
+            "SELECT id, line_uid, line_display_name FROM members WHERE line_uid IN (",
+        );
         push_in_list(&mut q, chunk);
         q.push(")");
         let rows = q
@@ -266,17 +267,21 @@ async fn bump_campaigns(
     Ok(())
 }
 
-async fn insert_messages(tx: &mut Tx, clicks: &[&Click], members: &Members) -> Result<(), StoreError> {
+async fn insert_messages(
+    tx: &mut Tx,
+    clicks: &[&Click],
+    members: &Members,
+) -> Result<(), StoreError> {
     let rows: Vec<(i64, String, i64, String)> = clicks
         .iter()
         .filter_map(|c| {
             let (member_id, _) = members.get(c.uid.as_deref()?)?;
-            let content = serde_json::json!({
-                "event": "campaign_click",
-                "campaign_id": c.campaign_id,
-                "target": c.target,
-            });
-            Some((*member_id, content.to_string(), c.campaign_id, db_time(c.received_at)))
+            Some((
+                *member_id,
+                message_content(c),
+                c.campaign_id,
+                db_time(c.received_at),
+            ))
         })
         .collect();
     for chunk in fixed_chunks(&rows) {
@@ -335,8 +340,14 @@ async fn upsert_summaries(
         .summaries
         .iter()
         .map(|(&(uid, src), delta)| {
-            let existing = stored.get(&(uid.to_owned(), src)).and_then(Option::as_deref);
-            let merged = merge_tags(existing, delta.tags.iter().copied(), LAST_CLICK_TAG_MAX_BYTES);
+            let existing = stored
+                .get(&(uid.to_owned(), src))
+                .and_then(Option::as_deref);
+            let merged = merge_tags(
+                existing,
+                delta.tags.iter().copied(),
+                LAST_CLICK_TAG_MAX_BYTES,
+            );
             dropped += merged.dropped;
             SummaryRow {
                 uid,

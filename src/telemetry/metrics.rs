@@ -85,23 +85,59 @@ pub fn install(queue_capacity: usize) -> Result<PrometheusHandle, BuildError> {
 }
 
 fn describe() {
-    describe_counter!(REQUESTS, "Requests to /__track by interaction type and outcome.");
-    describe_histogram!(REQUEST_DURATION, "Time from request to response on /__track, seconds.");
-    describe_counter!(ERRORS, "Errors by operation and kind; every error path counts here.");
+    describe_counter!(
+        REQUESTS,
+        "Requests to /__track by interaction type and outcome."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        "Time from request to response on /__track, seconds."
+    );
+    describe_counter!(
+        ERRORS,
+        "Errors by operation and kind; every error path counts here."
+    );
     describe_counter!(REJECTS, "Clicks set aside in track_rejects, by reason.");
-    describe_counter!(REFUSED_TARGETS, "Requests answered 400 because of the target, by reason.");
+    describe_counter!(
+        REFUSED_TARGETS,
+        "Requests answered 400 because of the target, by reason."
+    );
     describe_counter!(CLICKS_RECORDED, "Clicks committed to the five tables.");
-    describe_counter!(CLICKS_ALREADY_RECORDED, "Records whose click_id was already stored (replays).");
-    describe_counter!(CLICKS_NOT_WRITTEN, "Records whose batch failed after all retries.");
-    describe_counter!(TAGS_DROPPED, "New tags left out of last_click_tag because it was full.");
+    describe_counter!(
+        CLICKS_ALREADY_RECORDED,
+        "Records whose click_id was already stored (replays)."
+    );
+    describe_counter!(
+        CLICKS_NOT_WRITTEN,
+        "Records whose batch failed after all retries."
+    );
+    describe_counter!(
+        TAGS_DROPPED,
+        "New tags left out of last_click_tag because it was full."
+    );
     describe_gauge!(QUEUE_DEPTH, "Records waiting for the writer.");
-    describe_gauge!(QUEUE_CAPACITY, "Capacity of the in-memory queue (--queue-capacity).");
-    describe_counter!(QUEUE_FULL, "Requests that found the queue full and waited for room.");
+    describe_gauge!(
+        QUEUE_CAPACITY,
+        "Capacity of the in-memory queue (--queue-capacity)."
+    );
+    describe_counter!(
+        QUEUE_FULL,
+        "Requests that found the queue full and waited for room."
+    );
     describe_histogram!(BATCH_SIZE, "Records per batch taken from the queue.");
     describe_histogram!(BATCH_COMMIT, "Duration of one batch transaction, seconds.");
-    describe_counter!(BATCH_RETRIES, "Batch retries after a transient error, by error code.");
-    describe_counter!(BATCH_BISECTIONS, "Batch splits made to isolate a refused row.");
-    describe_counter!(ACKS_UNDELIVERED, "Acknowledgements whose request had gone away.");
+    describe_counter!(
+        BATCH_RETRIES,
+        "Batch retries after a transient error, by error code."
+    );
+    describe_counter!(
+        BATCH_BISECTIONS,
+        "Batch splits made to isolate a refused row."
+    );
+    describe_counter!(
+        ACKS_UNDELIVERED,
+        "Acknowledgements whose request had gone away."
+    );
     describe_gauge!(STORE_READY, "1 when the store accepts writes, else 0.");
 }
 

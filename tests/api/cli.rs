@@ -1,0 +1,94 @@
+//! The command line's contract: exit codes (0 ok, 2 bad configuration naming the flag,
+//! 1 runtime failure), `migrate` and `campaign add`.
+
+use std::process::Command;
+
+use crate::helpers::{BIN, TestDb};
+
+fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args(["--database-url", &db.url])
+        .args(args)
+        .output()
+        .expect("run serve")
+}
+
+#[test]
+fn bad_configuration_exits_2_and_names_the_flag() {
+    let db = TestDb::new();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--allow-host", "http://example.com/"], "--allow-host"),
+        (&["--database-url", "oracle://db"], "--database-url"),
+        (&["--batch-max-rows", "0"], "--batch-max-rows"),
+        (&["--queue-capacity", "many"], "--queue-capacity"),
+        (&["--listen", "not-an-address"], "--listen"),
+    ];
+    for (args, flag) in cases {
+        let out = serve_output(&db, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} should name {flag}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_listen_address_in_use_is_a_runtime_failure() {
+    let db = TestDb::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+        ])
+        .output()
+        .expect("run serve");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+#[test]
+fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
+    let db = TestDb::new();
+    for _ in 0..2 {
+        let out = db.cli(&["migrate"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = db.cli(&["campaign", "add", "--id", "123", "--name", "again"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("campaign 123 already exists"));
+    let out = db.cli(&["campaign", "add", "--id", "7", "--name", "Spring sale"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "campaign 7 added: Spring sale"
+    );
+    let out = db.cli(&["campaign", "add", "--id", "0", "--name", "zero"]);
+    assert_eq!(out.status.code(), Some(2), "ids are positive");
+}

@@ -1,0 +1,207 @@
+//! SPEC §3: exact totals under concurrency (P0 counter, P1 lost tags, P2 several instances),
+//! starting with the seed's own tests, ported.
+
+use std::collections::BTreeSet;
+
+use futures_util::future::join_all;
+
+use crate::helpers::{ALLOWED_HOST, BROWSER_UA, CAMPAIGNS, TestApp, TestDb, link};
+
+// Seed: test_click_count_increment (5 clicks → total_clicks = 5).
+#[tokio::test]
+async fn five_clicks_on_one_uid_and_source_count_five() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    for _ in 0..5 {
+        let resp = app.track(&link(123, "U_TEST_001", 999, "")).await;
+        assert_eq!(resp.status(), 302);
+    }
+    assert_eq!(db.summary("U_TEST_001", 999).await, Some((5, None)));
+    assert_eq!(db.campaign_clicks(123).await, 5);
+    assert_eq!(db.count("component_interaction_logs").await, 5);
+    assert_eq!(db.messages_of("U_TEST_001").await.len(), 5);
+    assert_eq!(db.members_named("U_TEST_001").await, 1);
+}
+
+// Seed: test_concurrent_clicks_no_deadlock (50 workers × 10 clicks), with exact totals.
+#[tokio::test]
+async fn fifty_concurrent_workers_give_exact_totals_in_every_table() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    let workers = (0..50).map(|w| {
+        let app = &app;
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..10 {
+                let resp = app
+                    .track(&link(123, &format!("U_WORKER_{w}"), 456, ""))
+                    .await;
+                statuses.push(resp.status().as_u16());
+            }
+            statuses
+        }
+    });
+    let statuses: Vec<u16> = join_all(workers).await.into_iter().flatten().collect();
+    assert_eq!(statuses.len(), 500);
+    assert!(
+        statuses.iter().all(|s| *s == 302),
+        "non-302 responses: {statuses:?}"
+    );
+
+    assert_eq!(db.campaign_clicks(123).await, 500);
+    assert_eq!(db.count("component_interaction_logs").await, 500);
+    assert_eq!(db.count("messages").await, 500);
+    assert_eq!(db.count("members").await, 50);
+    assert_eq!(db.count("ryan_click_demo").await, 50);
+    for w in 0..50 {
+        assert_eq!(
+            db.summary(&format!("U_WORKER_{w}"), 456).await,
+            Some((10, None)),
+            "worker {w}"
+        );
+    }
+    assert_eq!(db.count("track_rejects").await, 0);
+}
+
+// Seed: test_concurrent_tag_merge_no_loss (10 concurrent clicks, tags A..J, one new row).
+#[tokio::test]
+async fn ten_concurrent_clicks_with_different_tags_keep_all_tags() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    let tags = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"];
+    let responses = join_all(
+        tags.iter()
+            .map(|t| app.track(link(123, "U_TAG_CONCURRENT", 777, t))),
+    )
+    .await;
+    assert!(responses.iter().all(|r| r.status() == 302));
+
+    let (total, stored) = db
+        .summary("U_TAG_CONCURRENT", 777)
+        .await
+        .expect("summary row");
+    assert_eq!(total, 10);
+    let stored = stored.expect("tags stored");
+    let stored: Vec<&str> = stored.split(',').collect();
+    let unique: BTreeSet<&str> = stored.iter().copied().collect();
+    assert_eq!(unique, tags.into_iter().collect(), "stored: {stored:?}");
+    assert_eq!(stored.len(), 10, "each tag once: {stored:?}");
+}
+
+#[tokio::test]
+async fn tags_merge_onto_existing_ones_in_arrival_order() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    for tag in ["A,B", "B,C", "", "A", "D"] {
+        assert_eq!(
+            app.track(&link(456, "U_ORDER", 100, tag)).await.status(),
+            302
+        );
+    }
+    assert_eq!(
+        db.summary("U_ORDER", 100).await,
+        Some((5, Some("A,B,C,D".into())))
+    );
+}
+
+#[tokio::test]
+async fn a_click_writes_every_table_as_the_spec_says() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let resp = app
+        .track("cid=789&uid=Uabc&type=button_url&src=300&tag=%20X%20,Y,X&to=https%3A%2F%2Fexample.com%2Fp%3Fq%3D1")
+        .await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], "https://example.com/p?q=1");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+
+    let rows = db.interaction("Uabc").await;
+    assert_eq!(rows.len(), 1);
+    let (cid, itype, value, at, ua, click_id) = &rows[0];
+    assert_eq!(
+        (*cid, itype.as_str(), value.as_str()),
+        (789, "button_url", "https://example.com/p?q=1")
+    );
+    assert_eq!(ua.as_deref(), Some(BROWSER_UA));
+    let uuid = uuid::Uuid::parse_str(click_id).expect("click_id is a uuid");
+    assert_eq!(uuid.get_version_num(), 7);
+    let at = time::PrimitiveDateTime::parse(
+        at,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    )
+    .expect("triggered_at format")
+    .assume_utc()
+    .unix_timestamp();
+    assert!(
+        (before - 1..=before + 5).contains(&at),
+        "triggered_at {at} vs now {before}"
+    );
+
+    assert_eq!(
+        db.messages_of("Uabc").await,
+        [format!(
+            r#"{{"event":"campaign_click","campaign_id":789,"target":"https://{ALLOWED_HOST}/p?q=1"}}"#
+        )]
+    );
+    assert_eq!(db.summary("Uabc", 300).await, Some((1, Some("X,Y".into()))));
+    assert_eq!(db.campaign_clicks(789).await, 1);
+}
+
+#[tokio::test]
+async fn an_anonymous_click_counts_the_campaign_and_logs_only() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    for query in [
+        "cid=456&to=https%3A%2F%2Fexample.com%2F",
+        "cid=456&uid=&src=5&tag=A&to=https%3A%2F%2Fexample.com%2F",
+    ] {
+        assert_eq!(app.track(query).await.status(), 302);
+    }
+    assert_eq!(db.campaign_clicks(456).await, 2);
+    assert_eq!(db.logged_uids().await, ["", ""]);
+    assert_eq!(db.count("members").await, 0);
+    assert_eq!(db.count("messages").await, 0);
+    assert_eq!(db.count("ryan_click_demo").await, 0);
+}
+
+// P2: several instances on one database stay exact (here: two processes on one SQLite file).
+#[tokio::test]
+async fn two_processes_on_one_database_stay_exact() {
+    let db = TestDb::new();
+    let apps = [TestApp::spawn(&db, &[]), TestApp::spawn(&db, &[])];
+    let tags = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L"];
+    let clients = (0..40).map(|w| {
+        let app = &apps[w % 2];
+        async move {
+            let mut ok = 0;
+            for i in 0..25 {
+                // Everyone hits one hot (uid, src) row and one campaign, plus a member of their own.
+                let hot = app
+                    .track(&link(CAMPAIGNS[0], "U_HOT", 1, tags[(w + i) % tags.len()]))
+                    .await;
+                let own = app
+                    .track(&link(CAMPAIGNS[1], &format!("U_OWN_{}", w % 10), 2, "Z"))
+                    .await;
+                ok += u32::from(hot.status() == 302) + u32::from(own.status() == 302);
+            }
+            ok
+        }
+    });
+    let ok: u32 = join_all(clients).await.into_iter().sum();
+    assert_eq!(ok, 2000);
+    assert_eq!(db.summary("U_HOT", 1).await.map(|s| s.0), Some(1000));
+    let stored = db
+        .summary("U_HOT", 1)
+        .await
+        .and_then(|s| s.1)
+        .expect("tags");
+    let stored: BTreeSet<&str> = stored.split(',').collect();
+    assert_eq!(stored, tags.into_iter().collect());
+    assert_eq!(db.campaign_clicks(CAMPAIGNS[0]).await, 1000);
+    assert_eq!(db.campaign_clicks(CAMPAIGNS[1]).await, 1000);
+    assert_eq!(db.count("members").await, 11);
+    assert_eq!(db.members_named("U_HOT").await, 1);
+    assert_eq!(db.summary_clicks_total().await, 2000);
+    assert_eq!(db.count("component_interaction_logs").await, 2000);
+}

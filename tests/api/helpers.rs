@@ -1,0 +1,350 @@
+//! Test harness: runs the real `clicktrack` binary on random ports against its own database,
+//! and reads results back through store-neutral helpers, so every test case can later run
+//! against every store.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clicktrack");
+/// Campaigns every test database starts with (the seed's Locust mix uses these).
+pub const CAMPAIGNS: [i64; 3] = [123, 456, 789];
+pub const ALLOWED_HOST: &str = "example.com";
+/// Benchmarks and tests send a browser user agent (command-line clients are bots, SPEC §4a).
+pub const BROWSER_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Line/13.20.0";
+
+/// A database of the test's own.
+pub struct TestDb {
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl TestDb {
+    /// A fresh SQLite file with the schema and `CAMPAIGNS`, created through the CLI.
+    pub fn new() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("clicktrack.db").display());
+        let db = TestDb { url, _dir: dir };
+        for id in CAMPAIGNS {
+            let out = db.cli(&[
+                "campaign",
+                "add",
+                "--id",
+                &id.to_string(),
+                "--name",
+                &format!("campaign {id}"),
+            ]);
+            assert!(
+                out.status.success(),
+                "campaign add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        db
+    }
+
+    /// Run a clicktrack subcommand against this database.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--database-url", &self.url, "--log-format", "json"])
+            .output()
+            .expect("run clicktrack")
+    }
+
+    pub async fn pool(&self) -> SqlitePool {
+        let options: SqliteConnectOptions = self.url.parse().expect("sqlite url");
+        SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.busy_timeout(Duration::from_secs(10)))
+            .await
+            .expect("open test database")
+    }
+
+    async fn scalar(&self, sql: String) -> i64 {
+        let pool = self.pool().await;
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+        let value: Option<i64> = row.try_get(0).expect("integer");
+        pool.close().await;
+        value.unwrap_or(0)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    pub async fn campaign_clicks(&self, id: i64) -> i64 {
+        self.scalar(format!(
+            "SELECT clicked_count FROM campaigns WHERE id = {id}"
+        ))
+        .await
+    }
+
+    pub async fn campaign_clicks_total(&self) -> i64 {
+        self.scalar("SELECT SUM(clicked_count) FROM campaigns".into())
+            .await
+    }
+
+    pub async fn members_named(&self, uid: &str) -> i64 {
+        let pool = self.pool().await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE line_uid = ?")
+            .bind(uid)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+        pool.close().await;
+        n
+    }
+
+    /// (total_clicks, last_click_tag) of one summary row, if it exists.
+    pub async fn summary(&self, uid: &str, src: i64) -> Option<(i64, Option<String>)> {
+        let pool = self.pool().await;
+        let row = sqlx::query(
+            "SELECT total_clicks, last_click_tag FROM ryan_click_demo \
+             WHERE line_id = ? AND source_campaign_id = ?",
+        )
+        .bind(uid)
+        .bind(src)
+        .fetch_optional(&pool)
+        .await
+        .expect("query");
+        pool.close().await;
+        row.map(|r| (r.get(0), r.get(1)))
+    }
+
+    /// Sum of `total_clicks` over every summary row.
+    pub async fn summary_clicks_total(&self) -> i64 {
+        self.scalar("SELECT SUM(total_clicks) FROM ryan_click_demo".into())
+            .await
+    }
+
+    /// The `line_id` of every interaction-log row.
+    pub async fn logged_uids(&self) -> Vec<String> {
+        let pool = self.pool().await;
+        let uids = sqlx::query_scalar("SELECT line_id FROM component_interaction_logs")
+            .fetch_all(&pool)
+            .await
+            .expect("query");
+        pool.close().await;
+        uids
+    }
+
+    /// reason → count, from `track_rejects`.
+    pub async fn rejects_by_reason(&self) -> BTreeMap<String, i64> {
+        let pool = self.pool().await;
+        let rows = sqlx::query("SELECT reason, COUNT(*) FROM track_rejects GROUP BY reason")
+            .fetch_all(&pool)
+            .await
+            .expect("query");
+        pool.close().await;
+        rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
+    /// Every column the tests look at of one interaction-log row, by uid.
+    pub async fn interaction(
+        &self,
+        uid: &str,
+    ) -> Vec<(i64, String, String, String, Option<String>, String)> {
+        let pool = self.pool().await;
+        let rows = sqlx::query(
+            "SELECT campaign_id, interaction_type, interaction_value, triggered_at, user_agent, click_id \
+             FROM component_interaction_logs WHERE line_id = ? ORDER BY id",
+        )
+        .bind(uid)
+        .fetch_all(&pool)
+        .await
+        .expect("query");
+        pool.close().await;
+        rows.into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect()
+    }
+
+    pub async fn messages_of(&self, uid: &str) -> Vec<String> {
+        let pool = self.pool().await;
+        let rows = sqlx::query_scalar(
+            "SELECT m.content FROM messages m JOIN members u ON u.id = m.member_id \
+             WHERE u.line_uid = ? AND m.direction = 'incoming' AND m.message_type = 'text' ORDER BY m.id",
+        )
+        .bind(uid)
+        .fetch_all(&pool)
+        .await
+        .expect("query");
+        pool.close().await;
+        rows
+    }
+}
+
+/// A running `clicktrack serve`.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub client: reqwest::Client,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestApp {
+    /// Serve `db` allowing `ALLOWED_HOST`, with extra flags.
+    pub fn spawn(db: &TestDb, extra: &[&str]) -> TestApp {
+        let mut args = vec!["--allow-host", ALLOWED_HOST];
+        args.extend_from_slice(extra);
+        TestApp::spawn_with_policy(db, &args)
+    }
+
+    /// Serve `db` with exactly these policy and tuning flags.
+    pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--database-url", &db.url, "--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn clicktrack serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addrs) = ready_addresses(&line) {
+                        let _ = ready_tx.send(addrs);
+                    }
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let (addr, admin_addr) = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addrs) => addrs,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "clicktrack did not become ready:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(BROWSER_UA)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        TestApp {
+            addr,
+            admin_addr,
+            client,
+            child,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// `GET /__track?{query}`.
+    pub async fn track(&self, query: impl AsRef<str>) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/__track?{}", query.as_ref())))
+            .send()
+            .await
+            .expect("request /__track")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.admin_addr))
+            .send()
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicktrack did not exit:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("log lock").join("\n")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+fn ready_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("message")?.as_str()? != "clicktrack ready" {
+        return None;
+    }
+    Some((
+        v.get("public_addr")?.as_str()?.parse().ok()?,
+        v.get("admin_addr")?.as_str()?.parse().ok()?,
+    ))
+}
+
+/// The value of one series in a Prometheus text exposition (`name{labels}` exactly as printed).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("series {series} not found in:\n{text}"))
+}
+
+/// A `/__track` query string for an allowed target.
+pub fn link(cid: i64, uid: &str, src: i64, tag: &str) -> String {
+    format!(
+        "cid={cid}&uid={uid}&type=image_click&to=https%3A%2F%2F{ALLOWED_HOST}%2Flanding&src={src}&tag={tag}"
+    )
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary: every test spawns the real server (see `helpers`).
+
+mod helpers;
+
+mod cli;
+mod exactness;
+mod rejects;
+mod shutdown;
+mod targets;
