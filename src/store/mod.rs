@@ -5,7 +5,6 @@
 //! much, which summaries change, which clicks are rejected) is decided once, in `plan`, so
 //! every backend writes the same thing.
 
-mod chunks;
 pub mod plan;
 mod sqlite;
 

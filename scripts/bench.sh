@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The benchmark (SPEC §6, not a test): the seed's Locust mix with wrk against clicktrack and,
+# in the same run, against a bare redirect server on the same stack; then the database totals
+# are checked against the 302s clicktrack answered.
+#
+#   scripts/bench.sh                 # 10 s per run, at 50 and 200 connections
+#   BENCH_DURATION=30 scripts/bench.sh
+#
+# Prints req/s, p50/p99 latency, the ratio clicktrack/bare, clicktrack's peak RSS, and
+# EXACT or MISMATCH for the totals. Needs wrk (apt-get install wrk) and sqlite3.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+duration="${BENCH_DURATION:-10}"
+connections="${BENCH_CONNECTIONS:-50 200}"
+threads="${BENCH_THREADS:-2}"
+port="${BENCH_PORT:-18080}"
+admin_port=$((port + 1))
+bare_port=$((port + 2))
+
+for tool in wrk sqlite3 curl; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install $tool)" >&2; exit 1; }
+done
+
+cargo build --release --quiet --bin clicktrack --example bare_redirect
+bin=target/release/clicktrack
+bare=target/release/examples/bare_redirect
+
+work=$(mktemp -d)
+db="$work/bench.db"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for id in 123 456 789; do
+  "$bin" campaign add --id "$id" --name "bench $id" --database-url "sqlite://$db" --log-format json >/dev/null
+done
+
+"$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+  --database-url "sqlite://$db" --allow-host example.com --log-format json 2>"$work/serve.log" &
+ct_pid=$!
+pids+=("$ct_pid")
+"$bare" "127.0.0.1:$bare_port" 2>/dev/null &
+pids+=($!)
+
+wait_up() {
+  for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench: $1 did not come up" >&2; cat "$work/serve.log" >&2; exit 1
+}
+wait_up "http://127.0.0.1:$admin_port/readyz"
+wait_up "http://127.0.0.1:$bare_port/__track"
+
+# run NAME PORT CONNECTIONS -> "req_per_s p50_ms p99_ms requests non3xx errors"
+run() {
+  local out
+  out=$(wrk -t"$threads" -c"$3" -d"${duration}s" --latency -s scripts/bench/mix.lua "http://127.0.0.1:$2" 2>&1)
+  echo "$out" >"$work/wrk-$1-$3.txt"
+  local rps p50 p99 reqs non3xx errors
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non3xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+  errors=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$out")
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $reqs ${non3xx:-0} ${errors:-0}"
+}
+
+# wrk prints 812.00us / 1.20ms / 2.00s
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
+    else print v }'
+}
+
+echo "clicktrack benchmark: ${duration}s per run, wrk -t$threads, seed mix, SQLite synchronous=FULL"
+printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
+wrk_total=0
+total_conns=0
+bad=0
+for c in $connections; do
+  read -r b_rps b_p50 b_p99 b_reqs b_non b_err < <(run bare "$bare_port" "$c")
+  read -r c_rps c_p50 c_p99 c_reqs c_non c_err < <(run clicktrack "$port" "$c")
+  printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" bare "$b_rps" "$b_p50" "$b_p99" "$b_reqs" "$b_non"
+  printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" clicktrack "$c_rps" "$c_p50" "$c_p99" "$c_reqs" "$c_non"
+  awk -v c="$c_rps" -v b="$b_rps" -v n="$c" 'BEGIN { printf "%-6s ratio clicktrack/bare = %.2f\n", n, c / b }'
+  wrk_total=$((wrk_total + c_reqs))
+  total_conns=$((total_conns + c))
+  [ "$c_non" = 0 ] || bad=1
+done
+
+rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ct_pid/status")
+metrics=$(curl -fsS "http://127.0.0.1:$admin_port/metrics")
+served=$(awk '/^track_requests_total\{.*status="redirected"\}/ {s += $2} END {printf "%d", s}' <<<"$metrics")
+batches=$(awk '/^track_batch_size_count/ {print $2}' <<<"$metrics")
+
+# Drain and stop, so every acknowledged click is committed before counting.
+kill -TERM "$ct_pid"
+wait "$ct_pid" || { echo "bench: clicktrack exited with an error" >&2; cat "$work/serve.log" >&2; exit 1; }
+
+q() { sqlite3 "$db" "$1"; }
+logs=$(q "SELECT COUNT(*) FROM component_interaction_logs")
+campaigns=$(q "SELECT SUM(clicked_count) FROM campaigns")
+summaries=$(q "SELECT SUM(total_clicks) FROM ryan_click_demo")
+messages=$(q "SELECT COUNT(*) FROM messages")
+rejects=$(q "SELECT COUNT(*) FROM track_rejects")
+
+echo
+echo "peak RSS clicktrack: $((rss_kb / 1024)) MiB; batches: $batches (mean $((served / (batches > 0 ? batches : 1))) clicks)"
+echo "302s: wrk counted $wrk_total (completed), clicktrack served $served (redirected, recorded)"
+echo "database: logs=$logs campaigns=$campaigns summaries=$summaries messages=$messages rejects=$rejects"
+if [ "$logs" = "$served" ] && [ "$campaigns" = "$served" ] && [ "$summaries" = "$served" ] \
+  && [ "$messages" = "$served" ] && [ "$rejects" = 0 ] \
+  && [ "$served" -ge "$wrk_total" ] && [ "$served" -le $((wrk_total + total_conns)) ] && [ "$bad" = 0 ]; then
+  echo "totals: EXACT (every table = clicks served; wrk misses at most the requests in flight at its stop)"
+else
+  echo "totals: MISMATCH"
+  exit 1
+fi
