@@ -19,7 +19,7 @@ use super::pages;
 use crate::domain::click::{Arrival, classify};
 use crate::domain::query::{FieldError, TrackParams};
 use crate::domain::{Record, Target, TargetError};
-use crate::pipeline::Submission;
+use crate::pipeline::{ClickQueue, Submission};
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, NO_TYPE, status};
 
@@ -62,29 +62,14 @@ pub async fn track(
             raw_query,
         },
     );
-    let interaction_type = match &record {
-        Record::Click(c) => c.interaction_type.as_str(),
-        Record::Reject(_) => NO_TYPE,
-    };
-    let click_id = record.click_id();
-
-    let outcome = match state.queue.submit(record).await {
-        Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
-        Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
-        // The writer logged and counted the failed batch.
-        Submission::Failed => status::NOT_RECORDED,
-        Submission::TimedOut => {
-            tracing::error!(operation = "ack", %click_id, "click not acknowledged in time; redirecting anyway");
-            metrics::error("ack", "timeout");
-            status::NOT_RECORDED
-        }
-        Submission::Closed => {
-            tracing::error!(operation = "ack", %click_id, "writer stopped before the click was written");
-            metrics::error("ack", "closed");
-            status::NOT_RECORDED
-        }
-    };
-    metrics::request(interaction_type, outcome, started.elapsed());
+    // Queue, wait and count in a task of its own: if the client hangs up, the handler future
+    // is dropped, but a click already queued is still written and must still be counted.
+    let recording = tokio::spawn(submit_and_count(state.queue.clone(), record, started));
+    if recording.await.is_err() {
+        // Only a panic inside `submit_and_count` ends up here; it is a bug, so make it loud.
+        tracing::error!(operation = "http", "recording task failed");
+        metrics::error("http", "panic");
+    }
     pages::redirect(location)
 }
 
@@ -102,4 +87,30 @@ fn checked_target(
     // The serialization is ASCII without controls; should that ever not hold, refuse.
     let location = HeaderValue::from_str(&target.location).map_err(|_| TargetError::Malformed)?;
     Ok((target, location))
+}
+
+/// Submit the record, wait until it is durable, count the outcome.
+async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
+    let interaction_type = match &record {
+        Record::Click(c) => c.interaction_type.as_str(),
+        Record::Reject(_) => NO_TYPE,
+    };
+    let click_id = record.click_id();
+    let outcome = match queue.submit(record).await {
+        Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
+        Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
+        // The writer logged and counted the failed batch.
+        Submission::Failed => status::NOT_RECORDED,
+        Submission::TimedOut => {
+            tracing::error!(operation = "ack", %click_id, "click not acknowledged in time; redirecting anyway");
+            metrics::error("ack", "timeout");
+            status::NOT_RECORDED
+        }
+        Submission::Closed => {
+            tracing::error!(operation = "ack", %click_id, "writer stopped before the click was written");
+            metrics::error("ack", "closed");
+            status::NOT_RECORDED
+        }
+    };
+    metrics::request(interaction_type, outcome, started.elapsed());
 }

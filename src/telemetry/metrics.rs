@@ -52,7 +52,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 8] = [
+const ERROR_SERIES: [(&str, &str); 9] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -61,6 +61,7 @@ const ERROR_SERIES: [(&str, &str); 8] = [
     ("probe", "unavailable"),
     ("ack", "timeout"),
     ("ack", "closed"),
+    ("http", "panic"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
