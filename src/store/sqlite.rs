@@ -172,6 +172,24 @@ fn json_rows<T: serde::Serialize>(rows: &T, operation: &'static str) -> Result<S
     })
 }
 
+/// Run `sql`, whose one parameter is `rows` as a JSON array; nothing to do for no rows.
+async fn execute_with_rows<T: serde::Serialize>(
+    tx: &mut Tx,
+    sql: &'static str,
+    rows: &[T],
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(sql)
+        .bind(json_rows(&rows, operation)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(err(operation))?;
+    Ok(())
+}
+
 async fn recorded_click_ids(tx: &mut Tx, records: &[Record]) -> Result<HashSet<Uuid>, StoreError> {
     const OP: &str = "find recorded clicks";
     let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
@@ -277,19 +295,15 @@ async fn insert_messages(
             ))
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
+    execute_with_rows(
+        tx,
         "INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at) \
          SELECT value ->> 0, 'incoming', 'text', value ->> 1, value ->> 2, value ->> 3 \
          FROM json_each(?)",
+        &rows,
+        OP,
     )
-    .bind(json_rows(&rows, OP)?)
-    .execute(&mut **tx)
     .await
-    .map_err(err(OP))?;
-    Ok(())
 }
 
 /// Upsert every summary of the batch; returns the number of tags left out for lack of room.
@@ -368,9 +382,6 @@ struct SummaryRow<'a>(&'a str, i64, Option<&'a str>, i64, String, Option<String>
 
 async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
     const OP: &str = "insert interaction logs";
-    if clicks.is_empty() {
-        return Ok(());
-    }
     let rows: Vec<_> = clicks
         .iter()
         .map(|c| {
@@ -385,17 +396,16 @@ async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), S
             )
         })
         .collect();
-    sqlx::query(
+    execute_with_rows(
+        tx,
         "INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, \
              interaction_value, triggered_at, user_agent, click_id) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
          FROM json_each(?)",
+        &rows,
+        OP,
     )
-    .bind(json_rows(&rows, OP)?)
-    .execute(&mut **tx)
     .await
-    .map_err(err(OP))?;
-    Ok(())
 }
 
 async fn insert_rejects<'r>(
@@ -415,18 +425,14 @@ async fn insert_rejects<'r>(
             )
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
+    execute_with_rows(
+        tx,
         "INSERT INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
          FROM json_each(?) WHERE true \
          ON CONFLICT (click_id) DO NOTHING",
+        &rows,
+        OP,
     )
-    .bind(json_rows(&rows, OP)?)
-    .execute(&mut **tx)
     .await
-    .map_err(err(OP))?;
-    Ok(())
 }

@@ -1,25 +1,16 @@
 //! The command line's contract: exit codes (0 ok, 2 bad configuration naming the flag,
 //! 1 runtime failure), `migrate` and `campaign add`.
 
-use std::process::Command;
+use crate::helpers::{TestDb, serve_command};
 
-use crate::helpers::{BIN, TestDb};
-
+/// `serve` with `args`, on random ports unless `args` names its own `--listen`.
 fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .args(["--database-url", &db.url])
-        .args(args)
-        .output()
-        .expect("run serve")
+    let mut cmd = serve_command(db);
+    cmd.args(["--admin-listen", "127.0.0.1:0"]);
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(args).output().expect("run serve")
 }
 
 #[test]
@@ -48,18 +39,7 @@ fn a_listen_address_in_use_is_a_runtime_failure() {
     let db = TestDb::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &addr,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db.url,
-        ])
-        .output()
-        .expect("run serve");
+    let out = serve_output(&db, &["--listen", &addr]);
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -165,6 +165,26 @@ async fn an_anonymous_click_counts_the_campaign_and_logs_only() {
     assert_eq!(db.count("ryan_click_demo").await, 0);
 }
 
+#[tokio::test]
+async fn every_interaction_type_is_accepted_by_the_schema() {
+    let db = TestDb::new();
+    let app = TestApp::spawn(&db, &[]);
+    let types = clicktrack::domain::InteractionType::ALL;
+    for t in types {
+        let q = format!("cid=123&uid=U_TYPES&type={t}&to=https%3A%2F%2Fexample.com%2F");
+        assert_eq!(app.track(q).await.status(), 302, "{t}");
+    }
+    let stored: BTreeSet<String> = db
+        .interaction("U_TYPES")
+        .await
+        .into_iter()
+        .map(|row| row.1)
+        .collect();
+    let want: BTreeSet<String> = types.iter().map(|t| t.to_string()).collect();
+    assert_eq!(stored, want);
+    assert_eq!(db.count("track_rejects").await, 0);
+}
+
 // P2: several instances on one database stay exact (here: two processes on one SQLite file).
 #[tokio::test]
 async fn two_processes_on_one_database_stay_exact() {

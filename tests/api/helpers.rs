@@ -204,15 +204,8 @@ impl TestApp {
 
     /// Serve `db` with exactly these policy and tuning flags.
     pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--database-url", &db.url, "--log-format", "json"])
+        let mut child = serve_command(db)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -311,6 +304,13 @@ impl Drop for TestApp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `clicktrack serve` against `db`, logging JSON; the caller adds the listen addresses.
+pub fn serve_command(db: &TestDb) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--database-url", &db.url, "--log-format", "json"]);
+    cmd
 }
 
 pub fn signal(pid: u32, name: &str) {

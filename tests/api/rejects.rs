@@ -102,3 +102,54 @@ async fn a_reject_keeps_the_raw_query_and_user_agent() {
     assert_eq!(ua.as_deref(), Some(crate::helpers::BROWSER_UA));
     assert!(uuid::Uuid::parse_str(&click_id).is_ok());
 }
+
+// A row the database itself refuses (here: a trigger standing in for any constraint the
+// schema may have) is isolated by bisecting its batch; every other click is written.
+#[tokio::test]
+async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
+    let db = TestDb::new();
+    {
+        let pool = db.pool().await;
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON component_interaction_logs \
+             WHEN NEW.line_id LIKE 'U_POISON%' BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+        )
+        .execute(&pool)
+        .await
+        .expect("create trigger");
+        pool.close().await;
+    }
+    // A long batch delay so good and poisoned clicks share batches.
+    let app = TestApp::spawn(&db, &["--batch-max-delay-ms", "50"]);
+    let mut queries = Vec::new();
+    for i in 0..60 {
+        queries.push(link(123, &format!("U_FINE_{}", i % 12), 5, "T"));
+        if i % 15 == 0 {
+            queries.push(link(123, &format!("U_POISON_{i}"), 5, "T"));
+        }
+    }
+    let responses = join_all(queries.iter().map(|q| app.track(q))).await;
+    assert!(responses.iter().all(|r| r.status() == 302));
+
+    assert_eq!(db.campaign_clicks(123).await, 60);
+    assert_eq!(db.count("component_interaction_logs").await, 60);
+    assert_eq!(db.summary_clicks_total().await, 60);
+    assert_eq!(
+        db.rejects_by_reason().await,
+        BTreeMap::from([("refused_by_database".to_string(), 4)])
+    );
+    let pool = db.pool().await;
+    let details: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM track_rejects ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("details");
+    assert!(details.iter().all(|d| d.contains("poisoned row")), "{details:?}");
+    let m = app.metrics().await;
+    assert!(metric(&m, "track_batch_bisections_total") >= 1.0);
+    assert_eq!(metric(&m, r#"track_rejects_total{reason="refused_by_database"}"#), 4.0);
+    assert_eq!(
+        metric(&m, r#"track_requests_total{interaction_type="image_click",status="rejected"}"#),
+        4.0
+    );
+}
