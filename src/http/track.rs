@@ -100,16 +100,16 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
         Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
         Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
         // The writer logged and counted the failed batch.
-        Submission::Failed => status::NOT_RECORDED,
+        Submission::Failed => status::NOT_DURABLE,
         Submission::TimedOut => {
             tracing::error!(operation = "ack", %click_id, "click not acknowledged in time; redirecting anyway");
             metrics::error("ack", "timeout");
-            status::NOT_RECORDED
+            status::NOT_DURABLE
         }
         Submission::Closed => {
             tracing::error!(operation = "ack", %click_id, "writer stopped before the click was written");
             metrics::error("ack", "closed");
-            status::NOT_RECORDED
+            status::NOT_DURABLE
         }
     };
     metrics::request(interaction_type, outcome, started.elapsed());

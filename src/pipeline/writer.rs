@@ -162,6 +162,8 @@ impl Writer {
                     return Ok(result);
                 }
                 Err(e) if e.is_retryable() && retries < MAX_RETRIES => {
+                    // Not ready from the first failed attempt, not only once retries run out.
+                    self.health.set(false);
                     retries += 1;
                     metrics::batch_retry(e.code.as_deref().unwrap_or(e.kind.as_str()));
                     tracing::debug!(error = %e, retries, rows = records.len(), "retrying batch");

@@ -42,10 +42,11 @@ pub mod status {
     pub const HEAD: &str = "head";
     /// 400, target refused by the redirect policy.
     pub const REFUSED_TARGET: &str = "refused_target";
-    /// 302, but the click could not be made durable (write failed, ack timeout, shutdown).
-    pub const NOT_RECORDED: &str = "not_recorded";
+    /// 302 sent before the click was durable: its batch failed, the ack timed out (it may
+    /// still be written), or the writer stopped.
+    pub const NOT_DURABLE: &str = "not_durable";
 
-    pub const ALL: [&str; 5] = [REDIRECTED, REJECTED, HEAD, REFUSED_TARGET, NOT_RECORDED];
+    pub const ALL: [&str; 5] = [REDIRECTED, REJECTED, HEAD, REFUSED_TARGET, NOT_DURABLE];
 }
 
 /// `interaction_type` label for requests that are not (yet) a typed click.

@@ -4,6 +4,7 @@ mod helpers;
 
 mod cli;
 mod exactness;
+mod readiness;
 mod rejects;
 mod shutdown;
 mod targets;

@@ -139,17 +139,25 @@ async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
         BTreeMap::from([("refused_by_database".to_string(), 4)])
     );
     let pool = db.pool().await;
-    let details: Vec<String> =
-        sqlx::query_scalar("SELECT detail FROM track_rejects ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .expect("details");
-    assert!(details.iter().all(|d| d.contains("poisoned row")), "{details:?}");
+    let details: Vec<String> = sqlx::query_scalar("SELECT detail FROM track_rejects ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("details");
+    assert!(
+        details.iter().all(|d| d.contains("poisoned row")),
+        "{details:?}"
+    );
     let m = app.metrics().await;
     assert!(metric(&m, "track_batch_bisections_total") >= 1.0);
-    assert_eq!(metric(&m, r#"track_rejects_total{reason="refused_by_database"}"#), 4.0);
     assert_eq!(
-        metric(&m, r#"track_requests_total{interaction_type="image_click",status="rejected"}"#),
+        metric(&m, r#"track_rejects_total{reason="refused_by_database"}"#),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"track_requests_total{interaction_type="image_click",status="rejected"}"#
+        ),
         4.0
     );
 }
