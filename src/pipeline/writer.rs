@@ -111,25 +111,37 @@ impl Writer {
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
                 }
-                Err(e)
-                    if e.kind == ErrorKind::Refused
-                        && matches!(records[range.start], Record::Click(_)) =>
-                {
+                Err(e) if e.kind == ErrorKind::Refused => {
+                    // One record left, and the database refuses it.
+                    metrics::error("write_batch", e.kind.as_str());
                     let i = range.start;
-                    let record = records[i].clone();
-                    if let Record::Click(c) = &record {
-                        tracing::warn!(
-                            click_id = %c.click_id,
-                            campaign_id = c.campaign_id,
-                            uid = %crate::telemetry::short_uid(c.uid.as_deref()),
-                            error = %e,
-                            "click refused by the database: set aside in track_rejects"
-                        );
+                    match &records[i] {
+                        Record::Click(c) => {
+                            tracing::warn!(
+                                click_id = %c.click_id,
+                                campaign_id = c.campaign_id,
+                                uid = %crate::telemetry::short_uid(c.uid.as_deref()),
+                                error = %e,
+                                "click refused by the database: set aside in track_rejects"
+                            );
+                            let reject = records[i]
+                                .clone()
+                                .into_reject(RejectReason::RefusedByDatabase, Some(e.to_string()));
+                            records[i] = Record::Reject(reject);
+                            pending.push(i..i + 1);
+                        }
+                        Record::Reject(r) => {
+                            // Not even its reject row fits: this one record is lost, loudly.
+                            tracing::error!(
+                                operation = "write_batch",
+                                click_id = %r.click_id,
+                                reason = r.reason.as_str(),
+                                error = %e,
+                                "reject refused by the database: not recorded"
+                            );
+                            metrics::clicks_not_written(1);
+                        }
                     }
-                    records[i] = Record::Reject(
-                        record.into_reject(RejectReason::RefusedByDatabase, Some(e.to_string())),
-                    );
-                    pending.push(i..i + 1);
                 }
                 Err(e) => {
                     // Unrecoverable for now: fail this range and everything still pending.
@@ -164,6 +176,7 @@ impl Writer {
                 Err(e) if e.is_retryable() && retries < MAX_RETRIES => {
                     // Not ready from the first failed attempt, not only once retries run out.
                     self.health.set(false);
+                    metrics::error("write_batch", e.kind.as_str());
                     retries += 1;
                     metrics::batch_retry(e.code.as_deref().unwrap_or(e.kind.as_str()));
                     tracing::debug!(error = %e, retries, rows = records.len(), "retrying batch");

@@ -117,6 +117,14 @@ async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
         .execute(&pool)
         .await
         .expect("create trigger");
+        // And a reject row it will not take either: that one record is lost, loudly.
+        sqlx::query(
+            "CREATE TRIGGER refuse_lost_reject BEFORE INSERT ON track_rejects \
+             WHEN NEW.query_string LIKE '%U_LOST%' BEGIN SELECT RAISE(ABORT, 'no room'); END",
+        )
+        .execute(&pool)
+        .await
+        .expect("create trigger");
         pool.close().await;
     }
     // A long batch delay so good and poisoned clicks share batches.
@@ -128,6 +136,7 @@ async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
             queries.push(link(123, &format!("U_POISON_{i}"), 5, "T"));
         }
     }
+    queries.push("cid=abc&uid=U_LOST&to=https%3A%2F%2Fexample.com%2F".to_string());
     let responses = join_all(queries.iter().map(|q| app.track(q))).await;
     assert!(responses.iter().all(|r| r.status() == 302));
 
@@ -149,6 +158,19 @@ async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
     );
     let m = app.metrics().await;
     assert!(metric(&m, "track_batch_bisections_total") >= 1.0);
+    assert_eq!(metric(&m, "track_clicks_not_written_total"), 1.0);
+    // Each isolated refusal counts: 4 poisoned clicks and the lost reject.
+    assert!(
+        metric(
+            &m,
+            r#"track_errors_total{operation="write_batch",error_type="refused"}"#
+        ) >= 5.0
+    );
+    assert!(
+        app.logs().contains("reject refused by the database"),
+        "{}",
+        app.logs()
+    );
     assert_eq!(
         metric(&m, r#"track_rejects_total{reason="refused_by_database"}"#),
         4.0
