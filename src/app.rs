@@ -56,7 +56,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         })
     };
 
-    let store = Store::connect(&settings.database).await?;
+    let store = Store::connect(&settings.database, settings.connect).await?;
     store.migrate().await?;
     let health = Arc::new(StoreHealth::new(true));
     let (queue, writer) = pipeline::channel(store, settings.batch, health.clone());

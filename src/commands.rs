@@ -14,7 +14,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
 }
 
 async fn migrate(db: &DbArgs) -> Result<(), AppError> {
-    let store = Store::connect(&db.database()?).await?;
+    let store = Store::connect(&db.database()?, db.connect_options()).await?;
     store.migrate().await?;
     store.close().await;
     tracing::info!(database = %db.database()?, "schema is up to date");
@@ -22,7 +22,7 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
 }
 
 async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
-    let store = Store::connect(&args.db.database()?).await?;
+    let store = Store::connect(&args.db.database()?, args.db.connect_options()).await?;
     store.migrate().await?;
     let created = store.add_campaign(args.id, &args.name).await;
     store.close().await;

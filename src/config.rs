@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::domain::RedirectPolicy;
 use crate::pipeline::BatchSettings;
-use crate::store::DatabaseUrl;
+use crate::store::{ConnectOptions, DatabaseUrl};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -54,14 +54,24 @@ pub enum CampaignCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// Database URL: sqlite://PATH (file created if missing).
+    /// Database URL: sqlite://PATH (file created if missing) or mysql://USER[:PASS]@HOST/DB.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://clicktrack.db")]
     pub database_url: String,
+
+    /// Most connections to a MySQL/MariaDB database (the writer needs one; SQLite uses one).
+    #[arg(long, env = "CLICKTRACK_DB_MAX_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub db_max_connections: u32,
 }
 
 impl DbArgs {
     pub fn database(&self) -> Result<DatabaseUrl, ConfigError> {
         DatabaseUrl::parse(&self.database_url).map_err(|e| ConfigError::new("--database-url", e))
+    }
+
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            max_connections: self.db_max_connections,
+        }
     }
 }
 
@@ -148,6 +158,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub database: DatabaseUrl,
+    pub connect: ConnectOptions,
     pub policy: RedirectPolicy,
     pub batch: BatchSettings,
 }
@@ -160,6 +171,7 @@ impl ServeArgs {
             listen: self.listen,
             admin_listen: self.admin_listen,
             database: self.db.database()?,
+            connect: self.db.connect_options(),
             policy,
             batch: BatchSettings {
                 max_rows: self.batch_max_rows as usize,

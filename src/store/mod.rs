@@ -5,6 +5,9 @@
 //! much, which summaries change, which clicks are rejected) is decided once, in `plan`, so
 //! every backend writes the same thing.
 
+mod chunks;
+mod mysql;
+mod mysql_schema;
 pub mod plan;
 mod sqlite;
 
@@ -14,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{Record, RejectReason};
 
+pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
 
 /// What happened to one record of a written batch.
@@ -81,14 +85,18 @@ pub struct BatchResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(String),
+    /// MySQL 8 or MariaDB (`mysql://` or `mariadb://`).
+    Mysql(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DatabaseUrlError {
-    #[error("unsupported scheme in {0:?} (supported: sqlite://PATH)")]
+    #[error("unsupported scheme in {0:?} (supported: sqlite://PATH, mysql://USER@HOST/DB)")]
     UnsupportedScheme(String),
     #[error("{0:?} names no database file")]
     MissingPath(String),
+    #[error("{0:?} names no database (expected mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")]
+    MissingDatabase(String),
 }
 
 impl DatabaseUrl {
@@ -102,6 +110,14 @@ impl DatabaseUrl {
                 }
                 Ok(DatabaseUrl::Sqlite(url.to_owned()))
             }
+            Some(("mysql" | "mariadb", rest)) => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|_| DatabaseUrlError::MissingDatabase(redact(url)))?;
+                if parsed.path().trim_start_matches('/').is_empty() {
+                    return Err(DatabaseUrlError::MissingDatabase(redact(url)));
+                }
+                Ok(DatabaseUrl::Mysql(format!("mysql:{rest}")))
+            }
             _ => Err(DatabaseUrlError::UnsupportedScheme(redact(url))),
         }
     }
@@ -111,6 +127,7 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DatabaseUrl::Sqlite(url) => f.write_str(url),
+            DatabaseUrl::Mysql(url) => f.write_str(&redact(url)),
         }
     }
 }
@@ -131,13 +148,24 @@ fn redact(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Mysql(MysqlStore),
+}
+
+/// Connection settings that are not part of the URL.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// Most connections a MySQL pool opens (`--db-max-connections`); SQLite always uses one.
+    pub max_connections: u32,
 }
 
 impl Store {
     /// Open the store (creating an SQLite file if missing). Does not migrate.
-    pub async fn connect(url: &DatabaseUrl) -> Result<Store, StoreError> {
+    pub async fn connect(url: &DatabaseUrl, options: ConnectOptions) -> Result<Store, StoreError> {
         match url {
             DatabaseUrl::Sqlite(url) => SqliteStore::connect(url).await.map(Store::Sqlite),
+            DatabaseUrl::Mysql(url) => MysqlStore::connect(url, options.max_connections)
+                .await
+                .map(Store::Mysql),
         }
     }
 
@@ -145,6 +173,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.migrate().await,
+            Store::Mysql(s) => s.migrate().await,
         }
     }
 
@@ -153,6 +182,7 @@ impl Store {
     pub async fn write_batch(&self, records: &[Record]) -> Result<BatchResult, StoreError> {
         match self {
             Store::Sqlite(s) => s.write_batch(records).await,
+            Store::Mysql(s) => s.write_batch(records).await,
         }
     }
 
@@ -160,6 +190,7 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.probe().await,
+            Store::Mysql(s) => s.probe().await,
         }
     }
 
@@ -168,12 +199,14 @@ impl Store {
     pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.add_campaign(id, name).await,
+            Store::Mysql(s) => s.add_campaign(id, name).await,
         }
     }
 
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Mysql(s) => s.close().await,
         }
     }
 }
@@ -223,6 +256,15 @@ mod tests {
         ));
         assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(matches!(
+            DatabaseUrl::parse("mariadb://root@127.0.0.1:3306/test"),
+            Ok(DatabaseUrl::Mysql(u)) if u == "mysql://root@127.0.0.1:3306/test"
+        ));
+        assert!(DatabaseUrl::parse("mysql://root@127.0.0.1:3306").is_err());
+        let shown = DatabaseUrl::parse("mysql://u:secret@h/db")
+            .expect("valid")
+            .to_string();
+        assert!(!shown.contains("secret"), "{shown}");
         let err = DatabaseUrl::parse("postgres://u:secret@h/db").expect_err("unsupported");
         assert!(!err.to_string().contains("secret"), "{err}");
     }

@@ -1,0 +1,529 @@
+//! The production store: MySQL 8 / MariaDB 10.11, on the existing schema, several instances.
+//!
+//! Every transaction runs at READ COMMITTED and takes its locks in one fixed order, the same
+//! on every instance (DESIGN "a MySQL batch that stays exact across instances"):
+//!   1. campaign counters, ascending id: the exclusive lock first, because the interaction
+//!      log's foreign key later takes a shared lock on the same row (shared-then-upgrade is the
+//!      classic two-writer deadlock);
+//!   2. `INSERT IGNORE` the batch's members, ascending uid, then read their ids;
+//!   3. message rows;
+//!   4. summary upsert, ascending key, counting clicks but not touching tags: this locks every
+//!      summary row of the batch, new or old;
+//!   5. `SELECT ... FOR UPDATE` the tags of exactly those rows (already ours), merge, write back
+//!      the rows whose tags changed. At READ COMMITTED a locking read of a row that does not
+//!      exist yet locks nothing; step 4 makes sure it exists first;
+//!   6. interaction logs, then rejects.
+//!
+//! Deadlock (1213), lock wait timeout (1205) and 1020 are retried by the writer as a whole
+//! transaction; that is safe because the batch is idempotent by `click_id`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
+use sqlx::{MySql, QueryBuilder, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::chunks::fixed_chunks;
+use super::plan::{self, BatchPlan};
+use super::{BatchResult, ErrorKind, StoreError, db_time, message_content, mysql_schema};
+use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
+use crate::domain::{Click, Record, Reject};
+
+/// A writer waiting this long for a row lock gives up (1205) and retries, so a stuck lock
+/// shows in metrics and `/readyz` within seconds, not after InnoDB's default 50 s.
+const LOCK_WAIT_TIMEOUT_SECS: u32 = 5;
+/// Both MariaDB and MySQL 8 accept it, and it matches the tables clicktrack creates.
+const COLLATION: &str = "utf8mb4_unicode_ci";
+
+type Tx = Transaction<'static, MySql>;
+
+#[derive(Debug, Clone)]
+pub struct MysqlStore {
+    pool: MySqlPool,
+    /// `ryan_click_demo.last_click_tag`'s capacity, read from the schema at migration.
+    tag_capacity: Arc<OnceLock<usize>>,
+}
+
+/// Classify a sqlx error by MySQL's error number.
+pub(super) fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| {
+        let (kind, code) = match &source {
+            sqlx::Error::Database(db) => {
+                let number = db
+                    .try_downcast_ref::<MySqlDatabaseError>()
+                    .map(|e| e.number());
+                let kind = match number {
+                    // deadlock, lock wait timeout, record changed (MariaDB)
+                    Some(1213 | 1205 | 1020) => ErrorKind::Transient,
+                    // foreign key, duplicate, too long, out of range, bad value, truncated,
+                    // NULL, bad datetime, CHECK (MariaDB 4025, MySQL 3819), SIGNAL
+                    Some(
+                        1452 | 1451 | 1062 | 1406 | 1264 | 1366 | 1265 | 1048 | 1292 | 4025 | 3819
+                        | 1644,
+                    ) => ErrorKind::Refused,
+                    // too many connections, shutdown, server gone, lost connection, read-only
+                    Some(1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836) => ErrorKind::Unavailable,
+                    _ => ErrorKind::Other,
+                };
+                (kind, number.map(|n| n.to_string()))
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => (ErrorKind::Unavailable, None),
+            _ => (ErrorKind::Other, None),
+        };
+        StoreError {
+            kind,
+            code,
+            operation,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl MysqlStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<MysqlStore, StoreError> {
+        let options = MySqlConnectOptions::from_str(url)
+            .map_err(err("parse database url"))?
+            .charset("utf8mb4")
+            .collation(COLLATION);
+        let pool = MySqlPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("SET SESSION innodb_lock_wait_timeout = ?")
+                        .bind(LOCK_WAIT_TIMEOUT_SECS)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(err("open database"))?;
+        Ok(MysqlStore {
+            pool,
+            tag_capacity: Arc::default(),
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        mysql_schema::migrate(&self.pool).await?;
+        let capacity: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(character_maximum_length AS SIGNED) FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = 'ryan_click_demo' \
+               AND column_name = 'last_click_tag'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("migrate"))?
+        .flatten();
+        // Characters, not bytes: using it as a byte limit can only leave room unused.
+        let capacity = capacity.map_or(LAST_CLICK_TAG_MAX_BYTES, |c| c.clamp(1, 65_535) as usize);
+        if self.tag_capacity.set(capacity).is_err() {
+            tracing::debug!("tag capacity already known");
+        }
+        Ok(())
+    }
+
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(err("probe"))?;
+        Ok(())
+    }
+
+    pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
+        let now = db_time(OffsetDateTime::now_utc());
+        let done = sqlx::query(
+            "INSERT IGNORE INTO campaigns (id, name, clicked_count, created_at, updated_at) \
+             VALUES (?, ?, 0, ?, ?)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.pool)
+        .await
+        .map_err(err("add campaign"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn write_batch(&self, records: &[Record]) -> Result<BatchResult, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("begin"))?;
+        let already = recorded_click_ids(&mut tx, records).await?;
+        let known = existing_campaigns(&mut tx, records).await?;
+        let plan = BatchPlan::new(records, &already, &known);
+        let now = db_time(OffsetDateTime::now_utc());
+        let capacity = self
+            .tag_capacity
+            .get()
+            .copied()
+            .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
+
+        bump_campaigns(&mut tx, &plan.campaign_increments, &now).await?;
+        let members = ensure_members(&mut tx, &plan.member_uids, &now).await?;
+        insert_messages(&mut tx, &plan.clicks, &members).await?;
+        upsert_summary_counts(&mut tx, &plan, &members, &now).await?;
+        let tags_dropped = merge_summary_tags(&mut tx, &plan, capacity, &now).await?;
+        insert_interaction_logs(&mut tx, &plan.clicks).await?;
+        insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
+
+        tx.commit().await.map_err(err("commit"))?;
+        Ok(BatchResult {
+            outcomes: plan.outcomes,
+            tags_dropped,
+        })
+    }
+}
+
+/// A member's id and display name, by LINE uid.
+type Members = HashMap<String, (i64, Option<String>)>;
+
+/// `(?, ?, ...)`: bound parameters take the column's collation, so indexes are used whatever
+/// collation the production tables have.
+fn push_list<'a, T>(
+    q: &mut QueryBuilder<MySql>,
+    items: &'a [T],
+    bind: impl Fn(&mut QueryBuilder<MySql>, &'a T),
+) {
+    q.push("(");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        bind(q, item);
+    }
+    q.push(")");
+}
+
+async fn recorded_click_ids(tx: &mut Tx, records: &[Record]) -> Result<HashSet<Uuid>, StoreError> {
+    const OP: &str = "find recorded clicks";
+    let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
+    let mut found = HashSet::new();
+    for chunk in fixed_chunks(&ids) {
+        let mut q =
+            QueryBuilder::new("SELECT click_id FROM component_interaction_logs WHERE click_id IN ");
+        push_list(&mut q, chunk, |q, id| {
+            q.push_bind(id.as_str());
+        });
+        q.push(" UNION ALL SELECT click_id FROM track_rejects WHERE click_id IN ");
+        push_list(&mut q, chunk, |q, id| {
+            q.push_bind(id.as_str());
+        });
+        let rows: Vec<(String,)> = q
+            .build_query_as()
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(err(OP))?;
+        found.extend(rows.iter().filter_map(|(id,)| Uuid::parse_str(id).ok()));
+    }
+    Ok(found)
+}
+
+async fn existing_campaigns(tx: &mut Tx, records: &[Record]) -> Result<HashSet<i64>, StoreError> {
+    const OP: &str = "find campaigns";
+    let ids: Vec<i64> = plan::campaign_ids(records).into_iter().collect();
+    let mut found = HashSet::new();
+    for chunk in fixed_chunks(&ids) {
+        let mut q = QueryBuilder::new("SELECT id FROM campaigns WHERE id IN ");
+        push_list(&mut q, chunk, |q, id| {
+            q.push_bind(*id);
+        });
+        let rows: Vec<(i64,)> = q
+            .build_query_as()
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(err(OP))?;
+        found.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(found)
+}
+
+async fn bump_campaigns(
+    tx: &mut Tx,
+    increments: &BTreeMap<i64, i64>,
+    now: &str,
+) -> Result<(), StoreError> {
+    // Ascending id (BTreeMap order) on every instance. COALESCE: clicked_count is nullable.
+    for (id, n) in increments {
+        sqlx::query(
+            "UPDATE campaigns SET clicked_count = COALESCE(clicked_count, 0) + ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(*n)
+        .bind(now)
+        .bind(*id)
+        .execute(&mut **tx)
+        .await
+        .map_err(err("count campaign clicks"))?;
+    }
+    Ok(())
+}
+
+async fn ensure_members(tx: &mut Tx, uids: &[&str], now: &str) -> Result<Members, StoreError> {
+    // Sorted uids, INSERT IGNORE: concurrent first clicks of one uid on several instances
+    // create one member, and none of them fails (the unique key decides, in the same order).
+    for chunk in fixed_chunks(uids) {
+        let mut q = QueryBuilder::new(
+            "INSERT IGNORE INTO members (line_uid, line_display_name, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut row, uid| {
+            row.push_bind(*uid)
+                .push("NULL")
+                .push_bind(now)
+                .push_bind(now);
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("create members"))?;
+    }
+    let mut members = Members::with_capacity(uids.len());
+    for chunk in fixed_chunks(uids) {
+        let mut q = QueryBuilder::new(
+            "SELECT id, line_uid, line_display_name FROM members WHERE line_uid IN ",
+        );
+        push_list(&mut q, chunk, |q, uid| {
+            q.push_bind(*uid);
+        });
+        let rows: Vec<(i64, String, Option<String>)> = q
+            .build_query_as()
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(err("read members"))?;
+        members.extend(rows.into_iter().map(|(id, uid, name)| (uid, (id, name))));
+    }
+    Ok(members)
+}
+
+async fn insert_messages(
+    tx: &mut Tx,
+    clicks: &[&Click],
+    members: &Members,
+) -> Result<(), StoreError> {
+    let rows: Vec<(i64, String, i64, String)> = clicks
+        .iter()
+        .filter_map(|c| {
+            let (member_id, _) = members.get(c.uid.as_deref()?)?;
+            Some((
+                *member_id,
+                message_content(c),
+                c.campaign_id,
+                db_time(c.received_at),
+            ))
+        })
+        .collect();
+    for chunk in fixed_chunks(&rows) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at) ",
+        );
+        q.push_values(chunk, |mut b, (member_id, content, campaign_id, at)| {
+            b.push_bind(*member_id)
+                .push("'incoming'")
+                .push("'text'")
+                .push_bind(content.as_str())
+                .push_bind(*campaign_id)
+                .push_bind(at.as_str());
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("insert messages"))?;
+    }
+    Ok(())
+}
+
+/// Step 4: count the clicks and lock every summary row of the batch (creating new ones).
+async fn upsert_summary_counts(
+    tx: &mut Tx,
+    plan: &BatchPlan<'_>,
+    members: &Members,
+    now: &str,
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = plan
+        .summaries
+        .iter()
+        .map(|(&(uid, src), delta)| {
+            let name = members.get(uid).and_then(|(_, name)| name.as_deref());
+            (uid, src, name, delta.clicks, db_time(delta.last_clicked_at))
+        })
+        .collect();
+    for chunk in fixed_chunks(&rows) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO ryan_click_demo (line_id, source_campaign_id, line_display_name, \
+             total_clicks, last_clicked_at, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, (uid, src, name, clicks, at)| {
+            b.push_bind(*uid)
+                .push_bind(*src)
+                .push_bind(*name)
+                .push_bind(*clicks)
+                .push_bind(at.as_str())
+                .push_bind(now)
+                .push_bind(now);
+        });
+        // VALUES(col), not MySQL 8's `AS new` alias: MariaDB has no alias.
+        q.push(
+            " ON DUPLICATE KEY UPDATE \
+             total_clicks = total_clicks + VALUES(total_clicks), \
+             line_display_name = COALESCE(VALUES(line_display_name), line_display_name), \
+             last_clicked_at = GREATEST(COALESCE(last_clicked_at, VALUES(last_clicked_at)), \
+                                        VALUES(last_clicked_at)), \
+             updated_at = VALUES(updated_at)",
+        );
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("upsert summaries"))?;
+    }
+    Ok(())
+}
+
+/// Step 5: merge tags into rows this transaction already holds. Returns tags left out.
+async fn merge_summary_tags(
+    tx: &mut Tx,
+    plan: &BatchPlan<'_>,
+    capacity: usize,
+    now: &str,
+) -> Result<usize, StoreError> {
+    let keys: Vec<(&str, i64)> = plan
+        .summaries
+        .iter()
+        .filter(|(_, delta)| !delta.tags.is_empty())
+        .map(|(key, _)| *key)
+        .collect();
+    let mut stored: HashMap<(String, i64), Option<String>> = HashMap::with_capacity(keys.len());
+    for chunk in fixed_chunks(&keys) {
+        let mut q = QueryBuilder::new(
+            "SELECT line_id, source_campaign_id, last_click_tag FROM ryan_click_demo WHERE ",
+        );
+        for (i, (uid, src)) in chunk.iter().enumerate() {
+            q.push(if i == 0 {
+                "(line_id = "
+            } else {
+                " OR (line_id = "
+            });
+            q.push_bind(*uid)
+                .push(" AND source_campaign_id = ")
+                .push_bind(*src)
+                .push(")");
+        }
+        q.push(" FOR UPDATE");
+        let rows: Vec<(String, i64, Option<String>)> = q
+            .build_query_as()
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(err("read summary tags"))?;
+        stored.extend(rows.into_iter().map(|(uid, src, tags)| ((uid, src), tags)));
+    }
+
+    let mut dropped = 0;
+    let mut changed: Vec<(&str, i64, String)> = Vec::new();
+    for &(uid, src) in &keys {
+        let existing = stored
+            .get(&(uid.to_owned(), src))
+            .and_then(Option::as_deref);
+        let merged = merge_tags(
+            existing,
+            plan.summaries[&(uid, src)].tags.iter().copied(),
+            capacity,
+        );
+        dropped += merged.dropped;
+        if let Some(value) = merged.value.filter(|v| Some(v.as_str()) != existing) {
+            changed.push((uid, src, value));
+        }
+    }
+    for chunk in fixed_chunks(&changed) {
+        // Every row exists and is locked by step 4: this only updates.
+        let mut q = QueryBuilder::new(
+            "INSERT INTO ryan_click_demo (line_id, source_campaign_id, last_click_tag, \
+             total_clicks, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, (uid, src, tags)| {
+            b.push_bind(*uid)
+                .push_bind(*src)
+                .push_bind(tags.as_str())
+                .push("0")
+                .push_bind(now)
+                .push_bind(now);
+        });
+        q.push(" ON DUPLICATE KEY UPDATE last_click_tag = VALUES(last_click_tag)");
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("write summary tags"))?;
+    }
+    Ok(dropped)
+}
+
+async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
+    let rows: Vec<(&Click, String, String)> = clicks
+        .iter()
+        .map(|c| (*c, db_time(c.received_at), c.click_id.to_string()))
+        .collect();
+    for chunk in fixed_chunks(&rows) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, \
+             interaction_value, triggered_at, user_agent, click_id) ",
+        );
+        q.push_values(chunk, |mut b, (c, at, id)| {
+            b.push_bind(c.uid.as_deref().unwrap_or(""))
+                .push_bind(c.campaign_id)
+                .push_bind(c.interaction_type.as_str())
+                .push_bind(c.target.as_str())
+                .push_bind(at.as_str())
+                .push_bind(c.user_agent.as_deref())
+                .push_bind(id.as_str());
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("insert interaction logs"))?;
+    }
+    Ok(())
+}
+
+async fn insert_rejects<'r>(
+    tx: &mut Tx,
+    rejects: impl Iterator<Item = &'r Reject>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&Reject, String, String)> = rejects
+        .map(|r| (r, r.click_id.to_string(), db_time(r.received_at)))
+        .collect();
+    for chunk in fixed_chunks(&rows) {
+        let mut q = QueryBuilder::new(
+            "INSERT IGNORE INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent) ",
+        );
+        q.push_values(chunk, |mut b, (r, id, at)| {
+            b.push_bind(id.as_str())
+                .push_bind(at.as_str())
+                .push_bind(r.reason.as_str())
+                .push_bind(r.detail.as_deref())
+                .push_bind(r.query.as_str())
+                .push_bind(r.user_agent.as_deref());
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("insert rejects"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The MySQL/MariaDB schema: created on an empty database, completed on the production one.
+//!
+//! Each step checks `information_schema` and only adds what is missing, and tolerates "already
+//! exists" errors, so two instances starting at once are safe without a lock (no `GET_LOCK`:
+//! the SQL stays usable on TiDB and Vitess). Existing tables and rows are never dropped or
+//! rewritten: on the old app's database only clicktrack's own additions are applied.
+
+use sqlx::MySqlPool;
+
+use super::mysql::err;
+use super::{ErrorKind, StoreError};
+
+/// The five tables as the seed describes them, for an empty database. `IF NOT EXISTS`: the
+/// production tables, created by the old app, are left exactly as they are.
+const FIVE_TABLES: [&str; 5] = [
+    "CREATE TABLE IF NOT EXISTS campaigns (
+        id            BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        name          VARCHAR(255) NOT NULL DEFAULT '',
+        clicked_count INT          DEFAULT 0,
+        created_at    DATETIME     NOT NULL DEFAULT CURRENT_TIMESTAMP,
+        updated_at    DATETIME     NOT NULL DEFAULT CURRENT_TIMESTAMP
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+    "CREATE TABLE IF NOT EXISTS members (
+        id                BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        line_uid          VARCHAR(64)  NOT NULL,
+        line_display_name VARCHAR(128) NULL,
+        created_at        DATETIME     NOT NULL,
+        updated_at        DATETIME     NOT NULL,
+        UNIQUE KEY uq_members_line_uid (line_uid)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+    "CREATE TABLE IF NOT EXISTS messages (
+        id           BIGINT      NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        member_id    BIGINT      NOT NULL,
+        direction    VARCHAR(16) NOT NULL,
+        message_type VARCHAR(32) NOT NULL,
+        content      TEXT,
+        campaign_id  BIGINT      NULL,
+        created_at   DATETIME    NOT NULL,
+        KEY idx_messages_member_id (member_id),
+        KEY idx_messages_campaign_id (campaign_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+    "CREATE TABLE IF NOT EXISTS ryan_click_demo (
+        id                 INT           NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        line_id            VARCHAR(64)   NOT NULL COMMENT 'LINE uid',
+        source_campaign_id INT           NOT NULL DEFAULT 0,
+        line_display_name  VARCHAR(128)  NULL,
+        total_clicks       INT           NOT NULL DEFAULT 0,
+        last_clicked_at    DATETIME      NULL,
+        last_click_tag     VARCHAR(1024) NULL,
+        created_at         DATETIME      NOT NULL,
+        updated_at         DATETIME      NOT NULL,
+        UNIQUE KEY uq_line_source_campaign (line_id, source_campaign_id),
+        KEY idx_source_campaign_id (source_campaign_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+    // interaction_type: the set in src/domain/interaction.rs (a test inserts every value).
+    "CREATE TABLE IF NOT EXISTS component_interaction_logs (
+        id                 BIGINT      NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        line_id            VARCHAR(100) NOT NULL,
+        campaign_id        BIGINT      NOT NULL,
+        template_id        BIGINT      NULL,
+        carousel_item_id   BIGINT      NULL,
+        interaction_tag_id BIGINT      NULL,
+        component_slot     VARCHAR(50) NULL,
+        interaction_type   ENUM('image_click', 'button_url', 'carousel_click', 'imagemap_click',
+                                'richmenu_click', 'flex_click', 'text_link') NOT NULL,
+        interaction_value  TEXT,
+        triggered_at       DATETIME    NOT NULL,
+        line_event_type    VARCHAR(50) NULL,
+        user_agent         TEXT,
+        KEY idx_line_id (line_id),
+        KEY idx_campaign_id (campaign_id),
+        KEY idx_template_id (template_id),
+        KEY idx_interaction_type (interaction_type),
+        KEY idx_triggered_at (triggered_at),
+        CONSTRAINT fk_component_interaction_logs_campaign
+            FOREIGN KEY (campaign_id) REFERENCES campaigns (id) ON DELETE CASCADE
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+];
+
+const TRACK_REJECTS: &str = "CREATE TABLE IF NOT EXISTS track_rejects (
+        id           BIGINT      NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        click_id     CHAR(36)    NOT NULL,
+        received_at  DATETIME    NOT NULL,
+        reason       VARCHAR(64) NOT NULL,
+        detail       TEXT,
+        query_string TEXT        NOT NULL,
+        user_agent   TEXT,
+        UNIQUE KEY uq_track_rejects_click_id (click_id),
+        KEY idx_track_rejects_received_at (received_at),
+        KEY idx_track_rejects_reason (reason)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci";
+
+/// Errors that mean "someone else already added it" (another instance migrating at once):
+/// table exists, duplicate column, duplicate key name.
+const ALREADY_THERE: [u16; 3] = [1050, 1060, 1061];
+
+pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
+    for ddl in FIVE_TABLES {
+        ddl_step(pool, ddl).await?;
+    }
+    // Each click's identity: replaying a committed batch changes nothing.
+    if !column_exists(pool, "component_interaction_logs", "click_id").await? {
+        ddl_step(
+            pool,
+            "ALTER TABLE component_interaction_logs ADD COLUMN click_id CHAR(36) NULL",
+        )
+        .await?;
+    }
+    if !index_exists(
+        pool,
+        "component_interaction_logs",
+        "uq_component_interaction_logs_click_id",
+    )
+    .await?
+    {
+        ddl_step(
+            pool,
+            "ALTER TABLE component_interaction_logs \
+             ADD UNIQUE KEY uq_component_interaction_logs_click_id (click_id)",
+        )
+        .await?;
+    }
+    // Member auto-create relies on a unique line_uid (INSERT IGNORE); add it if the old schema
+    // lacks one. If existing rows already hold duplicates this fails, loudly, with MySQL's reason.
+    if !unique_index_on(pool, "members", "line_uid").await? {
+        ddl_step(
+            pool,
+            "ALTER TABLE members ADD UNIQUE KEY uq_members_line_uid (line_uid)",
+        )
+        .await?;
+    }
+    ddl_step(pool, TRACK_REJECTS).await
+}
+
+async fn ddl_step(pool: &MySqlPool, ddl: &'static str) -> Result<(), StoreError> {
+    match sqlx::query(ddl).execute(pool).await {
+        Ok(_) => Ok(()),
+        Err(e) if error_number(&e).is_some_and(|n| ALREADY_THERE.contains(&n)) => Ok(()),
+        Err(e) => Err(StoreError {
+            kind: ErrorKind::Other,
+            ..err("migrate")(e)
+        }),
+    }
+}
+
+fn error_number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()?
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|db| db.number())
+}
+
+async fn column_exists(pool: &MySqlPool, table: &str, column: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(pool)
+    .await
+    .map_err(err("migrate"))?;
+    Ok(n > 0)
+}
+
+async fn index_exists(pool: &MySqlPool, table: &str, index: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
+    )
+    .bind(table)
+    .bind(index)
+    .fetch_one(pool)
+    .await
+    .map_err(err("migrate"))?;
+    Ok(n > 0)
+}
+
+/// Is there a unique index whose only column is `column`?
+async fn unique_index_on(pool: &MySqlPool, table: &str, column: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.statistics s \
+         WHERE s.table_schema = DATABASE() AND s.table_name = ? AND s.column_name = ? \
+           AND s.non_unique = 0 AND s.seq_in_index = 1 \
+           AND NOT EXISTS (SELECT 1 FROM information_schema.statistics o \
+               WHERE o.table_schema = s.table_schema AND o.table_name = s.table_name \
+                 AND o.index_name = s.index_name AND o.seq_in_index = 2)",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(pool)
+    .await
+    .map_err(err("migrate"))?;
+    Ok(n > 0)
+}
