@@ -1,7 +1,7 @@
 //! The command line's contract: exit codes (0 ok, 2 bad configuration naming the flag,
 //! 1 runtime failure), `migrate` and `campaign add`.
 
-use crate::helpers::{TestDb, serve_command};
+use crate::helpers::{StoreKind, TestDb, serve_command};
 
 /// `serve` with `args`, on random ports unless `args` names its own `--listen`.
 fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
@@ -13,9 +13,11 @@ fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
     cmd.args(args).output().expect("run serve")
 }
 
-#[test]
-fn bad_configuration_exits_2_and_names_the_flag() {
-    let db = TestDb::new();
+#[tokio::test]
+async fn bad_configuration_exits_2_and_names_the_flag() {
+    let db = TestDb::new(StoreKind::Sqlite)
+        .await
+        .expect("SQLite is always available");
     let cases: [(&[&str], &str); 5] = [
         (&["--allow-host", "http://example.com/"], "--allow-host"),
         (&["--database-url", "oracle://db"], "--database-url"),
@@ -34,9 +36,11 @@ fn bad_configuration_exits_2_and_names_the_flag() {
     }
 }
 
-#[test]
-fn a_listen_address_in_use_is_a_runtime_failure() {
-    let db = TestDb::new();
+#[tokio::test]
+async fn a_listen_address_in_use_is_a_runtime_failure() {
+    let db = TestDb::new(StoreKind::Sqlite)
+        .await
+        .expect("SQLite is always available");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let out = serve_output(&db, &["--listen", &addr]);
@@ -49,9 +53,11 @@ fn a_listen_address_in_use_is_a_runtime_failure() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
 
-#[test]
-fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
-    let db = TestDb::new();
+#[tokio::test]
+async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
+    let db = TestDb::new(StoreKind::Sqlite)
+        .await
+        .expect("SQLite is always available");
     for _ in 0..2 {
         let out = db.cli(&["migrate"]);
         assert!(

@@ -5,12 +5,11 @@ use std::collections::BTreeSet;
 
 use futures_util::future::join_all;
 
-use crate::helpers::{ALLOWED_HOST, BROWSER_UA, CAMPAIGNS, TestApp, TestDb, link};
+use crate::helpers::{ALLOWED_HOST, BROWSER_UA, CAMPAIGNS, TestApp, link, metric};
 
+crate::store_tests! {
 // Seed: test_click_count_increment (5 clicks → total_clicks = 5).
-#[tokio::test]
-async fn five_clicks_on_one_uid_and_source_count_five() {
-    let db = TestDb::new();
+async fn five_clicks_on_one_uid_and_source_count_five(db) {
     let app = TestApp::spawn(&db, &[]);
     for _ in 0..5 {
         let resp = app.track(&link(123, "U_TEST_001", 999, "")).await;
@@ -24,9 +23,7 @@ async fn five_clicks_on_one_uid_and_source_count_five() {
 }
 
 // Seed: test_concurrent_clicks_no_deadlock (50 workers × 10 clicks), with exact totals.
-#[tokio::test]
-async fn fifty_concurrent_workers_give_exact_totals_in_every_table() {
-    let db = TestDb::new();
+async fn fifty_concurrent_workers_give_exact_totals_in_every_table(db) {
     let app = TestApp::spawn(&db, &[]);
     let workers = (0..50).map(|w| {
         let app = &app;
@@ -64,9 +61,7 @@ async fn fifty_concurrent_workers_give_exact_totals_in_every_table() {
 }
 
 // Seed: test_concurrent_tag_merge_no_loss (10 concurrent clicks, tags A..J, one new row).
-#[tokio::test]
-async fn ten_concurrent_clicks_with_different_tags_keep_all_tags() {
-    let db = TestDb::new();
+async fn ten_concurrent_clicks_with_different_tags_keep_all_tags(db) {
     let app = TestApp::spawn(&db, &[]);
     let tags = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"];
     let responses = join_all(
@@ -88,9 +83,7 @@ async fn ten_concurrent_clicks_with_different_tags_keep_all_tags() {
     assert_eq!(stored.len(), 10, "each tag once: {stored:?}");
 }
 
-#[tokio::test]
-async fn tags_merge_onto_existing_ones_in_arrival_order() {
-    let db = TestDb::new();
+async fn tags_merge_onto_existing_ones_in_arrival_order(db) {
     let app = TestApp::spawn(&db, &[]);
     for tag in ["A,B", "B,C", "", "A", "D"] {
         assert_eq!(
@@ -104,9 +97,7 @@ async fn tags_merge_onto_existing_ones_in_arrival_order() {
     );
 }
 
-#[tokio::test]
-async fn a_click_writes_every_table_as_the_spec_says() {
-    let db = TestDb::new();
+async fn a_click_writes_every_table_as_the_spec_says(db) {
     let app = TestApp::spawn(&db, &[]);
     let before = time::OffsetDateTime::now_utc().unix_timestamp();
     let resp = app
@@ -148,9 +139,7 @@ async fn a_click_writes_every_table_as_the_spec_says() {
     assert_eq!(db.campaign_clicks(789).await, 1);
 }
 
-#[tokio::test]
-async fn an_anonymous_click_counts_the_campaign_and_logs_only() {
-    let db = TestDb::new();
+async fn an_anonymous_click_counts_the_campaign_and_logs_only(db) {
     let app = TestApp::spawn(&db, &[]);
     for query in [
         "cid=456&to=https%3A%2F%2Fexample.com%2F",
@@ -165,9 +154,7 @@ async fn an_anonymous_click_counts_the_campaign_and_logs_only() {
     assert_eq!(db.count("ryan_click_demo").await, 0);
 }
 
-#[tokio::test]
-async fn every_interaction_type_is_accepted_by_the_schema() {
-    let db = TestDb::new();
+async fn every_interaction_type_is_accepted_by_the_schema(db) {
     let app = TestApp::spawn(&db, &[]);
     let types = clicktrack::domain::InteractionType::ALL;
     for t in types {
@@ -186,42 +173,61 @@ async fn every_interaction_type_is_accepted_by_the_schema() {
 }
 
 // P2: several instances on one database stay exact (here: two processes on one SQLite file).
-#[tokio::test]
-async fn two_processes_on_one_database_stay_exact() {
-    let db = TestDb::new();
+async fn two_processes_on_one_database_stay_exact(db) {
+    // Members that exist before (with names, as the marketing app creates them) and new ones.
+    let now = "2026-01-01 00:00:00";
+    for i in 0..5 {
+        db.execute(&format!(
+            "INSERT INTO members (line_uid, line_display_name, created_at, updated_at) \
+             VALUES ('U_OWN_{i}', 'Guest {i}', '{now}', '{now}')"
+        ))
+        .await;
+    }
     let apps = [TestApp::spawn(&db, &[]), TestApp::spawn(&db, &[])];
-    let tags = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L"];
+    let tags: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
     let clients = (0..40).map(|w| {
-        let app = &apps[w % 2];
+        let (app, tags) = (&apps[w % 2], &tags);
         async move {
             let mut ok = 0;
             for i in 0..25 {
-                // Everyone hits one hot (uid, src) row and one campaign, plus a member of their own.
-                let hot = app
-                    .track(&link(CAMPAIGNS[0], "U_HOT", 1, tags[(w + i) % tags.len()]))
-                    .await;
-                let own = app
-                    .track(&link(CAMPAIGNS[1], &format!("U_OWN_{}", w % 10), 2, "Z"))
-                    .await;
+                // Everyone hits one hot (uid, src) row and one campaign, plus a member of their
+                // own: U_OWN_0..4 exist already, U_OWN_5..9 are created by the first click.
+                let hot = app.track(link(CAMPAIGNS[0], "U_HOT", 1, &tags[(w + i) % tags.len()])).await;
+                let own = app.track(link(CAMPAIGNS[1], &format!("U_OWN_{}", w % 10), 2, "Z")).await;
                 ok += u32::from(hot.status() == 302) + u32::from(own.status() == 302);
             }
             ok
         }
     });
     let ok: u32 = join_all(clients).await.into_iter().sum();
-    assert_eq!(ok, 2000);
+    assert_eq!(ok, 2000, "every request got its 302");
     assert_eq!(db.summary("U_HOT", 1).await.map(|s| s.0), Some(1000));
-    let stored = db
-        .summary("U_HOT", 1)
-        .await
-        .and_then(|s| s.1)
-        .expect("tags");
-    let stored: BTreeSet<&str> = stored.split(',').collect();
-    assert_eq!(stored, tags.into_iter().collect());
+    let stored = db.summary("U_HOT", 1).await.and_then(|s| s.1).expect("tags");
+    let stored: Vec<&str> = stored.split(',').collect();
+    assert_eq!(stored.len(), 20, "each tag once: {stored:?}");
+    assert_eq!(stored.iter().copied().collect::<BTreeSet<&str>>(), tags.iter().map(String::as_str).collect());
     assert_eq!(db.campaign_clicks(CAMPAIGNS[0]).await, 1000);
     assert_eq!(db.campaign_clicks(CAMPAIGNS[1]).await, 1000);
     assert_eq!(db.count("members").await, 11);
-    assert_eq!(db.members_named("U_HOT").await, 1);
+    for uid in ["U_HOT", "U_OWN_0", "U_OWN_9"] {
+        assert_eq!(db.members_named(uid).await, 1, "one member for {uid}");
+    }
+    assert_eq!(db.summary("U_OWN_3", 2).await, Some((100, Some("Z".into()))));
+    assert_eq!(db.summary_name("U_OWN_3", 2).await.as_deref(), Some("Guest 3"));
+    assert_eq!(db.summary_name("U_OWN_7", 2).await, None);
     assert_eq!(db.summary_clicks_total().await, 2000);
     assert_eq!(db.count("component_interaction_logs").await, 2000);
+    assert_eq!(db.count("messages").await, 2000);
+    // What the contention cost, for the record (a retry is fine; a lost click is not).
+    for app in &apps {
+        let m = app.metrics().await;
+        let retries: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("track_batch_retries_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b);
+        eprintln!("{:?}: batch retries on one instance: {retries}", db.kind);
+        assert_eq!(metric(&m, "track_clicks_not_written_total"), 0.0);
+    }
+}
 }

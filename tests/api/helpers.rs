@@ -9,8 +9,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AssertSqlSafe, Connection, Row};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clicktrack");
@@ -20,18 +21,63 @@ pub const ALLOWED_HOST: &str = "example.com";
 /// Benchmarks and tests send a browser user agent (command-line clients are bots, SPEC §4a).
 pub const BROWSER_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Line/13.20.0";
 
-/// A database of the test's own.
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Mysql,
+}
+
+/// Where the MySQL-family tests find their server (CI: the local MariaDB).
+fn mysql_server_url() -> String {
+    std::env::var("CLICKTRACK_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// Run one test case against every store: `store_tests! { async fn name(db) { ... } }` makes
+/// `name::sqlite` and `name::mysql`, each with a fresh `db: TestDb` of that store.
+#[macro_export]
+macro_rules! store_tests {
+    ($(async fn $name:ident($db:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn case($db: $crate::helpers::TestDb) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Sqlite).await {
+                        case(db).await;
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Mysql).await {
+                        case(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// A database of the test's own: a temporary SQLite file, or a fresh MySQL database that is
+/// dropped afterwards.
 pub struct TestDb {
+    pub kind: StoreKind,
     pub url: String,
-    _dir: TempDir,
+    mysql_database: Option<String>,
+    _dir: Option<TempDir>,
 }
 
 impl TestDb {
-    /// A fresh SQLite file with the schema and `CAMPAIGNS`, created through the CLI.
-    pub fn new() -> TestDb {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("clicktrack.db").display());
-        let db = TestDb { url, _dir: dir };
+    /// A fresh database with the schema and `CAMPAIGNS`, created through the CLI. `None` (with
+    /// the reason printed) only when MariaDB is unreachable outside CI.
+    pub async fn new(kind: StoreKind) -> Option<TestDb> {
+        let db = TestDb::empty(kind).await?;
         for id in CAMPAIGNS {
             let out = db.cli(&[
                 "campaign",
@@ -47,7 +93,53 @@ impl TestDb {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        db
+        Some(db)
+    }
+
+    /// A database with nothing in it (no schema).
+    pub async fn empty(kind: StoreKind) -> Option<TestDb> {
+        match kind {
+            StoreKind::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("clicktrack.db").display());
+                Some(TestDb {
+                    kind,
+                    url,
+                    mysql_database: None,
+                    _dir: Some(dir),
+                })
+            }
+            StoreKind::Mysql => {
+                let server = mysql_server_url();
+                let mut conn = match sqlx::mysql::MySqlConnection::connect(&server).await {
+                    Ok(conn) => conn,
+                    Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                        eprintln!(
+                            "SKIPPED: MariaDB/MySQL not reachable at {server} ({e}); set CLICKTRACK_TEST_MYSQL_URL"
+                        );
+                        return None;
+                    }
+                    Err(e) => panic!("MariaDB must be reachable under CI at {server}: {e}"),
+                };
+                let name = format!(
+                    "ct_test_{}",
+                    &uuid::Uuid::now_v7().simple().to_string()[16..]
+                );
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+                conn.close().await.expect("close");
+                Some(TestDb {
+                    kind,
+                    url: format!("{server}/{name}"),
+                    mysql_database: Some(name),
+                    _dir: None,
+                })
+            }
+        }
     }
 
     /// Run a clicktrack subcommand against this database.
@@ -59,13 +151,24 @@ impl TestDb {
             .expect("run clicktrack")
     }
 
-    pub async fn pool(&self) -> SqlitePool {
-        let options: SqliteConnectOptions = self.url.parse().expect("sqlite url");
-        SqlitePoolOptions::new()
+    /// A connection pool for assertions: the same SQL on both stores (`?` placeholders, and
+    /// numbers cast to `SIGNED INTEGER`, which both read as a 64-bit integer).
+    pub async fn pool(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPoolOptions::new()
             .max_connections(2)
-            .connect_with(options.busy_timeout(Duration::from_secs(10)))
+            .connect(&self.url)
             .await
             .expect("open test database")
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        let pool = self.pool().await;
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
     }
 
     async fn scalar(&self, sql: String) -> i64 {
@@ -80,28 +183,33 @@ impl TestDb {
     }
 
     pub async fn count(&self, table: &str) -> i64 {
-        self.scalar(format!("SELECT COUNT(*) FROM {table}")).await
+        self.scalar(format!(
+            "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM {table}"
+        ))
+        .await
     }
 
     pub async fn campaign_clicks(&self, id: i64) -> i64 {
         self.scalar(format!(
-            "SELECT clicked_count FROM campaigns WHERE id = {id}"
+            "SELECT CAST(clicked_count AS SIGNED INTEGER) FROM campaigns WHERE id = {id}"
         ))
         .await
     }
 
     pub async fn campaign_clicks_total(&self) -> i64 {
-        self.scalar("SELECT SUM(clicked_count) FROM campaigns".into())
+        self.scalar("SELECT CAST(SUM(clicked_count) AS SIGNED INTEGER) FROM campaigns".into())
             .await
     }
 
     pub async fn members_named(&self, uid: &str) -> i64 {
         let pool = self.pool().await;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE line_uid = ?")
-            .bind(uid)
-            .fetch_one(&pool)
-            .await
-            .expect("query");
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM members WHERE line_uid = ?",
+        )
+        .bind(uid)
+        .fetch_one(&pool)
+        .await
+        .expect("query");
         pool.close().await;
         n
     }
@@ -110,7 +218,7 @@ impl TestDb {
     pub async fn summary(&self, uid: &str, src: i64) -> Option<(i64, Option<String>)> {
         let pool = self.pool().await;
         let row = sqlx::query(
-            "SELECT total_clicks, last_click_tag FROM ryan_click_demo \
+            "SELECT CAST(total_clicks AS SIGNED INTEGER), last_click_tag FROM ryan_click_demo \
              WHERE line_id = ? AND source_campaign_id = ?",
         )
         .bind(uid)
@@ -122,9 +230,24 @@ impl TestDb {
         row.map(|r| (r.get(0), r.get(1)))
     }
 
+    /// line_display_name of one summary row.
+    pub async fn summary_name(&self, uid: &str, src: i64) -> Option<String> {
+        let pool = self.pool().await;
+        let name: Option<String> = sqlx::query_scalar(
+            "SELECT line_display_name FROM ryan_click_demo WHERE line_id = ? AND source_campaign_id = ?",
+        )
+        .bind(uid)
+        .bind(src)
+        .fetch_one(&pool)
+        .await
+        .expect("query");
+        pool.close().await;
+        name
+    }
+
     /// Sum of `total_clicks` over every summary row.
     pub async fn summary_clicks_total(&self) -> i64 {
-        self.scalar("SELECT SUM(total_clicks) FROM ryan_click_demo".into())
+        self.scalar("SELECT CAST(SUM(total_clicks) AS SIGNED INTEGER) FROM ryan_click_demo".into())
             .await
     }
 
@@ -142,22 +265,27 @@ impl TestDb {
     /// reason → count, from `track_rejects`.
     pub async fn rejects_by_reason(&self) -> BTreeMap<String, i64> {
         let pool = self.pool().await;
-        let rows = sqlx::query("SELECT reason, COUNT(*) FROM track_rejects GROUP BY reason")
-            .fetch_all(&pool)
-            .await
-            .expect("query");
+        let rows = sqlx::query(
+            "SELECT reason, CAST(COUNT(*) AS SIGNED INTEGER) FROM track_rejects GROUP BY reason",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("query");
         pool.close().await;
         rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()
     }
 
-    /// Every column the tests look at of one interaction-log row, by uid.
+    /// (campaign_id, interaction_type, interaction_value, triggered_at, user_agent, click_id)
+    /// of one uid's interaction-log rows.
     pub async fn interaction(
         &self,
         uid: &str,
     ) -> Vec<(i64, String, String, String, Option<String>, String)> {
         let pool = self.pool().await;
         let rows = sqlx::query(
-            "SELECT campaign_id, interaction_type, interaction_value, triggered_at, user_agent, click_id \
+            "SELECT CAST(campaign_id AS SIGNED INTEGER), CAST(interaction_type AS CHAR), \
+                    CAST(interaction_value AS CHAR), CAST(triggered_at AS CHAR), \
+                    CAST(user_agent AS CHAR), click_id \
              FROM component_interaction_logs WHERE line_id = ? ORDER BY id",
         )
         .bind(uid)
@@ -173,7 +301,7 @@ impl TestDb {
     pub async fn messages_of(&self, uid: &str) -> Vec<String> {
         let pool = self.pool().await;
         let rows = sqlx::query_scalar(
-            "SELECT m.content FROM messages m JOIN members u ON u.id = m.member_id \
+            "SELECT CAST(m.content AS CHAR) FROM messages m JOIN members u ON u.id = m.member_id \
              WHERE u.line_uid = ? AND m.direction = 'incoming' AND m.message_type = 'text' ORDER BY m.id",
         )
         .bind(uid)
@@ -182,6 +310,57 @@ impl TestDb {
         .expect("query");
         pool.close().await;
         rows
+    }
+
+    /// Make the database refuse inserts into `table` whose `column` is LIKE `pattern`,
+    /// standing in for any constraint a production schema may have.
+    pub async fn refuse_inserts(
+        &self,
+        name: &str,
+        table: &str,
+        column: &str,
+        pattern: &str,
+        message: &str,
+    ) {
+        let sql = match self.kind {
+            StoreKind::Sqlite => format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN NEW.{column} LIKE '{pattern}' \
+                 BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            ),
+            StoreKind::Mysql => format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW \
+                 BEGIN IF NEW.{column} LIKE '{pattern}' THEN \
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END"
+            ),
+        };
+        self.execute(&sql).await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.mysql_database.take() else {
+            return;
+        };
+        let server = mysql_server_url();
+        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut conn = sqlx::mysql::MySqlConnection::connect(&server).await?;
+                sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop a test database: {dropped:?}");
+        }
     }
 }
 

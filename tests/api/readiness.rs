@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
-use crate::helpers::{TestApp, TestDb, link, metric};
+use crate::helpers::{StoreKind, TestApp, TestDb, link, metric};
 
 async fn wait_for_readyz(app: &TestApp, want: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -33,7 +33,9 @@ async fn wait_for_readyz(app: &TestApp, want: u16) {
 
 #[tokio::test]
 async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out() {
-    let db = TestDb::new();
+    let db = TestDb::new(StoreKind::Sqlite)
+        .await
+        .expect("SQLite is always available");
     let app = TestApp::spawn(&db, &["--ack-timeout-ms", "300"]);
     wait_for_readyz(&app, 200).await;
 

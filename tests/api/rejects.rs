@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
 
-use crate::helpers::{TestApp, TestDb, link, metric};
+use crate::helpers::{TestApp, link, metric};
 
-#[tokio::test]
-async fn bad_clicks_mixed_into_concurrent_load_never_take_good_ones_down() {
-    let db = TestDb::new();
+crate::store_tests! {
+async fn bad_clicks_mixed_into_concurrent_load_never_take_good_ones_down(db) {
     let app = TestApp::spawn(&db, &[]);
     let to = "to=https%3A%2F%2Fexample.com%2F";
     let too_many_tags: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
@@ -85,15 +84,16 @@ async fn bad_clicks_mixed_into_concurrent_load_never_take_good_ones_down() {
     assert_eq!(metric(&m, "track_clicks_recorded_total"), 200.0);
 }
 
-#[tokio::test]
-async fn a_reject_keeps_the_raw_query_and_user_agent() {
-    let db = TestDb::new();
+async fn a_reject_keeps_the_raw_query_and_user_agent(db) {
     let app = TestApp::spawn(&db, &[]);
     let q = "cid=oops&uid=U9&utm_source=line&to=https%3A%2F%2Fexample.com%2F";
     assert_eq!(app.track(q).await.status(), 302);
     let pool = db.pool().await;
     let (reason, query, ua, click_id): (String, String, Option<String>, String) =
-        sqlx::query_as("SELECT reason, query_string, user_agent, click_id FROM track_rejects")
+        sqlx::query_as(
+            "SELECT reason, CAST(query_string AS CHAR), CAST(user_agent AS CHAR), click_id \
+             FROM track_rejects",
+        )
             .fetch_one(&pool)
             .await
             .expect("one reject");
@@ -105,28 +105,12 @@ async fn a_reject_keeps_the_raw_query_and_user_agent() {
 
 // A row the database itself refuses (here: a trigger standing in for any constraint the
 // schema may have) is isolated by bisecting its batch; every other click is written.
-#[tokio::test]
-async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
-    let db = TestDb::new();
-    {
-        let pool = db.pool().await;
-        sqlx::query(
-            "CREATE TRIGGER refuse_poison BEFORE INSERT ON component_interaction_logs \
-             WHEN NEW.line_id LIKE 'U_POISON%' BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
-        )
-        .execute(&pool)
-        .await
-        .expect("create trigger");
-        // And a reject row it will not take either: that one record is lost, loudly.
-        sqlx::query(
-            "CREATE TRIGGER refuse_lost_reject BEFORE INSERT ON track_rejects \
-             WHEN NEW.query_string LIKE '%U_LOST%' BEGIN SELECT RAISE(ABORT, 'no room'); END",
-        )
-        .execute(&pool)
-        .await
-        .expect("create trigger");
-        pool.close().await;
-    }
+async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives(db) {
+    db.refuse_inserts("refuse_poison", "component_interaction_logs", "line_id", "U_POISON%", "poisoned row")
+        .await;
+    // And a reject row it will not take either: that one record is lost, loudly.
+    db.refuse_inserts("refuse_lost_reject", "track_rejects", "query_string", "%U_LOST%", "no room")
+        .await;
     // A long batch delay so good and poisoned clicks share batches.
     let app = TestApp::spawn(&db, &["--batch-max-delay-ms", "50"]);
     let mut queries = Vec::new();
@@ -182,4 +166,5 @@ async fn a_row_the_database_refuses_is_set_aside_and_its_batch_survives() {
         ),
         4.0
     );
+}
 }

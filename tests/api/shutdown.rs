@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, TestDb, signal};
+use crate::helpers::{TestApp, signal};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_loses_no_redirected_click() {
-    let db = TestDb::new();
+crate::store_tests! {
+async fn sigterm_under_load_loses_no_redirected_click(db) {
     let mut app = TestApp::spawn(&db, &[]);
     let ledger: Arc<Mutex<Vec<String>>> = Arc::default();
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -84,4 +83,5 @@ async fn sigterm_under_load_loses_no_redirected_click() {
         "{}",
         app.logs()
     );
+}
 }
