@@ -218,22 +218,22 @@ async fn recorded_click_ids(tx: &mut Tx, records: &[Record]) -> Result<HashSet<U
     const OP: &str = "find recorded clicks";
     let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
     let mut found = HashSet::new();
-    for chunk in fixed_chunks(&ids) {
-        let mut q =
-            QueryBuilder::new("SELECT click_id FROM component_interaction_logs WHERE click_id IN ");
-        push_list(&mut q, chunk, |q, id| {
-            q.push_bind(id.as_str());
-        });
-        q.push(" UNION ALL SELECT click_id FROM track_rejects WHERE click_id IN ");
-        push_list(&mut q, chunk, |q, id| {
-            q.push_bind(id.as_str());
-        });
-        let rows: Vec<(String,)> = q
-            .build_query_as()
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(err(OP))?;
-        found.extend(rows.iter().filter_map(|(id,)| Uuid::parse_str(id).ok()));
+    // Two lookups, not a UNION: the old app's tables may have another collation than
+    // clicktrack's own table, and MySQL refuses to UNION them (1271).
+    for table in ["component_interaction_logs", "track_rejects"] {
+        for chunk in fixed_chunks(&ids) {
+            let mut q = QueryBuilder::new("SELECT click_id FROM ");
+            q.push(table).push(" WHERE click_id IN ");
+            push_list(&mut q, chunk, |q, id| {
+                q.push_bind(id.as_str());
+            });
+            let rows: Vec<(String,)> = q
+                .build_query_as()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(err(OP))?;
+            found.extend(rows.iter().filter_map(|(id,)| Uuid::parse_str(id).ok()));
+        }
     }
     Ok(found)
 }

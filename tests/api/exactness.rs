@@ -115,7 +115,7 @@ async fn a_click_writes_every_table_as_the_spec_says(db) {
         (789, "button_url", "https://example.com/p?q=1")
     );
     assert_eq!(ua.as_deref(), Some(BROWSER_UA));
-    let uuid = uuid::Uuid::parse_str(click_id).expect("click_id is a uuid");
+    let uuid = uuid::Uuid::parse_str(click_id.as_deref().expect("click_id stored")).expect("click_id is a uuid");
     assert_eq!(uuid.get_version_num(), 7);
     let at = time::PrimitiveDateTime::parse(
         at,

@@ -280,7 +280,7 @@ impl TestDb {
     pub async fn interaction(
         &self,
         uid: &str,
-    ) -> Vec<(i64, String, String, String, Option<String>, String)> {
+    ) -> Vec<(i64, String, String, String, Option<String>, Option<String>)> {
         let pool = self.pool().await;
         let rows = sqlx::query(
             "SELECT CAST(campaign_id AS SIGNED INTEGER), CAST(interaction_type AS CHAR), \
@@ -334,6 +334,74 @@ impl TestDb {
             ),
         };
         self.execute(&sql).await;
+    }
+}
+
+/// Something holding a lock that keeps the store from accepting writes, until released.
+pub enum WriteBlocker {
+    /// SQLite's database-wide write lock.
+    Sqlite(sqlx::sqlite::SqliteConnection),
+    /// A row lock on campaign 123, which every batch clicking it must update first.
+    Mysql(sqlx::mysql::MySqlConnection),
+}
+
+impl TestDb {
+    pub async fn block_writes(&self) -> WriteBlocker {
+        match self.kind {
+            StoreKind::Sqlite => {
+                let mut conn = sqlx::sqlite::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("take the write lock");
+                WriteBlocker::Sqlite(conn)
+            }
+            StoreKind::Mysql => {
+                let mut conn = sqlx::mysql::MySqlConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query("BEGIN")
+                    .execute(&mut conn)
+                    .await
+                    .expect("begin");
+                sqlx::query("SELECT id FROM campaigns WHERE id = 123 FOR UPDATE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("lock campaign 123");
+                WriteBlocker::Mysql(conn)
+            }
+        }
+    }
+
+    /// The code `track_batch_retries_total` uses for "busy / lock wait timeout" on this store.
+    pub fn lock_timeout_code(&self) -> &'static str {
+        match self.kind {
+            StoreKind::Sqlite => "5",
+            StoreKind::Mysql => "1205",
+        }
+    }
+}
+
+impl WriteBlocker {
+    pub async fn release(self) {
+        match self {
+            WriteBlocker::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("release");
+                conn.close().await.expect("close");
+            }
+            WriteBlocker::Mysql(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("release");
+                conn.close().await.expect("close");
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@ mod helpers;
 
 mod cli;
 mod exactness;
+mod existing_schema;
 mod readiness;
 mod rejects;
 mod shutdown;

@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
-
-use crate::helpers::{StoreKind, TestApp, TestDb, link, metric};
+use crate::helpers::{TestApp, link, metric};
 
 async fn wait_for_readyz(app: &TestApp, want: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -31,20 +28,13 @@ async fn wait_for_readyz(app: &TestApp, want: u16) {
     }
 }
 
-#[tokio::test]
-async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+crate::store_tests! {
+async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out(db) {
     let app = TestApp::spawn(&db, &["--ack-timeout-ms", "300"]);
     wait_for_readyz(&app, 200).await;
 
-    // Another process holds SQLite's write lock: the store does not accept writes.
-    let mut blocker = SqliteConnection::connect(&db.url).await.expect("connect");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .expect("take the write lock");
+    // Another process holds a lock the writer needs: the store does not accept writes.
+    let blocker = db.block_writes().await;
 
     let started = Instant::now();
     let resp = app.track(link(123, "U_LATE", 9, "L")).await;
@@ -65,11 +55,7 @@ async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out() 
     assert_eq!(metric(&m, "track_store_ready"), 0.0);
 
     // The lock goes away: the waiting batch is retried and written, readiness comes back.
-    sqlx::query("ROLLBACK")
-        .execute(&mut blocker)
-        .await
-        .expect("release");
-    blocker.close().await.expect("close");
+    blocker.release().await;
     wait_for_readyz(&app, 200).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.summary("U_LATE", 9).await.is_none() {
@@ -83,10 +69,8 @@ async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out() 
     assert_eq!(db.summary("U_LATE", 9).await, Some((1, Some("L".into()))));
     assert_eq!(db.campaign_clicks(123).await, 1);
     let m = app.metrics().await;
-    assert!(
-        metric(&m, r#"track_batch_retries_total{code="5"}"#) >= 1.0,
-        "busy retries counted"
-    );
+    let retries = format!("track_batch_retries_total{{code=\"{}\"}}", db.lock_timeout_code());
+    assert!(metric(&m, &retries) >= 1.0, "lock retries counted");
     assert_eq!(
         metric(
             &m,
@@ -94,4 +78,5 @@ async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out() 
         ),
         1.0
     );
+}
 }
