@@ -3,14 +3,24 @@
 # in the same run, against a bare redirect server on the same stack; then the database totals
 # are checked against the 302s clicktrack answered.
 #
-#   scripts/bench.sh                 # 10 s per run, at 50 and 200 connections
+#   scripts/bench.sh                 # SQLite, 10 s per run, at 50 and 200 connections
+#   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
 #   BENCH_DURATION=30 scripts/bench.sh
 #
 # Prints req/s, p50/p99 latency, the ratio clicktrack/bare, clicktrack's peak RSS, and
-# EXACT or MISMATCH for the totals. Needs wrk (apt-get install wrk) and sqlite3.
+# EXACT or MISMATCH for the totals. Needs wrk (apt-get install wrk), and sqlite3 or the
+# mariadb client.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+store=sqlite
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --store) store="$2"; shift 2 ;;
+    *) echo "usage: $0 [--store sqlite|mysql]" >&2; exit 2 ;;
+  esac
+done
+mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
 duration="${BENCH_DURATION:-10}"
 connections="${BENCH_CONNECTIONS:-50 200}"
 threads="${BENCH_THREADS:-2}"
@@ -18,7 +28,12 @@ port="${BENCH_PORT:-18080}"
 admin_port=$((port + 1))
 bare_port=$((port + 2))
 
-for tool in wrk sqlite3 curl; do
+case "$store" in
+  sqlite) client=sqlite3 ;;
+  mysql) client=mariadb ;;
+  *) echo "bench: --store is sqlite or mysql" >&2; exit 2 ;;
+esac
+for tool in wrk "$client" curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install $tool)" >&2; exit 1; }
 done
 
@@ -27,7 +42,17 @@ bin=target/release/clicktrack
 bare=target/release/examples/bare_redirect
 
 work=$(mktemp -d)
-db="$work/bench.db"
+if [ "$store" = sqlite ]; then
+  db_url="sqlite://$work/bench.db"
+  q() { sqlite3 "$work/bench.db" "$1"; }
+else
+  mysql_user="${mysql_server%%@*}"
+  mysql_host="${mysql_server#*@}"
+  mysql_cli() { mariadb --user="$mysql_user" --host="${mysql_host%%:*}" --port="${mysql_host##*:}" -N "$@"; }
+  mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_bench; CREATE DATABASE clicktrack_bench"
+  db_url="mysql://$mysql_server/clicktrack_bench"
+  q() { mysql_cli clicktrack_bench -e "$1"; }
+fi
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -37,11 +62,11 @@ cleanup() {
 trap cleanup EXIT
 
 for id in 123 456 789; do
-  "$bin" campaign add --id "$id" --name "bench $id" --database-url "sqlite://$db" --log-format json >/dev/null
+  "$bin" campaign add --id "$id" --name "bench $id" --database-url "$db_url" --log-format json >/dev/null
 done
 
 "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
-  --database-url "sqlite://$db" --allow-host example.com --log-format json 2>"$work/serve.log" &
+  --database-url "$db_url" --allow-host example.com --log-format json 2>"$work/serve.log" &
 ct_pid=$!
 pids+=("$ct_pid")
 "$bare" "127.0.0.1:$bare_port" 2>/dev/null &
@@ -78,7 +103,7 @@ to_ms() {
     else print v }'
 }
 
-echo "clicktrack benchmark: ${duration}s per run, wrk -t$threads, seed mix, SQLite synchronous=FULL"
+echo "clicktrack benchmark: store $store, ${duration}s per run, wrk -t$threads, seed mix, durable commits"
 printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
 wrk_total=0
 total_conns=0
@@ -111,7 +136,6 @@ written=$((served + undelivered))
 kill -TERM "$ct_pid"
 wait "$ct_pid" || { echo "bench: clicktrack exited with an error" >&2; cat "$work/serve.log" >&2; exit 1; }
 
-q() { sqlite3 "$db" "$1"; }
 logs=$(q "SELECT COUNT(*) FROM component_interaction_logs")
 campaigns=$(q "SELECT SUM(clicked_count) FROM campaigns")
 summaries=$(q "SELECT SUM(total_clicks) FROM ryan_click_demo")
