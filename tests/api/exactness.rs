@@ -201,23 +201,44 @@ async fn two_processes_on_one_database_stay_exact(db) {
     });
     let ok: u32 = join_all(clients).await.into_iter().sum();
     assert_eq!(ok, 2000, "every request got its 302");
+
+    // The strict form of the lost-tag property, across processes: K concurrent first clicks on
+    // one new (uid, src), each with its own tag, half to each instance → all K tags, once.
+    // Each instance clicks another campaign: batches sharing a campaign serialise on its
+    // counter row, which would hide a race on the summary row.
+    let burst: Vec<String> = (0..40).map(|i| format!("B{i:02}")).collect();
+    let responses = join_all(
+        burst
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| apps[i % 2].track(link(CAMPAIGNS[1 + i % 2], "U_BURST", 3, tag))),
+    )
+    .await;
+    assert!(responses.iter().all(|r| r.status() == 302));
+    let (total, stored) = db.summary("U_BURST", 3).await.expect("burst row");
+    assert_eq!(total, 40);
+    let stored = stored.expect("tags");
+    let mut stored: Vec<&str> = stored.split(',').collect();
+    stored.sort_unstable();
+    assert_eq!(stored, burst.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(db.summary("U_HOT", 1).await.map(|s| s.0), Some(1000));
     let stored = db.summary("U_HOT", 1).await.and_then(|s| s.1).expect("tags");
     let stored: Vec<&str> = stored.split(',').collect();
     assert_eq!(stored.len(), 20, "each tag once: {stored:?}");
     assert_eq!(stored.iter().copied().collect::<BTreeSet<&str>>(), tags.iter().map(String::as_str).collect());
     assert_eq!(db.campaign_clicks(CAMPAIGNS[0]).await, 1000);
-    assert_eq!(db.campaign_clicks(CAMPAIGNS[1]).await, 1000);
-    assert_eq!(db.count("members").await, 11);
+    assert_eq!(db.campaign_clicks(CAMPAIGNS[1]).await, 1000 + 20);
+    assert_eq!(db.campaign_clicks(CAMPAIGNS[2]).await, 20);
+    assert_eq!(db.count("members").await, 12);
     for uid in ["U_HOT", "U_OWN_0", "U_OWN_9"] {
         assert_eq!(db.members_named(uid).await, 1, "one member for {uid}");
     }
     assert_eq!(db.summary("U_OWN_3", 2).await, Some((100, Some("Z".into()))));
     assert_eq!(db.summary_name("U_OWN_3", 2).await.as_deref(), Some("Guest 3"));
     assert_eq!(db.summary_name("U_OWN_7", 2).await, None);
-    assert_eq!(db.summary_clicks_total().await, 2000);
-    assert_eq!(db.count("component_interaction_logs").await, 2000);
-    assert_eq!(db.count("messages").await, 2000);
+    assert_eq!(db.summary_clicks_total().await, 2040);
+    assert_eq!(db.count("component_interaction_logs").await, 2040);
+    assert_eq!(db.count("messages").await, 2040);
     // What the contention cost, for the record (a retry is fine; a lost click is not).
     for app in &apps {
         let m = app.metrics().await;
