@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::batcher::{BatchSettings, next_batch};
 use super::{Ack, Job, StoreHealth};
 use crate::domain::{Record, RejectReason};
-use crate::store::{BatchResult, ErrorKind, Store, StoreError};
+use crate::store::{BatchResult, ErrorKind, Seen, Store, StoreError};
 use crate::telemetry::metrics;
 
 /// Retries of one batch before it is given up.
@@ -96,8 +96,12 @@ impl Writer {
         // Ranges still to write; a refused range is split in two and pushed back.
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
         pending.push(0..records.len());
+        // Only the whole batch's first attempt is known never to have been written.
+        let mut seen = Seen::Never;
         while let Some(range) = pending.pop() {
-            match self.write_with_retry(&records[range.clone()]).await {
+            let result = self.write_with_retry(&records[range.clone()], seen).await;
+            seen = Seen::Maybe;
+            match result {
                 Ok(result) => {
                     self.health.set(true);
                     metrics::batch_written(&result);
@@ -164,11 +168,15 @@ impl Writer {
         acks
     }
 
-    async fn write_with_retry(&self, records: &[Record]) -> Result<BatchResult, StoreError> {
+    async fn write_with_retry(
+        &self,
+        records: &[Record],
+        mut seen: Seen,
+    ) -> Result<BatchResult, StoreError> {
         let mut retries = 0;
         loop {
             let started = Instant::now();
-            match self.store.write_batch(records).await {
+            match self.store.write_batch(records, seen).await {
                 Ok(result) => {
                     metrics::batch_commit_duration(started.elapsed());
                     return Ok(result);
@@ -178,6 +186,8 @@ impl Writer {
                     self.health.set(false);
                     metrics::error("write_batch", e.kind.as_str());
                     retries += 1;
+                    // The failed attempt may have committed (e.g. connection lost in COMMIT).
+                    seen = Seen::Maybe;
                     metrics::batch_retry(e.code.as_deref().unwrap_or(e.kind.as_str()));
                     tracing::debug!(error = %e, retries, rows = records.len(), "retrying batch");
                     tokio::time::sleep(backoff(retries)).await;

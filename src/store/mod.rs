@@ -31,6 +31,15 @@ pub enum Outcome {
     AlreadyRecorded,
 }
 
+/// Whether a batch's records may already be in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Fresh clicks on their first attempt: their new uuid v7 ids cannot be stored yet.
+    Never,
+    /// A retry, a bisected part or a replay: look the ids up and skip what is there.
+    Maybe,
+}
+
 /// How the writer should react to a failed batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -177,12 +186,17 @@ impl Store {
         }
     }
 
-    /// Write one batch in one transaction. Idempotent: records whose `click_id` the store
-    /// already holds change nothing, so a batch whose commit outcome is unknown can be retried.
-    pub async fn write_batch(&self, records: &[Record]) -> Result<BatchResult, StoreError> {
+    /// Write one batch in one transaction. With `Seen::Maybe`, records whose `click_id` the
+    /// store already holds change nothing, so a batch whose commit outcome is unknown can be
+    /// retried; `Seen::Never` skips that lookup for records that cannot have been written.
+    pub async fn write_batch(
+        &self,
+        records: &[Record],
+        seen: Seen,
+    ) -> Result<BatchResult, StoreError> {
         match self {
-            Store::Sqlite(s) => s.write_batch(records).await,
-            Store::Mysql(s) => s.write_batch(records).await,
+            Store::Sqlite(s) => s.write_batch(records, seen).await,
+            Store::Mysql(s) => s.write_batch(records, seen).await,
         }
     }
 

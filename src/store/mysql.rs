@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::chunks::{fixed_chunks, padded_lists};
 use super::plan::{self, BatchPlan};
-use super::{BatchResult, ErrorKind, StoreError, db_time, message_content, mysql_schema};
+use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, message_content, mysql_schema};
 use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
 use crate::domain::{Click, Record, Reject};
 
@@ -166,9 +166,16 @@ impl MysqlStore {
         self.pool.close().await;
     }
 
-    pub async fn write_batch(&self, records: &[Record]) -> Result<BatchResult, StoreError> {
+    pub async fn write_batch(
+        &self,
+        records: &[Record],
+        seen: Seen,
+    ) -> Result<BatchResult, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err("begin"))?;
-        let already = recorded_click_ids(&mut tx, records).await?;
+        let already = match seen {
+            Seen::Never => HashSet::new(),
+            Seen::Maybe => recorded_click_ids(&mut tx, records).await?,
+        };
         let known = existing_campaigns(&mut tx, records).await?;
         let plan = BatchPlan::new(records, &already, &known);
         let now = db_time(OffsetDateTime::now_utc());

@@ -5,6 +5,7 @@ mod helpers;
 mod cli;
 mod exactness;
 mod existing_schema;
+mod idempotency;
 mod readiness;
 mod rejects;
 mod shutdown;
