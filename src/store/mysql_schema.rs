@@ -149,46 +149,56 @@ fn error_number(e: &sqlx::Error) -> Option<u16> {
         .map(|db| db.number())
 }
 
-async fn column_exists(pool: &MySqlPool, table: &str, column: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.columns \
-         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
-    )
-    .bind(table)
-    .bind(column)
-    .fetch_one(pool)
-    .await
-    .map_err(err("migrate"))?;
+/// True when `sql` (a COUNT over information_schema with two `?`) counts anything.
+async fn schema_has(
+    pool: &MySqlPool,
+    sql: &'static str,
+    a: &str,
+    b: &str,
+) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(a)
+        .bind(b)
+        .fetch_one(pool)
+        .await
+        .map_err(err("migrate"))?;
     Ok(n > 0)
 }
 
+async fn column_exists(pool: &MySqlPool, table: &str, column: &str) -> Result<bool, StoreError> {
+    schema_has(
+        pool,
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
+        table,
+        column,
+    )
+    .await
+}
+
 async fn index_exists(pool: &MySqlPool, table: &str, index: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
+    schema_has(
+        pool,
         "SELECT COUNT(*) FROM information_schema.statistics \
          WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
+        table,
+        index,
     )
-    .bind(table)
-    .bind(index)
-    .fetch_one(pool)
     .await
-    .map_err(err("migrate"))?;
-    Ok(n > 0)
 }
 
 /// Is there a unique index whose only column is `column`?
 async fn unique_index_on(pool: &MySqlPool, table: &str, column: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
+    schema_has(
+        pool,
         "SELECT COUNT(*) FROM information_schema.statistics s \
          WHERE s.table_schema = DATABASE() AND s.table_name = ? AND s.column_name = ? \
            AND s.non_unique = 0 AND s.seq_in_index = 1 \
            AND NOT EXISTS (SELECT 1 FROM information_schema.statistics o \
                WHERE o.table_schema = s.table_schema AND o.table_name = s.table_name \
                  AND o.index_name = s.index_name AND o.seq_in_index = 2)",
+        table,
+        column,
     )
-    .bind(table)
-    .bind(column)
-    .fetch_one(pool)
     .await
-    .map_err(err("migrate"))?;
-    Ok(n > 0)
 }
