@@ -60,10 +60,11 @@ pub(super) fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreE
                     // deadlock, lock wait timeout, record changed (MariaDB)
                     Some(1213 | 1205 | 1020) => ErrorKind::Transient,
                     // foreign key, duplicate, too long, out of range, bad value, truncated,
-                    // NULL, bad datetime, CHECK (MariaDB 4025, MySQL 3819), SIGNAL
+                    // NULL, no default (an old column clicktrack does not fill), bad datetime,
+                    // CHECK (MariaDB 4025, MySQL 3819), SIGNAL
                     Some(
-                        1452 | 1451 | 1062 | 1406 | 1264 | 1366 | 1265 | 1048 | 1292 | 4025 | 3819
-                        | 1644,
+                        1452 | 1451 | 1062 | 1406 | 1264 | 1366 | 1265 | 1048 | 1364 | 1292 | 4025
+                        | 3819 | 1644,
                     ) => ErrorKind::Refused,
                     // too many connections, shutdown, server gone, lost connection, read-only
                     Some(1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836) => ErrorKind::Unavailable,
