@@ -177,3 +177,31 @@ async fn an_empty_database_gets_the_five_tables_and_the_foreign_key() {
     assert_eq!(fks, 1);
     pool.close().await;
 }
+
+// An old column clicktrack does not fill and that has no default (MySQL error 1364): every
+// click that needs such a row is set aside with the database's reason, the others recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_clicktrack_cannot_fill_sets_clicks_aside_instead_of_failing_batches() {
+    let Some(db) = TestDb::new(StoreKind::Mysql).await else {
+        return;
+    };
+    db.execute("ALTER TABLE messages ADD COLUMN channel VARCHAR(16) NOT NULL")
+        .await;
+    let app = TestApp::spawn(&db, &["--batch-max-delay-ms", "20"]);
+    let anonymous = "cid=456&to=https%3A%2F%2Fexample.com%2F";
+    let responses = futures_util::future::join_all([
+        app.track(link(123, "U_A", 1, "")),
+        app.track(link(123, "U_B", 1, "")),
+        app.track(anonymous.to_string()),
+    ])
+    .await;
+    assert!(responses.iter().all(|r| r.status() == 302));
+    assert_eq!(
+        db.rejects_by_reason().await,
+        [("refused_by_database".to_string(), 2)].into()
+    );
+    assert_eq!(db.campaign_clicks(123).await, 0);
+    assert_eq!(db.campaign_clicks(456).await, 1);
+    let m = app.metrics().await;
+    assert_eq!(metric(&m, "track_clicks_not_written_total"), 0.0);
+}
