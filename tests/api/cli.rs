@@ -59,12 +59,7 @@ async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
         .await
         .expect("SQLite is always available");
     for _ in 0..2 {
-        let out = db.cli(&["migrate"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        db.cli_ok(&["migrate"]);
     }
     let out = db.cli(&["campaign", "add", "--id", "123", "--name", "again"]);
     assert_eq!(out.status.code(), Some(1));

@@ -79,7 +79,7 @@ impl TestDb {
     pub async fn new(kind: StoreKind) -> Option<TestDb> {
         let db = TestDb::empty(kind).await?;
         for id in CAMPAIGNS {
-            let out = db.cli(&[
+            db.cli_ok(&[
                 "campaign",
                 "add",
                 "--id",
@@ -87,11 +87,6 @@ impl TestDb {
                 "--name",
                 &format!("campaign {id}"),
             ]);
-            assert!(
-                out.status.success(),
-                "campaign add failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
         }
         Some(db)
     }
@@ -140,6 +135,17 @@ impl TestDb {
                 })
             }
         }
+    }
+
+    /// Run a clicktrack subcommand that must succeed; its output.
+    pub fn cli_ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "clicktrack {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     }
 
     /// Run a clicktrack subcommand against this database.
