@@ -128,7 +128,8 @@ redirected() {
 served=$(redirected)
 while sleep 0.2; next=$(redirected); [ "$next" != "$served" ]; do served=$next; done
 batches=$(scrape | awk '/^track_batch_size_count/ {print $2}')
-# Clicks written whose client hung up before its 302 (wrk closing connections at its stop).
+# Clicks written after their request stopped waiting (ack timeout); a client hanging up
+# does not stop its click being written and counted as redirected.
 undelivered=$(scrape | awk '/^track_acks_undelivered_total/ {printf "%d", $2}')
 written=$((served + undelivered))
 
@@ -144,7 +145,7 @@ rejects=$(q "SELECT COUNT(*) FROM track_rejects")
 
 echo
 echo "peak RSS clicktrack: $((rss_kb / 1024)) MiB; batches: $batches (mean $((served / (batches > 0 ? batches : 1))) clicks)"
-echo "302s: wrk counted $wrk_total (completed); clicktrack redirected $served and wrote $undelivered more whose client hung up"
+echo "302s: wrk counted $wrk_total (completed); clicktrack redirected $served and wrote $undelivered more after their ack timed out"
 echo "database: logs=$logs campaigns=$campaigns summaries=$summaries messages=$messages rejects=$rejects"
 if [ "$logs" = "$written" ] && [ "$campaigns" = "$written" ] && [ "$summaries" = "$written" ] \
   && [ "$messages" = "$written" ] && [ "$rejects" = 0 ] \
