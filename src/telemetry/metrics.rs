@@ -138,7 +138,7 @@ fn describe() {
     );
     describe_counter!(
         ACKS_UNDELIVERED,
-        "Acknowledgements whose request had gone away."
+        "Clicks written after their request stopped waiting (ack timeout)."
     );
     describe_gauge!(STORE_READY, "1 when the store accepts writes, else 0.");
 }
