@@ -2,7 +2,8 @@
 //!
 //! Shutdown order is what makes "every redirected click is recorded" hold on SIGTERM: stop
 //! accepting connections, let in-flight requests finish (each waits for its click to be
-//! durable), drop the last queue handle, let the writer drain the queue, close the store.
+//! durable), drop the last queue handle, let the overflow task and then the writer drain
+//! their queues, close the store. Clicks still in the spool stay there for the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, Settings};
 use crate::http::{self, AppState};
-use crate::pipeline::{self, StoreHealth};
+use crate::pipeline::{self, Health};
+use crate::spool::Spool;
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics;
 
@@ -31,6 +33,10 @@ pub enum AppError {
     },
     #[error("campaign {0} already exists")]
     CampaignExists(i64),
+    #[error("no spool at {0} (check --spool-path)")]
+    NoSpool(std::path::PathBuf),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("{what} failed: {source}")]
@@ -58,9 +64,13 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
 
     let store = Store::connect(&settings.database, settings.connect).await?;
     store.migrate().await?;
-    let health = Arc::new(StoreHealth::new(true));
-    let (queue, writer) = pipeline::channel(store, settings.batch, health.clone());
-    let writer = tokio::spawn(writer.run());
+    let spool = Arc::new(Spool::new(&settings.spool_path));
+    let spool_ok = open_spool(&spool).await;
+    let health = Arc::new(Health::new(true, spool_ok));
+    let pipeline = pipeline::build(store, spool, settings.batch, health.clone());
+    let queue = pipeline.queue;
+    let writer = tokio::spawn(pipeline.writer.run());
+    let overflow = tokio::spawn(pipeline.overflow.run());
 
     let public = bind("--listen", settings.listen).await?;
     let admin = bind("--admin-listen", settings.admin_listen).await?;
@@ -109,18 +119,45 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         batch_max_rows = settings.batch.max_rows,
         batch_max_delay_ms = settings.batch.max_delay.as_millis() as u64,
         queue_capacity = settings.batch.queue_capacity,
+        spool = %settings.spool_path.display(),
         "clicktrack ready"
     );
 
     let (public_result, admin_result) = tokio::join!(public_server, admin_server);
-    // The public server owned the last queue handle: the writer now drains and stops.
+    // The public server owned the last queue handles: the overflow task, then the writer,
+    // drain and stop.
+    let overflow_result = overflow.await;
     let writer_result = writer.await;
     upkeep.abort();
     public_result.map_err(|e| task_error("public server", e))?;
     admin_result.map_err(|e| task_error("admin server", e))?;
+    overflow_result.map_err(|e| task_error("overflow", e))?;
     writer_result.map_err(|e| task_error("writer", e))?;
     tracing::info!("clicktrack stopped");
     Ok(())
+}
+
+/// Open the spool and report what it holds. A spool that cannot be opened does not stop the
+/// service (the store may be fine): it is logged, counted, and `/readyz` says not ready until
+/// the writer manages to open it.
+async fn open_spool(spool: &Spool) -> bool {
+    match spool.open().await {
+        Ok(()) => {
+            if spool.depth() > 0 {
+                tracing::info!(
+                    spooled = spool.depth(),
+                    path = %spool.path().display(),
+                    "clicks in the spool from an earlier run: replaying them"
+                );
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(operation = "spool", error = %e, kind = e.kind(), "cannot open the spool: not ready");
+            metrics::error("spool", e.kind());
+            false
+        }
+    }
 }
 
 fn task_error(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> AppError {

@@ -44,6 +44,42 @@ pub enum Command {
     /// Manage campaigns (production campaigns come from the marketing app).
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Inspect or drain the spool (for operators, after an incident).
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Print how many clicks wait in the spool and how old the oldest is.
+    Status(SpoolArgs),
+    /// Replay the spool into --database-url until it is empty, then exit.
+    Replay(SpoolArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpoolArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spool: SpoolPathArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpoolPathArg {
+    /// The spool file (SQLite) for clicks the database cannot take right now; default: next to
+    /// an SQLite database (`clicktrack.spool.db`), else `clicktrack.spool.db` in the working
+    /// directory. Give every instance its own.
+    #[arg(long, env = "CLICKTRACK_SPOOL_PATH")]
+    pub spool_path: Option<std::path::PathBuf>,
+}
+
+impl SpoolPathArg {
+    pub fn path(&self, database: &DatabaseUrl) -> std::path::PathBuf {
+        self.spool_path
+            .clone()
+            .unwrap_or_else(|| crate::spool::default_path(database))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +140,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
 
+    #[command(flatten)]
+    pub spool: SpoolPathArg,
+
     /// Target host allowed for unsigned links: `example.com` exactly, `*.example.com` its
     /// subdomains. Repeatable; the environment variable is comma-separated.
     #[arg(
@@ -133,6 +172,11 @@ pub struct ServeArgs {
     /// (counted as track_errors_total{operation="ack",error_type="timeout"}), in milliseconds.
     #[arg(long, env = "CLICKTRACK_ACK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub ack_timeout_ms: u64,
+
+    /// Longest a batch keeps retrying the database before it goes to the spool (and its
+    /// requests are answered), in milliseconds. Keep it well under --ack-timeout-ms.
+    #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub spill_after_ms: u64,
 }
 
 /// A flag whose value clap accepted but clicktrack cannot use.
@@ -159,6 +203,7 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub database: DatabaseUrl,
     pub connect: ConnectOptions,
+    pub spool_path: std::path::PathBuf,
     pub policy: RedirectPolicy,
     pub batch: BatchSettings,
 }
@@ -167,10 +212,22 @@ impl ServeArgs {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let policy = RedirectPolicy::new(&self.allow_hosts, self.allow_any_target)
             .map_err(|e| ConfigError::new("--allow-host", e))?;
+        let database = self.db.database()?;
+        if self.spill_after_ms >= self.ack_timeout_ms {
+            return Err(ConfigError::new(
+                "--spill-after-ms",
+                format!(
+                    "{} ms is not below --ack-timeout-ms ({} ms): requests would stop waiting \
+                     before their clicks reach the spool",
+                    self.spill_after_ms, self.ack_timeout_ms
+                ),
+            ));
+        }
         Ok(Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
-            database: self.db.database()?,
+            spool_path: self.spool.path(&database),
+            database,
             connect: self.db.connect_options(),
             policy,
             batch: BatchSettings {
@@ -178,6 +235,7 @@ impl ServeArgs {
                 max_delay: Duration::from_millis(self.batch_max_delay_ms),
                 queue_capacity: self.queue_capacity as usize,
                 ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+                spill_after: Duration::from_millis(self.spill_after_ms),
             },
         })
     }

@@ -8,6 +8,7 @@
 //! - [`http`]: the two routers; `track` is the `/__track` endpoint, `pages` its responses.
 //! - [`domain`]: pure rules: query parsing, targets and the redirect policy, clicks, tags.
 //! - [`pipeline`]: bounded queue → batcher → the one writer (retry, bisection), health.
+//! - [`spool`]: the durable local FIFO for clicks the store cannot take now; replayed later.
 //! - [`store`]: where batches become rows: the batch plan and one module per backend.
 //! - [`telemetry`]: logging setup and every metric.
 
@@ -17,5 +18,6 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod pipeline;
+pub mod spool;
 pub mod store;
 pub mod telemetry;

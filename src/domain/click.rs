@@ -102,6 +102,11 @@ impl RejectReason {
             RejectReason::RefusedByDatabase => "refused_by_database",
         }
     }
+
+    /// The reason stored as `as_str` gave it (spooled records are read back this way).
+    pub fn parse(value: &str) -> Option<RejectReason> {
+        RejectReason::ALL.into_iter().find(|r| r.as_str() == value)
+    }
 }
 
 /// A request set aside in `track_rejects`.
@@ -128,6 +133,13 @@ impl Record {
         match self {
             Record::Click(c) => c.click_id,
             Record::Reject(r) => r.click_id,
+        }
+    }
+
+    pub fn received_at(&self) -> OffsetDateTime {
+        match self {
+            Record::Click(c) => c.received_at,
+            Record::Reject(r) => r.received_at,
         }
     }
 

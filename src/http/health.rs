@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the store accepts writes), on both listeners.
+//! `/healthz` (the process answers) and `/readyz` (a click arriving now would be made durable),
+//! on both listeners. `/readyz`'s body names the store's and the spool's state separately.
 
 use std::sync::Arc;
 
@@ -7,9 +8,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::pipeline::StoreHealth;
+use crate::pipeline::Health;
 
-pub fn router(health: Arc<StoreHealth>) -> Router {
+pub fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -20,13 +21,22 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(health): State<Arc<StoreHealth>>) -> (StatusCode, &'static str) {
-    if health.is_ready() {
-        (StatusCode::OK, "ready\n")
+async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
+    let state = |ok| if ok { "ok" } else { "down" };
+    let body = format!(
+        "{}\nstore: {}\nspool: {}\n",
+        if health.is_ready() {
+            "ready"
+        } else {
+            "not ready: the spool cannot be written, clicks could be lost"
+        },
+        state(health.store_ok()),
+        state(health.spool_ok()),
+    );
+    let code = if health.is_ready() {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the store does not accept writes\n",
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
 }

@@ -17,14 +17,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::domain::RedirectPolicy;
-use crate::pipeline::{ClickQueue, StoreHealth};
+use crate::pipeline::{ClickQueue, Health};
 
 /// What the public handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub queue: ClickQueue,
     pub policy: Arc<RedirectPolicy>,
-    pub health: Arc<StoreHealth>,
+    pub health: Arc<Health>,
 }
 
 pub fn public_router(state: AppState) -> Router {
@@ -37,7 +37,7 @@ pub fn public_router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(pages::panic_response))
 }
 
-pub fn admin_router(health: Arc<StoreHealth>, metrics: PrometheusHandle) -> Router {
+pub fn admin_router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(admin::metrics))
         .with_state(metrics)

@@ -99,7 +99,8 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
     let outcome = match queue.submit(record).await {
         Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
         Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
-        // The writer logged and counted the failed batch.
+        Submission::Spooled => status::SPOOLED,
+        // Store and spool both failed; logged and counted where they failed.
         Submission::Failed => status::NOT_DURABLE,
         Submission::TimedOut => {
             tracing::error!(operation = "ack", %click_id, "click not acknowledged in time; redirecting anyway");

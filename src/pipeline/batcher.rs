@@ -17,6 +17,8 @@ pub struct BatchSettings {
     pub max_delay: Duration,
     pub queue_capacity: usize,
     pub ack_timeout: Duration,
+    /// How long a batch may try the store before it goes to the spool.
+    pub spill_after: Duration,
 }
 
 /// Wait for the first record (at most `idle`), then fill the batch. `None`: idle timeout with
@@ -70,6 +72,7 @@ mod tests {
             max_delay: Duration::from_millis(5),
             queue_capacity: 100,
             ack_timeout: Duration::from_secs(1),
+            spill_after: Duration::from_secs(1),
         }
     }
 

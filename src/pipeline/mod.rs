@@ -6,26 +6,36 @@
 //! group commit: the database sees a few large transactions instead of thousands of small ones.
 
 mod batcher;
+mod commit;
 mod health;
+mod overflow;
 mod queue;
+pub mod replay;
 mod writer;
 
 pub use batcher::BatchSettings;
-pub use health::StoreHealth;
+pub use commit::{Budget, Committer};
+pub use health::Health;
+pub use overflow::Overflow;
 pub use queue::{ClickQueue, Submission};
 pub use writer::Writer;
+
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::Record;
+use crate::spool::Spool;
 use crate::store::Outcome;
 
-/// What the writer tells a waiting request about its record.
+/// What the pipeline tells a waiting request about its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
     /// Committed to the store.
     Stored(Outcome),
-    /// Not written: the store failed after its retries (logged and counted by the writer).
+    /// On disk in the spool; replayed into the store later.
+    Spooled,
+    /// Neither the store nor the spool took it (logged and counted where it failed).
     Failed,
 }
 
@@ -36,15 +46,25 @@ pub struct Job {
     pub ack: oneshot::Sender<Ack>,
 }
 
-/// Create the queue handle and its writer over `store`.
-pub fn channel(
+/// The pipeline's parts: the handle requests use, and the two tasks to run.
+pub struct Pipeline {
+    pub queue: ClickQueue,
+    pub writer: Writer,
+    pub overflow: Overflow,
+}
+
+/// Create the queue handle, its writer over `store`, and the overflow path into `spool`.
+pub fn build(
     store: crate::store::Store,
+    spool: Arc<Spool>,
     settings: BatchSettings,
-    health: std::sync::Arc<StoreHealth>,
-) -> (ClickQueue, Writer) {
+    health: Arc<Health>,
+) -> Pipeline {
     let (tx, rx) = mpsc::channel(settings.queue_capacity);
-    (
-        ClickQueue::new(tx, settings.ack_timeout),
-        Writer::new(store, rx, settings, health),
-    )
+    let (overflow_tx, overflow_rx) = mpsc::channel(settings.queue_capacity);
+    Pipeline {
+        queue: ClickQueue::new(tx.clone(), overflow_tx, settings.ack_timeout),
+        writer: Writer::new(store, spool.clone(), rx, settings, health.clone()),
+        overflow: Overflow::new(overflow_rx, tx, spool, settings, health),
+    }
 }

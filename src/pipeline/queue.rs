@@ -1,7 +1,8 @@
 //! The request side of the pipeline: submit a record, wait until it is durable.
 //!
-//! The queue is bounded, so memory stays flat under any load: when it is full a request waits
-//! for room (counted as `track_queue_full_total`). Every wait is bounded by the ack timeout;
+//! The queue is bounded, so memory stays flat under any load: when it is full the record goes
+//! to the overflow task, which spools it (counted as `track_queue_full_total`); only if that
+//! path is full too does the request wait for room. Every wait is bounded by the ack timeout;
 //! a request that times out still redirects, and the outcome is counted, never hidden.
 
 use std::time::Duration;
@@ -19,6 +20,8 @@ use crate::telemetry::metrics;
 pub enum Submission {
     /// Committed; the outcome says how.
     Durable(Outcome),
+    /// On disk in the spool, to be replayed into the store.
+    Spooled,
     /// The writer gave up on its batch (already logged and counted there).
     Failed,
     /// No acknowledgement within the ack timeout; the record may still be written.
@@ -30,12 +33,21 @@ pub enum Submission {
 #[derive(Debug, Clone)]
 pub struct ClickQueue {
     tx: mpsc::Sender<Job>,
+    overflow: mpsc::Sender<Job>,
     ack_timeout: Duration,
 }
 
 impl ClickQueue {
-    pub(super) fn new(tx: mpsc::Sender<Job>, ack_timeout: Duration) -> ClickQueue {
-        ClickQueue { tx, ack_timeout }
+    pub(super) fn new(
+        tx: mpsc::Sender<Job>,
+        overflow: mpsc::Sender<Job>,
+        ack_timeout: Duration,
+    ) -> ClickQueue {
+        ClickQueue {
+            tx,
+            overflow,
+            ack_timeout,
+        }
     }
 
     /// Queue `record` and wait until its batch is committed (or the ack timeout passes).
@@ -50,14 +62,20 @@ impl ClickQueue {
                 Ok(()) => {}
                 Err(TrySendError::Full(job)) => {
                     metrics::queue_full();
-                    if self.tx.send(job).await.is_err() {
-                        return Submission::Closed;
+                    match self.overflow.try_send(job) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(job) | TrySendError::Closed(job)) => {
+                            if self.tx.send(job).await.is_err() {
+                                return Submission::Closed;
+                            }
+                        }
                     }
                 }
                 Err(TrySendError::Closed(_)) => return Submission::Closed,
             }
             match ack_rx.await {
                 Ok(Ack::Stored(outcome)) => Submission::Durable(outcome),
+                Ok(Ack::Spooled) => Submission::Spooled,
                 Ok(Ack::Failed) => Submission::Failed,
                 Err(_) => Submission::Closed,
             }

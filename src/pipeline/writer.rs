@@ -1,223 +1,270 @@
 //! The one task that writes: batches in, transactions out, acknowledgements back.
 //!
-//! Transient failures (busy, lock contention, a dropped connection) retry the whole batch with
-//! jittered exponential backoff; that is safe because a store write is idempotent by
-//! `click_id`. A batch the database refuses is bisected until the refused click is alone, and
-//! that click is set aside in `track_rejects` with the database's reason: one bad row never
-//! takes the others down. Anything else fails the batch, loudly (log line + metric).
+//! Each batch goes to the store (see `commit`). What the store cannot take within
+//! `--spill-after-ms` goes to the spool, and its requests are acknowledged once the spool has
+//! it. After such a failure the store is treated as down: batches go straight to the spool,
+//! with a probe at most every `STORE_RETRY_INTERVAL`, so a dead database costs one spill delay,
+//! not one per batch. While the store is up and the spool holds records, the writer replays
+//! one spool batch after each live batch (and continuously when idle): live clicks are never
+//! starved, and the backlog drains at the store's speed.
 
-use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::batcher::{BatchSettings, next_batch};
-use super::{Ack, Job, StoreHealth};
-use crate::domain::{Record, RejectReason};
-use crate::store::{BatchResult, ErrorKind, Seen, Store, StoreError};
+use super::commit::{Budget, Committer, Fate};
+use super::replay::replay_step;
+use super::{Ack, Health, Job};
+use crate::domain::Record;
+use crate::spool::{Spool, SpoolReason};
+use crate::store::{Seen, Store};
 use crate::telemetry::metrics;
 
-/// Retries of one batch before it is given up.
-const MAX_RETRIES: u32 = 8;
-const BACKOFF_BASE: Duration = Duration::from_millis(10);
-const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// With nothing to write for this long, probe the store so `/readyz` stays truthful.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// While the store is down, how often a live batch tries it again.
+const STORE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 pub struct Writer {
-    store: Store,
+    committer: Committer,
+    spool: Arc<Spool>,
     rx: mpsc::Receiver<Job>,
     settings: BatchSettings,
-    health: Arc<StoreHealth>,
+    health: Arc<Health>,
+    /// While the store is down: when to try it again.
+    store_retry_at: Instant,
 }
 
 impl Writer {
     pub(super) fn new(
         store: Store,
+        spool: Arc<Spool>,
         rx: mpsc::Receiver<Job>,
         settings: BatchSettings,
-        health: Arc<StoreHealth>,
+        health: Arc<Health>,
     ) -> Writer {
         Writer {
-            store,
+            committer: Committer::new(store),
+            spool,
             rx,
             settings,
             health,
+            store_retry_at: Instant::now(),
         }
     }
 
     /// Write until every queue handle is dropped and the queue is empty, then close the store.
     pub async fn run(mut self) {
         loop {
-            match next_batch(&mut self.rx, &self.settings, PROBE_INTERVAL).await {
-                None => self.probe().await,
+            let idle = if self.replay_due() {
+                Duration::ZERO
+            } else {
+                PROBE_INTERVAL
+            };
+            match next_batch(&mut self.rx, &self.settings, idle).await {
+                None => self.idle().await,
                 Some(batch) if batch.is_empty() => break,
                 Some(batch) => {
                     metrics::queue_depth(self.rx.len());
                     self.write(batch).await;
+                    if self.replay_due() {
+                        self.replay().await;
+                    }
                 }
             }
         }
         metrics::queue_depth(0);
-        self.store.close().await;
+        self.committer.store().close().await;
+        let left = self.spool.depth();
+        if left > 0 {
+            tracing::warn!(
+                spooled = left,
+                path = %self.spool.path().display(),
+                "writer stopped with clicks in the spool: they are replayed at the next start \
+                 (or by `clicktrack spool replay`)"
+            );
+        }
+        self.spool.close().await;
         tracing::info!("writer stopped: queue drained");
     }
 
-    async fn probe(&self) {
-        match self.store.probe().await {
-            Ok(()) => self.health.set(true),
+    fn replay_due(&self) -> bool {
+        self.health.store_ok() && self.health.spool_ok() && self.spool.depth() > 0
+    }
+
+    /// Nothing queued: reopen a failed spool, replay a backlog, or probe the store.
+    async fn idle(&mut self) {
+        if !self.health.spool_ok() {
+            self.check_spool().await;
+        }
+        if self.replay_due() {
+            self.replay().await;
+        } else {
+            self.probe().await;
+            if self.health.spool_ok() && self.health.store_ok() {
+                // Another process sharing the spool file may have added to it.
+                self.check_spool().await;
+            }
+        }
+    }
+
+    /// Open the spool if needed and count what it holds.
+    async fn check_spool(&self) {
+        match self.spool.open().await {
+            Ok(()) => self.health.set_spool(true),
             Err(e) => {
-                if self.health.is_ready() {
+                if self.health.spool_ok() {
+                    tracing::error!(operation = "spool", error = %e, kind = e.kind(), "cannot open the spool");
+                }
+                metrics::error("spool", e.kind());
+                self.health.set_spool(false);
+            }
+        }
+    }
+
+    async fn probe(&mut self) {
+        match self.committer.probe(self.spill_after()).await {
+            Ok(()) => self.health.set_store(true),
+            Err(e) => {
+                if self.health.store_ok() {
                     tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
                 }
                 metrics::error("probe", e.kind.as_str());
-                self.health.set(false);
+                self.store_down();
             }
         }
     }
 
-    async fn write(&self, jobs: Vec<Job>) {
+    fn store_down(&mut self) {
+        self.health.set_store(false);
+        self.store_retry_at = Instant::now() + STORE_RETRY_INTERVAL;
+    }
+
+    fn spill_after(&self) -> Duration {
+        self.settings.spill_after
+    }
+
+    /// How long a batch may try the store: until the spill delay while the spool works,
+    /// otherwise as long as the retries last (the spool would not help).
+    fn budget(&self) -> Budget {
+        if self.health.spool_ok() {
+            Budget::until(self.spill_after())
+        } else {
+            Budget::retries_only()
+        }
+    }
+
+    async fn write(&mut self, jobs: Vec<Job>) {
         metrics::batch_size(jobs.len());
         let (records, waiters): (Vec<Record>, Vec<_>) =
             jobs.into_iter().map(|j| (j.record, j.ack)).unzip();
-        let acks = self.write_isolating(records).await;
-        for (waiter, ack) in waiters.into_iter().zip(acks) {
-            // An Err means the request went away (client disconnected): nobody to tell.
-            if waiter.send(ack).is_err() {
-                metrics::ack_undelivered();
+        if !self.health.store_ok() && Instant::now() < self.store_retry_at {
+            let ack = self.spill(&records).await;
+            for waiter in waiters {
+                deliver(waiter, ack);
+            }
+            return;
+        }
+        let committed = self
+            .committer
+            .commit(records, Seen::Never, self.budget())
+            .await;
+        let unwritten: Vec<Record> = committed
+            .fates
+            .iter()
+            .zip(committed.records)
+            .filter(|(fate, _)| **fate == Fate::Unwritten)
+            .map(|(_, record)| record)
+            .collect();
+        // Unwritten records exist exactly when the store failed.
+        let spilled = if unwritten.is_empty() {
+            self.health.set_store(true);
+            Ack::Failed
+        } else {
+            self.store_down();
+            self.spill(&unwritten).await
+        };
+        for (waiter, fate) in waiters.into_iter().zip(committed.fates) {
+            let ack = match fate {
+                Fate::Stored(outcome) => Ack::Stored(outcome),
+                Fate::Unwritten => spilled,
+                Fate::Lost => Ack::Failed,
+            };
+            deliver(waiter, ack);
+        }
+    }
+
+    /// Put records the store could not take into the spool. `Ack::Spooled` when they are on
+    /// disk; `Ack::Failed` when the spool cannot be written either: the one way clicks are lost.
+    async fn spill(&self, records: &[Record]) -> Ack {
+        if records.is_empty() {
+            return Ack::Spooled;
+        }
+        match self
+            .spool
+            .append(records, SpoolReason::StoreUnavailable)
+            .await
+        {
+            Ok(()) => {
+                self.health.set_spool(true);
+                Ack::Spooled
+            }
+            Err(e) => {
+                tracing::error!(
+                    operation = "spool",
+                    error = %e,
+                    kind = e.kind(),
+                    clicks = records.len(),
+                    first_click_id = %records[0].click_id(),
+                    "store down and spool not writable: clicks not recorded"
+                );
+                metrics::error("spool", e.kind());
+                metrics::clicks_not_written(records.len());
+                self.health.set_spool(false);
+                Ack::Failed
             }
         }
     }
 
-    /// Write `records`, bisecting around refused rows. One acknowledgement per record.
-    async fn write_isolating(&self, mut records: Vec<Record>) -> Vec<Ack> {
-        let mut acks = vec![Ack::Failed; records.len()];
-        // Ranges still to write; a refused range is split in two and pushed back.
-        let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
-        pending.push(0..records.len());
-        // Only the whole batch's first attempt is known never to have been written.
-        let mut seen = Seen::Never;
-        while let Some(range) = pending.pop() {
-            let result = self.write_with_retry(&records[range.clone()], seen).await;
-            seen = Seen::Maybe;
-            match result {
-                Ok(result) => {
-                    self.health.set(true);
-                    metrics::batch_written(&result);
-                    for (i, outcome) in range.zip(result.outcomes) {
-                        acks[i] = Ack::Stored(outcome);
-                    }
-                }
-                Err(e) if e.kind == ErrorKind::Refused && range.len() > 1 => {
-                    metrics::bisection();
-                    let mid = range.start + range.len() / 2;
-                    pending.push(mid..range.end);
-                    pending.push(range.start..mid);
-                }
-                Err(e) if e.kind == ErrorKind::Refused => {
-                    // One record left, and the database refuses it.
-                    metrics::error("write_batch", e.kind.as_str());
-                    let i = range.start;
-                    match &records[i] {
-                        Record::Click(c) => {
-                            tracing::warn!(
-                                click_id = %c.click_id,
-                                campaign_id = c.campaign_id,
-                                uid = %crate::telemetry::short_uid(c.uid.as_deref()),
-                                error = %e,
-                                "click refused by the database: set aside in track_rejects"
-                            );
-                            let reject = records[i]
-                                .clone()
-                                .into_reject(RejectReason::RefusedByDatabase, Some(e.to_string()));
-                            records[i] = Record::Reject(reject);
-                            pending.push(i..i + 1);
-                        }
-                        Record::Reject(r) => {
-                            // Not even its reject row fits: this one record is lost, loudly.
-                            tracing::error!(
-                                operation = "write_batch",
-                                click_id = %r.click_id,
-                                reason = r.reason.as_str(),
-                                error = %e,
-                                "reject refused by the database: not recorded"
-                            );
-                            metrics::clicks_not_written(1);
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Unrecoverable for now: fail this range and everything still pending.
-                    let lost = range.len() + pending.iter().map(|r| r.len()).sum::<usize>();
-                    tracing::error!(
-                        operation = "write_batch",
-                        error = %e,
-                        kind = e.kind.as_str(),
-                        code = e.code.as_deref().unwrap_or(""),
-                        clicks = lost,
-                        "batch not written after retries"
+    async fn replay(&mut self) {
+        let step = replay_step(
+            &self.committer,
+            &self.spool,
+            self.settings.max_rows,
+            Budget::until(self.spill_after()),
+        )
+        .await;
+        match step {
+            Ok(step) => {
+                if step.store_failure.is_some() {
+                    self.store_down();
+                } else if step.read > 0 {
+                    self.health.set_store(true);
+                    tracing::debug!(
+                        replayed = step.removed(),
+                        left = self.spool.depth(),
+                        "spool batch replayed"
                     );
-                    metrics::error("write_batch", e.kind.as_str());
-                    metrics::clicks_not_written(lost);
-                    self.health.set(false);
-                    break;
+                    if self.spool.depth() == 0 {
+                        tracing::info!("spool drained");
+                    }
                 }
             }
-        }
-        acks
-    }
-
-    async fn write_with_retry(
-        &self,
-        records: &[Record],
-        mut seen: Seen,
-    ) -> Result<BatchResult, StoreError> {
-        let mut retries = 0;
-        loop {
-            let started = Instant::now();
-            match self.store.write_batch(records, seen).await {
-                Ok(result) => {
-                    metrics::batch_commit_duration(started.elapsed());
-                    return Ok(result);
-                }
-                Err(e) if e.is_retryable() && retries < MAX_RETRIES => {
-                    // Not ready from the first failed attempt, not only once retries run out.
-                    self.health.set(false);
-                    metrics::error("write_batch", e.kind.as_str());
-                    retries += 1;
-                    // The failed attempt may have committed (e.g. connection lost in COMMIT).
-                    seen = Seen::Maybe;
-                    metrics::batch_retry(e.code.as_deref().unwrap_or(e.kind.as_str()));
-                    tracing::debug!(error = %e, retries, rows = records.len(), "retrying batch");
-                    tokio::time::sleep(backoff(retries)).await;
-                }
-                Err(e) => return Err(e),
+            Err(e) => {
+                tracing::error!(operation = "spool", error = %e, kind = e.kind(), "spool replay failed");
+                metrics::error("spool", e.kind());
+                self.health.set_spool(false);
             }
         }
     }
 }
 
-/// Exponential backoff with "equal jitter": half fixed, half random, capped.
-fn backoff(retry: u32) -> Duration {
-    let exp = BACKOFF_BASE
-        .saturating_mul(1 << retry.min(16))
-        .min(BACKOFF_CAP);
-    let half = exp / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_jitters_and_is_capped() {
-        for retry in 1..=MAX_RETRIES {
-            let d = backoff(retry);
-            let exp = BACKOFF_BASE.saturating_mul(1 << retry).min(BACKOFF_CAP);
-            assert!(d >= exp / 2 && d <= exp, "retry {retry}: {d:?}");
-        }
-        assert!(backoff(30) <= BACKOFF_CAP);
+fn deliver(waiter: tokio::sync::oneshot::Sender<Ack>, ack: Ack) {
+    // An Err means the request stopped waiting (ack timeout): nobody to tell.
+    if waiter.send(ack).is_err() {
+        metrics::ack_undelivered();
     }
 }

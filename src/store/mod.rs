@@ -49,6 +49,9 @@ pub enum ErrorKind {
     Refused,
     /// The database cannot be reached or written (I/O, disk full, gone): retry, then give up.
     Unavailable,
+    /// No answer in time (a hung connection, a stalled server): retry, then give up. The
+    /// abandoned attempt may still commit, so whatever follows must look its ids up.
+    TimedOut,
     /// Anything else: a bug or a misconfiguration; not retried.
     Other,
 }
@@ -59,6 +62,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Refused => "refused",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::TimedOut => "timeout",
             ErrorKind::Other => "other",
         }
     }
@@ -78,7 +82,20 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Transient | ErrorKind::Unavailable)
+        matches!(
+            self.kind,
+            ErrorKind::Transient | ErrorKind::Unavailable | ErrorKind::TimedOut
+        )
+    }
+
+    /// `operation` did not finish within `limit`.
+    pub fn timed_out(operation: &'static str, limit: std::time::Duration) -> StoreError {
+        StoreError {
+            kind: ErrorKind::TimedOut,
+            code: None,
+            operation,
+            source: format!("no answer within {} ms", limit.as_millis()).into(),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::{InteractionType, RejectReason};
+use crate::spool::SpoolReason;
 use crate::store::{BatchResult, Outcome};
 
 pub const REQUESTS: &str = "track_requests_total";
@@ -31,6 +32,10 @@ pub const BATCH_RETRIES: &str = "track_batch_retries_total";
 pub const BATCH_BISECTIONS: &str = "track_batch_bisections_total";
 pub const ACKS_UNDELIVERED: &str = "track_acks_undelivered_total";
 pub const STORE_READY: &str = "track_store_ready";
+pub const SPOOL_READY: &str = "track_spool_ready";
+pub const SPOOL_DEPTH: &str = "track_spool_depth";
+pub const SPOOLED: &str = "track_spooled_total";
+pub const SPOOL_REPLAYED: &str = "track_spool_replayed_total";
 
 /// `status` values of `track_requests_total`.
 pub mod status {
@@ -42,24 +47,39 @@ pub mod status {
     pub const HEAD: &str = "head";
     /// 400, target refused by the redirect policy.
     pub const REFUSED_TARGET: &str = "refused_target";
-    /// 302 sent before the click was durable: its batch failed, the ack timed out (it may
-    /// still be written), or the writer stopped.
+    /// 302, click durable in the spool (the store was down or the queue full); replayed later.
+    pub const SPOOLED: &str = "spooled";
+    /// 302 sent before the click was durable: store and spool both failed, the ack timed out
+    /// (it may still be written), or the writer stopped.
     pub const NOT_DURABLE: &str = "not_durable";
 
-    pub const ALL: [&str; 5] = [REDIRECTED, REJECTED, HEAD, REFUSED_TARGET, NOT_DURABLE];
+    pub const ALL: [&str; 6] = [
+        REDIRECTED,
+        REJECTED,
+        HEAD,
+        REFUSED_TARGET,
+        SPOOLED,
+        NOT_DURABLE,
+    ];
 }
 
 /// `interaction_type` label for requests that are not (yet) a typed click.
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 9] = [
+const ERROR_SERIES: [(&str, &str); 15] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
     ("write_batch", "other"),
+    ("write_batch", "timeout"),
+    ("spool", "unavailable"),
+    ("spool", "disk_full"),
+    ("spool", "busy"),
+    ("spool", "undecodable"),
     ("probe", "transient"),
     ("probe", "unavailable"),
+    ("probe", "timeout"),
     ("ack", "timeout"),
     ("ack", "closed"),
     ("http", "panic"),
@@ -124,7 +144,7 @@ fn describe() {
     );
     describe_counter!(
         QUEUE_FULL,
-        "Requests that found the queue full and waited for room."
+        "Requests that found the queue full (their clicks overflow into the spool)."
     );
     describe_histogram!(BATCH_SIZE, "Records per batch taken from the queue.");
     describe_histogram!(BATCH_COMMIT, "Duration of one batch transaction, seconds.");
@@ -141,6 +161,19 @@ fn describe() {
         "Clicks written after their request stopped waiting (ack timeout)."
     );
     describe_gauge!(STORE_READY, "1 when the store accepts writes, else 0.");
+    describe_gauge!(
+        SPOOL_READY,
+        "1 when the spool accepts writes, else 0 (then /readyz is 503)."
+    );
+    describe_gauge!(SPOOL_DEPTH, "Records in the spool waiting for replay.");
+    describe_counter!(
+        SPOOLED,
+        "Records appended to the spool, by reason (store_unavailable, overflow)."
+    );
+    describe_counter!(
+        SPOOL_REPLAYED,
+        "Spooled records replayed into the store, by outcome (recorded, already_recorded, rejected)."
+    );
 }
 
 fn register(queue_capacity: usize) {
@@ -169,6 +202,12 @@ fn register(queue_capacity: usize) {
         ACKS_UNDELIVERED,
     ] {
         counter!(name).absolute(0);
+    }
+    for reason in SpoolReason::ALL {
+        counter!(SPOOLED, "reason" => reason.as_str()).absolute(0);
+    }
+    for outcome in REPLAY_OUTCOMES {
+        counter!(SPOOL_REPLAYED, "outcome" => outcome).absolute(0);
     }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(QUEUE_CAPACITY).set(queue_capacity as f64);
@@ -237,4 +276,31 @@ pub fn ack_undelivered() {
 
 pub fn store_ready(ready: bool) {
     gauge!(STORE_READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// `outcome` values of `track_spool_replayed_total`.
+const REPLAY_OUTCOMES: [&str; 3] = ["recorded", "already_recorded", "rejected"];
+
+pub fn spool_ready(ready: bool) {
+    gauge!(SPOOL_READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn spool_depth(depth: u64) {
+    gauge!(SPOOL_DEPTH).set(depth as f64);
+}
+
+pub fn spooled(reason: SpoolReason, n: usize) {
+    counter!(SPOOLED, "reason" => reason.as_str()).increment(n as u64);
+}
+
+/// Count the outcomes of a replayed batch (they are also counted as written batches).
+pub fn replayed(outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        let label = match outcome {
+            Outcome::Recorded => REPLAY_OUTCOMES[0],
+            Outcome::AlreadyRecorded => REPLAY_OUTCOMES[1],
+            Outcome::Rejected(_) => REPLAY_OUTCOMES[2],
+        };
+        counter!(SPOOL_REPLAYED, "outcome" => label).increment(1);
+    }
 }

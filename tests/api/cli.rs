@@ -18,12 +18,13 @@ async fn bad_configuration_exits_2_and_names_the_flag() {
     let db = TestDb::new(StoreKind::Sqlite)
         .await
         .expect("SQLite is always available");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--allow-host", "http://example.com/"], "--allow-host"),
         (&["--database-url", "oracle://db"], "--database-url"),
         (&["--batch-max-rows", "0"], "--batch-max-rows"),
         (&["--queue-capacity", "many"], "--queue-capacity"),
         (&["--listen", "not-an-address"], "--listen"),
+        (&["--spill-after-ms", "6000"], "--spill-after-ms"),
     ];
     for (args, flag) in cases {
         let out = serve_output(&db, args);

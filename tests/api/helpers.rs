@@ -65,12 +65,12 @@ macro_rules! store_tests {
 }
 
 /// A database of the test's own: a temporary SQLite file, or a fresh MySQL database that is
-/// dropped afterwards.
+/// dropped afterwards; and a temporary directory for its spool.
 pub struct TestDb {
     pub kind: StoreKind,
     pub url: String,
     mysql_database: Option<String>,
-    _dir: Option<TempDir>,
+    dir: TempDir,
 }
 
 impl TestDb {
@@ -101,7 +101,7 @@ impl TestDb {
                     kind,
                     url,
                     mysql_database: None,
-                    _dir: Some(dir),
+                    dir,
                 })
             }
             StoreKind::Mysql => {
@@ -131,10 +131,19 @@ impl TestDb {
                     kind,
                     url: format!("{server}/{name}"),
                     mysql_database: Some(name),
-                    _dir: None,
+                    dir: tempfile::tempdir().expect("temp dir"),
                 })
             }
         }
+    }
+
+    /// The spool file every app serving this database uses (unless a test gives its own).
+    pub fn spool_path(&self) -> String {
+        self.dir
+            .path()
+            .join("clicktrack.spool.db")
+            .display()
+            .to_string()
     }
 
     /// Run a clicktrack subcommand that must succeed; its output.
@@ -455,9 +464,14 @@ impl TestApp {
         TestApp::spawn_with_policy(db, &args)
     }
 
-    /// Serve `db` with exactly these policy and tuning flags.
+    /// Serve `db` with exactly these policy and tuning flags (and the database's spool, unless
+    /// they name one).
     pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
-        let mut child = serve_command(db)
+        let mut cmd = serve_command(db);
+        if !args.contains(&"--spool-path") {
+            cmd.args(["--spool-path", &db.spool_path()]);
+        }
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -600,4 +614,17 @@ pub fn link(cid: i64, uid: &str, src: i64, tag: &str) -> String {
     format!(
         "cid={cid}&uid={uid}&type=image_click&to=https%3A%2F%2F{ALLOWED_HOST}%2Flanding&src={src}&tag={tag}"
     )
+}
+
+/// Poll `check` until it holds (30 s at most; then fail with the app's logs).
+pub async fn wait_until(app: &TestApp, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}:\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

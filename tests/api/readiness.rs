@@ -1,36 +1,31 @@
-//! `/readyz` tells the truth about the store, and a click that waited out a stuck store is
-//! still redirected in bounded time and written once the store is back.
+//! `/readyz` tells the truth, and a store that stops taking writes costs a click one spill
+//! delay: it goes to the spool, is redirected, and is replayed once the store is back.
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, link, metric};
+use crate::helpers::{TestApp, link, metric, wait_until};
 
-async fn wait_for_readyz(app: &TestApp, want: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = app
+/// Poll `/readyz` until it answers `want`; its body.
+pub async fn wait_for_readyz(app: &TestApp, want: u16) -> String {
+    let mut body = String::new();
+    wait_until(app, &format!("/readyz answers {want}"), async || {
+        let resp = app
             .client
             .get(app.url("/readyz"))
             .send()
             .await
-            .expect("readyz")
-            .status()
-            .as_u16();
-        if status == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz stayed {status}, wanted {want}:\n{}",
-            app.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .expect("readyz");
+        let status = resp.status().as_u16();
+        body = resp.text().await.expect("readyz body");
+        status == want
+    })
+    .await;
+    body
 }
 
 crate::store_tests! {
-async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out(db) {
-    let app = TestApp::spawn(&db, &["--ack-timeout-ms", "300"]);
+async fn a_store_that_refuses_writes_sends_clicks_to_the_spool_until_it_is_back(db) {
+    let app = TestApp::spawn(&db, &["--spill-after-ms", "300", "--ack-timeout-ms", "5000"]);
     wait_for_readyz(&app, 200).await;
 
     // Another process holds a lock the writer needs: the store does not accept writes.
@@ -41,42 +36,42 @@ async fn a_store_that_refuses_writes_makes_readyz_fail_and_clicks_wait_it_out(db
     assert_eq!(resp.status(), 302, "the person is redirected anyway");
     assert!(
         started.elapsed() < Duration::from_secs(3),
-        "bounded by --ack-timeout-ms"
+        "bounded by --spill-after-ms, not by the database's lock timeout ({:?})",
+        started.elapsed()
     );
-    wait_for_readyz(&app, 503).await;
     let m = app.metrics().await;
     assert_eq!(
-        metric(
-            &m,
-            r#"track_errors_total{operation="ack",error_type="timeout"}"#
-        ),
+        metric(&m, r#"track_requests_total{interaction_type="image_click",status="spooled"}"#),
         1.0
     );
+    assert_eq!(metric(&m, r#"track_spooled_total{reason="store_unavailable"}"#), 1.0);
+    assert_eq!(metric(&m, "track_spool_depth"), 1.0);
     assert_eq!(metric(&m, "track_store_ready"), 0.0);
+    // The click is safe in the spool, so the instance stays in the load balancer.
+    let body = wait_for_readyz(&app, 200).await;
+    assert!(body.contains("store: down") && body.contains("spool: ok"), "{body}");
 
-    // The lock goes away: the waiting batch is retried and written, readiness comes back.
+    // The lock goes away: the spool is replayed, the store is ready again.
     blocker.release().await;
-    wait_for_readyz(&app, 200).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while db.summary("U_LATE", 9).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "late click never written:\n{}",
-            app.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&app, "the spooled click is replayed", async || {
+        db.summary("U_LATE", 9).await.is_some()
+    })
+    .await;
     assert_eq!(db.summary("U_LATE", 9).await, Some((1, Some("L".into()))));
     assert_eq!(db.campaign_clicks(123).await, 1);
+    assert_eq!(db.count("component_interaction_logs").await, 1);
+    wait_until(&app, "the spool is empty", async || {
+        metric(&app.metrics().await, "track_spool_depth") == 0.0
+    })
+    .await;
     let m = app.metrics().await;
-    let retries = format!("track_batch_retries_total{{code=\"{}\"}}", db.lock_timeout_code());
-    assert!(metric(&m, &retries) >= 1.0, "lock retries counted");
-    assert_eq!(
-        metric(
-            &m,
-            r#"track_requests_total{interaction_type="image_click",status="not_durable"}"#
-        ),
-        1.0
-    );
+    assert_eq!(metric(&m, r#"track_spool_replayed_total{outcome="recorded"}"#), 1.0);
+    assert_eq!(metric(&m, "track_store_ready"), 1.0);
+    let body = wait_for_readyz(&app, 200).await;
+    assert!(body.contains("store: ok"), "{body}");
+
+    // And the next click goes straight to the store.
+    assert_eq!(app.track(link(123, "U_NEXT", 9, "N")).await.status(), 302);
+    assert_eq!(db.summary("U_NEXT", 9).await, Some((1, Some("N".into()))));
 }
 }

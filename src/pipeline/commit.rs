@@ -1,0 +1,267 @@
+//! Getting one batch into the store: retry what is transient, isolate what is refused.
+//!
+//! Transient failures (busy, lock contention, a dropped connection, no answer) retry the whole
+//! batch with jittered exponential backoff; that is safe because a store write is idempotent
+//! by `click_id`. A batch the database refuses is bisected until the refused click is alone,
+//! and that click is set aside in `track_rejects` with the database's reason: one bad row never
+//! takes the others down. Used for live batches and for replaying the spool alike.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::domain::{Record, RejectReason};
+use crate::store::{BatchResult, ErrorKind, Outcome, Seen, Store, StoreError};
+use crate::telemetry::metrics;
+
+/// Retries of one batch before it is given up.
+const MAX_RETRIES: u32 = 8;
+const BACKOFF_BASE: Duration = Duration::from_millis(10);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// Longest one attempt may take, so a hung connection can never hold the writer forever.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What became of one record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Committed (or found already committed).
+    Stored(Outcome),
+    /// Not written because the store failed: the caller spools it (or keeps it spooled).
+    Unwritten,
+    /// The database refuses even its reject row: nothing more can be done (logged, counted).
+    Lost,
+}
+
+/// A batch after `Committer::commit`.
+#[derive(Debug)]
+pub struct Committed {
+    /// The records, in order; a click the database refused is now its reject.
+    pub records: Vec<Record>,
+    pub fates: Vec<Fate>,
+    /// Why some records are `Unwritten`, if any are.
+    pub failure: Option<StoreError>,
+}
+
+/// How long a batch may keep trying before the caller falls back to the spool.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// Retry until `limit` has passed (then the spool takes the batch).
+    pub fn until(limit: Duration) -> Budget {
+        Budget {
+            deadline: Some(Instant::now() + limit),
+        }
+    }
+
+    /// Only the retry count limits the attempts (nowhere else to put the batch).
+    pub fn retries_only() -> Budget {
+        Budget { deadline: None }
+    }
+
+    fn attempt_limit(&self) -> Option<Duration> {
+        let remaining = match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => ATTEMPT_TIMEOUT,
+        };
+        (!remaining.is_zero()).then(|| remaining.min(ATTEMPT_TIMEOUT))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Committer {
+    store: Store,
+}
+
+impl Committer {
+    pub fn new(store: Store) -> Committer {
+        Committer { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Write `records`, bisecting around refused rows. `seen` says whether they may already
+    /// be stored (a replay) or are fresh.
+    pub async fn commit(&self, mut records: Vec<Record>, seen: Seen, budget: Budget) -> Committed {
+        let mut fates = vec![Fate::Unwritten; records.len()];
+        let mut failure = None;
+        // Ranges still to write; a refused range is split in two and pushed back.
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
+        pending.push(0..records.len());
+        // Only the whole batch's first attempt can rely on `seen`; parts are looked up.
+        let mut seen = seen;
+        while let Some(range) = pending.pop() {
+            let result = self
+                .write_with_retry(&records[range.clone()], seen, budget)
+                .await;
+            seen = Seen::Maybe;
+            match result {
+                Ok(result) => {
+                    metrics::batch_written(&result);
+                    for (i, outcome) in range.zip(result.outcomes) {
+                        fates[i] = Fate::Stored(outcome);
+                    }
+                }
+                Err(e) if e.kind == ErrorKind::Refused && range.len() > 1 => {
+                    metrics::bisection();
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+                Err(e) if e.kind == ErrorKind::Refused => {
+                    // One record left, and the database refuses it.
+                    metrics::error("write_batch", e.kind.as_str());
+                    let i = range.start;
+                    if self.set_aside(&mut records[i], &e) {
+                        pending.push(i..i + 1);
+                    } else {
+                        fates[i] = Fate::Lost;
+                    }
+                }
+                Err(e) => {
+                    // The store is failing: this range and everything still pending stay
+                    // unwritten, for the caller to spool.
+                    let unwritten = range.len() + pending.iter().map(|r| r.len()).sum::<usize>();
+                    tracing::warn!(
+                        operation = "write_batch",
+                        error = %e,
+                        kind = e.kind.as_str(),
+                        code = e.code.as_deref().unwrap_or(""),
+                        clicks = unwritten,
+                        "batch not written after retries"
+                    );
+                    metrics::error("write_batch", e.kind.as_str());
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        Committed {
+            records,
+            fates,
+            failure,
+        }
+    }
+
+    /// Turn a refused click into its reject, to be written again. `false` when the refused
+    /// record already is a reject: then it cannot be recorded at all.
+    fn set_aside(&self, record: &mut Record, e: &StoreError) -> bool {
+        match record {
+            Record::Click(c) => {
+                tracing::warn!(
+                    click_id = %c.click_id,
+                    campaign_id = c.campaign_id,
+                    uid = %crate::telemetry::short_uid(c.uid.as_deref()),
+                    error = %e,
+                    "click refused by the database: set aside in track_rejects"
+                );
+                let reject = record
+                    .clone()
+                    .into_reject(RejectReason::RefusedByDatabase, Some(e.to_string()));
+                *record = Record::Reject(reject);
+                true
+            }
+            Record::Reject(r) => {
+                tracing::error!(
+                    operation = "write_batch",
+                    click_id = %r.click_id,
+                    reason = r.reason.as_str(),
+                    error = %e,
+                    "reject refused by the database: not recorded"
+                );
+                metrics::clicks_not_written(1);
+                false
+            }
+        }
+    }
+
+    async fn write_with_retry(
+        &self,
+        records: &[Record],
+        mut seen: Seen,
+        budget: Budget,
+    ) -> Result<BatchResult, StoreError> {
+        let mut retries = 0;
+        loop {
+            let Some(limit) = budget.attempt_limit() else {
+                return Err(StoreError::timed_out("write_batch", Duration::ZERO));
+            };
+            let started = std::time::Instant::now();
+            let attempt = tokio::time::timeout(limit, self.store.write_batch(records, seen)).await;
+            let error = match attempt {
+                Ok(Ok(result)) => {
+                    metrics::batch_commit_duration(started.elapsed());
+                    return Ok(result);
+                }
+                Ok(Err(e)) => e,
+                Err(_) => StoreError::timed_out("write_batch", limit),
+            };
+            if !error.is_retryable() || retries >= MAX_RETRIES {
+                return Err(error);
+            }
+            metrics::error("write_batch", error.kind.as_str());
+            retries += 1;
+            // The failed attempt may have committed (e.g. connection lost in COMMIT).
+            seen = Seen::Maybe;
+            metrics::batch_retry(error.code.as_deref().unwrap_or(error.kind.as_str()));
+            tracing::debug!(error = %error, retries, rows = records.len(), "retrying batch");
+            let pause = backoff(retries);
+            if budget.deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                // No time left for another attempt: hand the batch to the spool now.
+                return Err(error);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Succeeds when the store would accept a write now (bounded by `limit`).
+    pub async fn probe(&self, limit: Duration) -> Result<(), StoreError> {
+        match tokio::time::timeout(limit, self.store.probe()).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::timed_out("probe", limit)),
+        }
+    }
+}
+
+/// Exponential backoff with "equal jitter": half fixed, half random, capped.
+fn backoff(retry: u32) -> Duration {
+    let exp = BACKOFF_BASE
+        .saturating_mul(1 << retry.min(16))
+        .min(BACKOFF_CAP);
+    let half = exp / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jitters_and_is_capped() {
+        for retry in 1..=MAX_RETRIES {
+            let d = backoff(retry);
+            let exp = BACKOFF_BASE.saturating_mul(1 << retry).min(BACKOFF_CAP);
+            assert!(d >= exp / 2 && d <= exp, "retry {retry}: {d:?}");
+        }
+        assert!(backoff(30) <= BACKOFF_CAP);
+    }
+
+    #[tokio::test]
+    async fn a_budget_ends_the_attempts() {
+        let spent = Budget::until(Duration::ZERO);
+        assert_eq!(spent.attempt_limit(), None);
+        let open = Budget::retries_only();
+        assert_eq!(open.attempt_limit(), Some(ATTEMPT_TIMEOUT));
+        let short = Budget::until(Duration::from_millis(50));
+        assert!(
+            short
+                .attempt_limit()
+                .is_some_and(|l| l <= Duration::from_millis(50))
+        );
+    }
+}
