@@ -389,14 +389,6 @@ impl TestDb {
             }
         }
     }
-
-    /// The code `track_batch_retries_total` uses for "busy / lock wait timeout" on this store.
-    pub fn lock_timeout_code(&self) -> &'static str {
-        match self.kind {
-            StoreKind::Sqlite => "5",
-            StoreKind::Mysql => "1205",
-        }
-    }
 }
 
 impl WriteBlocker {

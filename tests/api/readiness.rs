@@ -47,6 +47,10 @@ async fn a_store_that_refuses_writes_sends_clicks_to_the_spool_until_it_is_back(
     assert_eq!(metric(&m, r#"track_spooled_total{reason="store_unavailable"}"#), 1.0);
     assert_eq!(metric(&m, "track_spool_depth"), 1.0);
     assert_eq!(metric(&m, "track_store_ready"), 0.0);
+    assert!(
+        metric(&m, r#"track_errors_total{operation="write_batch",error_type="timeout"}"#) >= 1.0,
+        "the stuck attempt is counted"
+    );
     // The click is safe in the spool, so the instance stays in the load balancer.
     let body = wait_for_readyz(&app, 200).await;
     assert!(body.contains("store: down") && body.contains("spool: ok"), "{body}");
