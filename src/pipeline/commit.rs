@@ -192,14 +192,12 @@ impl Committer {
                 return Err(StoreError::timed_out("write_batch", Duration::ZERO));
             };
             let started = std::time::Instant::now();
-            let attempt = tokio::time::timeout(limit, self.store.write_batch(records, seen)).await;
-            let error = match attempt {
-                Ok(Ok(result)) => {
+            let error = match self.attempt(records, seen, limit).await {
+                Ok(result) => {
                     metrics::batch_commit_duration(started.elapsed());
                     return Ok(result);
                 }
-                Ok(Err(e)) => e,
-                Err(_) => StoreError::timed_out("write_batch", limit),
+                Err(e) => e,
             };
             if !error.is_retryable() || retries >= MAX_RETRIES {
                 return Err(error);
@@ -216,6 +214,43 @@ impl Committer {
                 return Err(error);
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One transaction, waited for at most `limit`. An attempt that runs out of time is not
+    /// cancelled: it runs to its end in the background. Cancelling would leave a transaction
+    /// holding its row locks on the server until the server noticed the dropped connection,
+    /// and every following batch would queue behind those locks and time out in turn. Letting
+    /// it finish costs nothing: if it commits, whoever writes these records next finds their
+    /// ids (`Seen::Maybe`) and counts nothing twice.
+    async fn attempt(
+        &self,
+        records: &[Record],
+        seen: Seen,
+        limit: Duration,
+    ) -> Result<BatchResult, StoreError> {
+        let store = self.store.clone();
+        let owned = records.to_vec();
+        let mut task = tokio::spawn(async move { store.write_batch(&owned, seen).await });
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(StoreError {
+                kind: ErrorKind::Other,
+                code: None,
+                operation: "write_batch",
+                source: Box::new(join),
+            }),
+            Err(_) => {
+                tokio::spawn(async move {
+                    if let Ok(Ok(late)) = task.await {
+                        tracing::debug!(
+                            rows = late.outcomes.len(),
+                            "a timed-out batch committed late; its records are found by id"
+                        );
+                    }
+                });
+                Err(StoreError::timed_out("write_batch", limit))
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use super::replay::replay_step;
 use super::{Ack, Health, Job};
 use crate::domain::Record;
 use crate::spool::{Spool, SpoolReason};
-use crate::store::{Seen, Store};
+use crate::store::{ErrorKind, Seen, Store};
 use crate::telemetry::metrics;
 
 /// With nothing to write for this long, probe the store so `/readyz` stays truthful.
@@ -36,6 +36,9 @@ pub struct Writer {
     health: Arc<Health>,
     /// While the store is down: when to try it again.
     store_retry_at: Instant,
+    /// Records per replay step: halved when a step cannot commit in time, doubled back up to
+    /// `max_rows` when it can, so a slow store still drains the spool in smaller steps.
+    replay_rows: usize,
 }
 
 impl Writer {
@@ -53,6 +56,7 @@ impl Writer {
             settings,
             health,
             store_retry_at: Instant::now(),
+            replay_rows: settings.max_rows,
         }
     }
 
@@ -233,15 +237,19 @@ impl Writer {
         let step = replay_step(
             &self.committer,
             &self.spool,
-            self.settings.max_rows,
+            self.replay_rows,
             Budget::until(self.spill_after()),
         )
         .await;
         match step {
             Ok(step) => {
-                if step.store_failure.is_some() {
+                if let Some(e) = &step.store_failure {
+                    if e.kind == ErrorKind::TimedOut {
+                        self.replay_rows = (self.replay_rows / 2).max(1);
+                    }
                     self.store_down();
                 } else if step.read > 0 {
+                    self.replay_rows = (self.replay_rows * 2).min(self.settings.max_rows);
                     self.health.set_store(true);
                     tracing::debug!(
                         replayed = step.removed(),

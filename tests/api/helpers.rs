@@ -137,6 +137,23 @@ impl TestDb {
         }
     }
 
+    /// This MySQL database's server address.
+    pub fn mysql_addr(&self) -> SocketAddr {
+        let url = url::Url::parse(&self.url).expect("database url");
+        url.socket_addrs(|| Some(3306))
+            .expect("resolve")
+            .into_iter()
+            .next()
+            .expect("an address")
+    }
+
+    /// The URL that reaches this database through a proxy at `proxy`.
+    pub fn url_via(&self, proxy: SocketAddr) -> String {
+        let mut url = url::Url::parse(&self.url).expect("database url");
+        url.set_port(Some(proxy.port())).expect("set port");
+        url.to_string()
+    }
+
     /// The spool file every app serving this database uses (unless a test gives its own).
     pub fn spool_path(&self) -> String {
         self.dir
@@ -459,7 +476,25 @@ impl TestApp {
     /// Serve `db` with exactly these policy and tuning flags (and the database's spool, unless
     /// they name one).
     pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
-        let mut cmd = serve_command(db);
+        TestApp::spawn_at(db, &db.url, args)
+    }
+
+    /// Serve `db`, reached at `database_url` (e.g. through a proxy), allowing `ALLOWED_HOST`.
+    pub fn spawn_via(db: &TestDb, database_url: &str, extra: &[&str]) -> TestApp {
+        let mut args = vec!["--allow-host", ALLOWED_HOST];
+        args.extend_from_slice(extra);
+        TestApp::spawn_at(db, database_url, &args)
+    }
+
+    fn spawn_at(db: &TestDb, database_url: &str, args: &[&str]) -> TestApp {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--database-url",
+            database_url,
+            "--log-format",
+            "json",
+        ]);
         if !args.contains(&"--spool-path") {
             cmd.args(["--spool-path", &db.spool_path()]);
         }
@@ -556,6 +591,17 @@ impl TestApp {
     pub fn logs(&self) -> String {
         self.logs.lock().expect("log lock").join("\n")
     }
+
+    /// `kill -9`: no drain, no goodbye.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// The value of one series on this app's `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.metrics().await, series)
+    }
 }
 
 impl Drop for TestApp {
@@ -599,6 +645,21 @@ pub fn metric(text: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().ok()).flatten()
         })
         .unwrap_or_else(|| panic!("series {series} not found in:\n{text}"))
+}
+
+/// A click as the pipeline carries it, for tests that drive the store or the spool directly.
+pub fn click_record(uid: &str, tag: &str) -> clicktrack::domain::Record {
+    clicktrack::domain::Record::Click(clicktrack::domain::Click {
+        click_id: uuid::Uuid::now_v7(),
+        received_at: time::OffsetDateTime::now_utc(),
+        uid: Some(uid.to_owned()),
+        campaign_id: 123,
+        source_campaign_id: 1,
+        interaction_type: clicktrack::domain::InteractionType::ImageClick,
+        target: format!("https://{ALLOWED_HOST}/"),
+        tags: vec![tag.to_owned()],
+        user_agent: None,
+    })
 }
 
 /// A `/__track` query string for an allowed target.

@@ -1,24 +1,12 @@
 //! A batch written twice (a retry after an ambiguous commit, later a spool replay) counts
 //! once: the `click_id` unique key is the arbiter. Exercised on the store directly.
 
-use clicktrack::domain::{Click, InteractionType, Record, Reject, RejectReason};
+use clicktrack::domain::{Record, Reject, RejectReason};
+
+use crate::helpers::click_record as click;
 use clicktrack::store::{ConnectOptions, DatabaseUrl, ErrorKind, Outcome, Seen, Store};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-fn click(uid: &str, tag: &str) -> Record {
-    Record::Click(Click {
-        click_id: Uuid::now_v7(),
-        received_at: OffsetDateTime::now_utc(),
-        uid: Some(uid.to_owned()),
-        campaign_id: 123,
-        source_campaign_id: 1,
-        interaction_type: InteractionType::ImageClick,
-        target: "https://example.com/".into(),
-        tags: vec![tag.to_owned()],
-        user_agent: None,
-    })
-}
 
 crate::store_tests! {
 async fn a_batch_written_twice_counts_once(db) {
