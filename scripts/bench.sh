@@ -5,19 +5,28 @@
 #
 #   scripts/bench.sh                 # SQLite, 10 s per run, at 50 and 200 connections
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
+#   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   BENCH_DURATION=30 scripts/bench.sh
 #
 # Prints req/s, p50/p99 latency, the ratio clicktrack/bare, clicktrack's peak RSS, and
 # EXACT or MISMATCH for the totals. Needs wrk (apt-get install wrk), and sqlite3 or the
 # mariadb client.
+#
+# --outage: three runs at the first connection count instead of the comparison: before,
+# during an outage (MySQL: a proxy between clicktrack and the server is cut, see
+# examples/db_proxy.rs; SQLite: another process holds the write lock), and after, while the
+# spool drains. Prints each run's latency and the time from the end of the outage until the
+# spool is empty; totals are checked as usual. Needs python3 for the SQLite lock.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 store=sqlite
+outage=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) store="$2"; shift 2 ;;
-    *) echo "usage: $0 [--store sqlite|mysql]" >&2; exit 2 ;;
+    --outage) outage=1; shift ;;
+    *) echo "usage: $0 [--store sqlite|mysql] [--outage]" >&2; exit 2 ;;
   esac
 done
 mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
@@ -27,6 +36,7 @@ threads="${BENCH_THREADS:-2}"
 port="${BENCH_PORT:-18080}"
 admin_port=$((port + 1))
 bare_port=$((port + 2))
+proxy_port=$((port + 3))
 
 case "$store" in
   sqlite) client=sqlite3 ;;
@@ -37,7 +47,7 @@ for tool in wrk "$client" curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install $tool)" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin clicktrack --example bare_redirect
+cargo build --release --quiet --bin clicktrack --example bare_redirect --example db_proxy
 bin=target/release/clicktrack
 bare=target/release/examples/bare_redirect
 
@@ -54,6 +64,13 @@ else
   q() { mysql_cli clicktrack_bench -e "$1"; }
 fi
 pids=()
+serve_db_url=$db_url
+if [ "$outage" = 1 ] && [ "$store" = mysql ]; then
+  target/release/examples/db_proxy "127.0.0.1:$proxy_port" "${mysql_host%%:*}:${mysql_host##*:}" 2>"$work/proxy.log" &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  serve_db_url="mysql://$mysql_user@127.0.0.1:$proxy_port/clicktrack_bench"
+fi
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -66,7 +83,8 @@ for id in 123 456 789; do
 done
 
 "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
-  --database-url "$db_url" --allow-host example.com --log-format json 2>"$work/serve.log" &
+  --database-url "$serve_db_url" --spool-path "$work/spool.db" --allow-host example.com \
+  --log-format json 2>"$work/serve.log" &
 ct_pid=$!
 pids+=("$ct_pid")
 "$bare" "127.0.0.1:$bare_port" 2>/dev/null &
@@ -103,11 +121,51 @@ to_ms() {
     else print v }'
 }
 
-echo "clicktrack benchmark: store $store, ${duration}s per run, wrk -t$threads, seed mix, durable commits"
-printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
+scrape() { curl -fsS "http://127.0.0.1:$admin_port/metrics"; }
+metric_sum() { scrape | awk -v re="$1" '$0 ~ re {s += $2} END {printf "%d", s}'; }
+
 wrk_total=0
 total_conns=0
 bad=0
+if [ "$outage" = 1 ]; then
+  c=${connections%% *}
+  echo "clicktrack outage benchmark: store $store, ${duration}s per run, $c connections, wrk -t$threads"
+  printf '%-8s %12s %9s %9s %10s %8s\n' run req/s p50_ms p99_ms requests non3xx
+  outage_run() {
+    read -r rps p50 p99 reqs non err < <(run "clicktrack-$1" "$port" "$c")
+    printf '%-8s %12s %9s %9s %10s %8s\n' "$1" "$rps" "$p50" "$p99" "$reqs" "$non"
+    wrk_total=$((wrk_total + reqs))
+    total_conns=$((total_conns + c))
+    [ "$non" = 0 ] || bad=1
+  }
+  outage_run before
+  if [ "$store" = mysql ]; then
+    kill -USR1 "$proxy_pid"
+  else
+    python3 - "$work/bench.db" "$duration" <<'PY' &
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN IMMEDIATE")
+time.sleep(float(sys.argv[2]))
+db.execute("ROLLBACK")
+PY
+    locker=$!
+    sleep 0.2
+  fi
+  outage_run outage
+  spooled=$(metric_sum '^track_spooled_total')
+  if [ "$store" = mysql ]; then kill -USR2 "$proxy_pid"; else wait "$locker"; fi
+  restored=$(date +%s.%N)
+  # Time until the spool is empty, measured while the "after" run keeps loading the server.
+  ( while [ "$(metric_sum '^track_spool_depth')" != 0 ]; do sleep 0.05; done; date +%s.%N >"$work/drained" ) &
+  drain_watch=$!
+  outage_run after
+  wait "$drain_watch"
+  drain=$(awk -v a="$restored" -v b="$(cat "$work/drained")" 'BEGIN { printf "%.2f", b - a }')
+  echo "spooled during the outage: $spooled clicks; spool empty $drain s after the store came back"
+else
+echo "clicktrack benchmark: store $store, ${duration}s per run, wrk -t$threads, seed mix, durable commits"
+printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
 for c in $connections; do
   read -r b_rps b_p50 b_p99 b_reqs b_non b_err < <(run bare "$bare_port" "$c")
   read -r c_rps c_p50 c_p99 c_reqs c_non c_err < <(run clicktrack "$port" "$c")
@@ -118,13 +176,12 @@ for c in $connections; do
   total_conns=$((total_conns + c))
   [ "$c_non" = 0 ] || bad=1
 done
+fi
 
 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ct_pid/status")
 # wrk stops counting with requests still in flight; wait until clicktrack's counters settle.
-scrape() { curl -fsS "http://127.0.0.1:$admin_port/metrics"; }
-redirected() {
-  scrape | awk '/^track_requests_total\{.*status="redirected"\}/ {s += $2} END {printf "%d", s}'
-}
+# Redirected after a commit to the store or to the spool.
+redirected() { metric_sum '^track_requests_total[{].*status="(redirected|spooled)"[}]'; }
 served=$(redirected)
 while sleep 0.2; next=$(redirected); [ "$next" != "$served" ]; do served=$next; done
 batches=$(scrape | awk '/^track_batch_size_count/ {print $2}')
@@ -132,6 +189,8 @@ batches=$(scrape | awk '/^track_batch_size_count/ {print $2}')
 # does not stop its click being written and counted as redirected.
 undelivered=$(scrape | awk '/^track_acks_undelivered_total/ {printf "%d", $2}')
 written=$((served + undelivered))
+# Anything spooled (an outage, an overflowing queue) must be replayed before counting.
+while [ "$(metric_sum '^track_spool_depth')" != 0 ]; do sleep 0.1; done
 
 # Drain and stop, so every acknowledged click is committed before counting.
 kill -TERM "$ct_pid"

@@ -27,6 +27,9 @@ use crate::telemetry::metrics;
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// While the store is down, how often a live batch tries it again.
 const STORE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long that try may take: a quick probe, so a store that is still down costs the batch
+/// that asks little more than this before it is spooled.
+const STORE_RETRY_PROBE: Duration = Duration::from_millis(250);
 
 pub struct Writer {
     committer: Committer,
@@ -142,6 +145,28 @@ impl Writer {
         }
     }
 
+    /// While the store is down: a quick probe, at most every `STORE_RETRY_INTERVAL`.
+    async fn store_is_back(&mut self) -> bool {
+        if Instant::now() < self.store_retry_at {
+            return false;
+        }
+        match self
+            .committer
+            .probe(STORE_RETRY_PROBE.min(self.spill_after()))
+            .await
+        {
+            Ok(()) => {
+                self.health.set_store(true);
+                true
+            }
+            Err(e) => {
+                metrics::error("probe", e.kind.as_str());
+                self.store_down();
+                false
+            }
+        }
+    }
+
     fn store_down(&mut self) {
         self.health.set_store(false);
         self.store_retry_at = Instant::now() + STORE_RETRY_INTERVAL;
@@ -165,7 +190,7 @@ impl Writer {
         metrics::batch_size(jobs.len());
         let (records, waiters): (Vec<Record>, Vec<_>) =
             jobs.into_iter().map(|j| (j.record, j.ack)).unzip();
-        if !self.health.store_ok() && Instant::now() < self.store_retry_at {
+        if !self.health.store_ok() && !self.store_is_back().await {
             let ack = self.spill(&records).await;
             for waiter in waiters {
                 deliver(waiter, ack);
