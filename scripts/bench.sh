@@ -72,6 +72,7 @@ if [ "$outage" = 1 ] && [ "$store" = mysql ]; then
   serve_db_url="mysql://$mysql_user@127.0.0.1:$proxy_port/clicktrack_bench"
 fi
 cleanup() {
+  [ -z "${BENCH_KEEP:-}" ] || cp -r "$work" "$BENCH_KEEP"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"

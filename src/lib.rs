@@ -4,10 +4,11 @@
 //! # Layout
 //! - [`config`]: the command line (flags + environment), validated into settings.
 //! - [`app`]: `serve`: wire the store, the pipeline and the listeners; drain on shutdown.
-//! - [`commands`]: `migrate`, `campaign add`.
+//! - [`commands`]: `migrate`, `campaign add`, `spool status`, `spool replay`.
 //! - [`http`]: the two routers; `track` is the `/__track` endpoint, `pages` its responses.
 //! - [`domain`]: pure rules: query parsing, targets and the redirect policy, clicks, tags.
-//! - [`pipeline`]: bounded queue → batcher → the one writer (retry, bisection), health.
+//! - [`pipeline`]: bounded queue → batcher → the one writer (retry, bisection, spill to the
+//!   spool, replay), the overflow path, health.
 //! - [`spool`]: the durable local FIFO for clicks the store cannot take now; replayed later.
 //! - [`store`]: where batches become rows: the batch plan and one module per backend.
 //! - [`telemetry`]: logging setup and every metric.

@@ -21,6 +21,10 @@ const BACKOFF_BASE: Duration = Duration::from_millis(10);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// Longest one attempt may take, so a hung connection can never hold the writer forever.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// "Cannot reach the database" this many times in a row, with a spool to fall back on: stop
+/// retrying. One such error is often a stale pooled connection (the retry gets a fresh one);
+/// two in a row is an outage, and every further retry only delays the redirects.
+const UNREACHABLE_LIMIT: u32 = 2;
 
 /// What became of one record of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +191,7 @@ impl Committer {
         budget: Budget,
     ) -> Result<BatchResult, StoreError> {
         let mut retries = 0;
+        let mut unreachable = 0;
         loop {
             let Some(limit) = budget.attempt_limit() else {
                 return Err(StoreError::timed_out("write_batch", Duration::ZERO));
@@ -201,6 +206,14 @@ impl Committer {
             };
             if !error.is_retryable() || retries >= MAX_RETRIES {
                 return Err(error);
+            }
+            if error.kind == ErrorKind::Unavailable {
+                unreachable += 1;
+                if unreachable >= UNREACHABLE_LIMIT && budget.deadline.is_some() {
+                    return Err(error);
+                }
+            } else {
+                unreachable = 0;
             }
             metrics::error("write_batch", error.kind.as_str());
             retries += 1;

