@@ -210,6 +210,7 @@ fn register(queue_capacity: usize) {
         counter!(SPOOL_REPLAYED, "outcome" => outcome).absolute(0);
     }
     gauge!(QUEUE_DEPTH).set(0.0);
+    gauge!(SPOOL_DEPTH).set(0.0);
     gauge!(QUEUE_CAPACITY).set(queue_capacity as f64);
 }
 

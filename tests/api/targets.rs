@@ -212,12 +212,14 @@ async fn listeners_serve_health_everywhere_and_metrics_only_on_admin() {
         r#"track_rejects_total{reason="unknown_campaign"}"#,
         "track_queue_depth",
         "track_store_ready",
+        "track_spool_ready",
+        "track_spool_depth",
+        r#"track_spooled_total{reason="overflow"}"#,
+        r#"track_spool_replayed_total{outcome="already_recorded"}"#,
+        r#"track_errors_total{operation="spool",error_type="disk_full"}"#,
+        r#"track_requests_total{interaction_type="flex_click",status="spooled"}"#,
     ] {
-        let want = if series == "track_store_ready" {
-            1.0
-        } else {
-            0.0
-        };
+        let want = if series.ends_with("_ready") { 1.0 } else { 0.0 };
         assert_eq!(metric(&m, series), want, "{series}");
     }
 }
