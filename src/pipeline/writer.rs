@@ -190,7 +190,8 @@ impl Writer {
         metrics::batch_size(jobs.len());
         let (records, waiters): (Vec<Record>, Vec<_>) =
             jobs.into_iter().map(|j| (j.record, j.ack)).unzip();
-        if !self.health.store_ok() && !self.store_is_back().await {
+        // With the spool broken there is nowhere better to go: keep trying the store instead.
+        if !self.health.store_ok() && self.health.spool_ok() && !self.store_is_back().await {
             let ack = self.spill(&records).await;
             for waiter in waiters {
                 deliver(waiter, ack);
