@@ -7,6 +7,7 @@
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   BENCH_DURATION=30 scripts/bench.sh
+#   BENCH_KEEP=/tmp/bench scripts/bench.sh   # keep the logs, wrk output and spool file there
 #
 # Prints req/s, p50/p99 latency, the ratio clicktrack/bare, clicktrack's peak RSS, and
 # EXACT or MISMATCH for the totals. Needs wrk (apt-get install wrk), and sqlite3 or the
