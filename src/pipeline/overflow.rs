@@ -58,8 +58,8 @@ impl Overflow {
     }
 
     async fn spool_or_requeue(&self, jobs: Vec<Job>) {
-        let records: Vec<_> = jobs.iter().map(|j| j.record.clone()).collect();
-        match self.spool.append(&records, SpoolReason::Overflow).await {
+        let records = jobs.iter().map(|j| &j.record);
+        match self.spool.append(records, SpoolReason::Overflow).await {
             Ok(()) => {
                 self.health.set_spool(true);
                 for job in jobs {

@@ -235,7 +235,7 @@ impl Writer {
         }
         match self
             .spool
-            .append(records, SpoolReason::StoreUnavailable)
+            .append(records.iter(), SpoolReason::StoreUnavailable)
             .await
         {
             Ok(()) => {

@@ -202,12 +202,18 @@ impl Spool {
     }
 
     /// Append `records` in one synced transaction. When this returns `Ok`, they are on disk.
-    pub async fn append(&self, records: &[Record], reason: SpoolReason) -> Result<(), SpoolError> {
-        if records.is_empty() {
+    pub async fn append<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Record>,
+        reason: SpoolReason,
+    ) -> Result<(), SpoolError> {
+        let rows: Vec<_> = records.into_iter().map(format::encode).collect();
+        let count = rows.len();
+        if count == 0 {
             return Ok(());
         }
         let pool = self.pool().await?;
-        let rows = serde_json::Value::Array(records.iter().map(format::encode).collect());
+        let rows = serde_json::Value::Array(rows);
         let done = sqlx::query(
             "INSERT INTO spooled_records (click_id, reason, spooled_at, record) \
              SELECT value ->> '$.click_id', ?, ?, value FROM json_each(?)",
@@ -221,7 +227,7 @@ impl Spool {
         self.depth
             .fetch_add(done.rows_affected(), Ordering::Relaxed);
         metrics::spool_depth(self.depth());
-        metrics::spooled(reason, records.len());
+        metrics::spooled(reason, count);
         Ok(())
     }
 
