@@ -17,7 +17,7 @@ use crate::http::{self, AppState};
 use crate::pipeline::{self, Health};
 use crate::spool::Spool;
 use crate::store::{Store, StoreError};
-use crate::telemetry::metrics;
+use crate::telemetry::{Exporter, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -67,6 +67,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let spool = Arc::new(Spool::new(&settings.spool_path));
     let spool_ok = open_spool(&spool).await;
     let health = Arc::new(Health::new(true, spool_ok));
+    let exporter = Exporter::new(metrics_handle, store.clone());
     let pipeline = pipeline::build(store, spool, settings.batch, health.clone());
     let queue = pipeline.queue;
     let writer = tokio::spawn(pipeline.writer.run());
@@ -109,7 +110,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     };
     let public_server = axum::serve(public, http::public_router(state))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_server = axum::serve(admin, http::admin_router(health, metrics_handle))
+    let admin_server = axum::serve(admin, http::admin_router(health, exporter))
         .with_graceful_shutdown(stopped(stop_rx));
 
     tracing::info!(
@@ -196,7 +197,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+            tracing::error!(operation = "signal", error = %e, "cannot listen for SIGINT");
+            metrics::error("signal", "unavailable");
             std::future::pending::<()>().await;
         }
     };
@@ -207,7 +209,8 @@ async fn shutdown_signal() -> &'static str {
                 s.recv().await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                tracing::error!(operation = "signal", error = %e, "cannot listen for SIGTERM");
+                metrics::error("signal", "unavailable");
                 std::future::pending::<()>().await;
             }
         }

@@ -136,6 +136,21 @@ impl Record {
         }
     }
 
+    /// The campaign of a click; a reject has none it could be trusted with.
+    pub fn campaign_id(&self) -> Option<i64> {
+        match self {
+            Record::Click(c) => Some(c.campaign_id),
+            Record::Reject(_) => None,
+        }
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            Record::Click(c) => c.uid.as_deref(),
+            Record::Reject(_) => None,
+        }
+    }
+
     pub fn received_at(&self) -> OffsetDateTime {
         match self {
             Record::Click(c) => c.received_at,

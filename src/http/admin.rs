@@ -3,11 +3,12 @@
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use metrics_exporter_prometheus::PrometheusHandle;
 
-pub async fn metrics(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
+use crate::telemetry::Exporter;
+
+pub async fn metrics(State(exporter): State<Exporter>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        handle.render(),
+        exporter.render(),
     )
 }

@@ -7,17 +7,19 @@
 mod admin;
 mod health;
 mod pages;
+mod request_id;
 mod track;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware;
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::domain::RedirectPolicy;
 use crate::pipeline::{ClickQueue, Health};
+use crate::telemetry::Exporter;
 
 /// What the public handlers share.
 #[derive(Clone)]
@@ -29,18 +31,25 @@ pub struct AppState {
 
 pub fn public_router(state: AppState) -> Router {
     let health = state.health.clone();
-    Router::new()
+    let router = Router::new()
         .route("/__track", get(track::track))
         .with_state(state)
-        .merge(health::router(health))
-        // Last line of defence: a panic becomes a 500 and a log line, not a dropped connection.
-        .layer(CatchPanicLayer::custom(pages::panic_response))
+        .merge(health::router(health));
+    with_common_layers(router)
 }
 
-pub fn admin_router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
-    Router::new()
+pub fn admin_router(health: Arc<Health>, metrics: Exporter) -> Router {
+    let router = Router::new()
         .route("/metrics", get(admin::metrics))
         .with_state(metrics)
-        .merge(health::router(health))
+        .merge(health::router(health));
+    with_common_layers(router)
+}
+
+fn with_common_layers(router: Router) -> Router {
+    router
+        // Last line of defence: a panic becomes a 500 and a log line, not a dropped connection.
         .layer(CatchPanicLayer::custom(pages::panic_response))
+        // Outermost, so that even the panic's log line carries the request id.
+        .layer(middleware::from_fn(request_id::assign))
 }

@@ -7,24 +7,29 @@
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::USER_AGENT;
 use axum::http::{HeaderMap, HeaderValue, Method, Response, Uri};
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::AppState;
 use super::pages;
+use super::request_id::RequestId;
 use crate::domain::click::{Arrival, classify};
 use crate::domain::query::{FieldError, TrackParams};
 use crate::domain::{Record, Target, TargetError};
 use crate::pipeline::{ClickQueue, Submission};
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, NO_TYPE, status};
+use crate::telemetry::short_uid;
 
 pub async fn track(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -56,7 +61,8 @@ pub async fn track(
         &params,
         &target,
         Arrival {
-            click_id: Uuid::now_v7(),
+            // The request's id (X-Request-Id, every log line of the request) is the click's.
+            click_id: request_id.map_or_else(Uuid::now_v7, |Extension(RequestId(id))| id),
             received_at,
             user_agent: user_agent.as_deref(),
             raw_query,
@@ -64,7 +70,8 @@ pub async fn track(
     );
     // Queue, wait and count in a task of its own: if the client hangs up, the handler future
     // is dropped, but a click already queued is still written and must still be counted.
-    let recording = tokio::spawn(submit_and_count(state.queue.clone(), record, started));
+    let recording =
+        tokio::spawn(submit_and_count(state.queue.clone(), record, started).in_current_span());
     if recording.await.is_err() {
         // Only a panic inside `submit_and_count` ends up here; it is a bug, so make it loud.
         tracing::error!(operation = "http", "recording task failed");
@@ -95,7 +102,9 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
         Record::Click(c) => c.interaction_type.as_str(),
         Record::Reject(_) => NO_TYPE,
     };
-    let click_id = record.click_id();
+    // For the error lines below (the request span already carries the click id).
+    let campaign_id = record.campaign_id();
+    let uid = short_uid(record.uid());
     let outcome = match queue.submit(record).await {
         Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
         Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
@@ -103,12 +112,24 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
         // Store and spool both failed; logged and counted where they failed.
         Submission::Failed => status::NOT_DURABLE,
         Submission::TimedOut => {
-            tracing::error!(operation = "ack", %click_id, "click not acknowledged in time; redirecting anyway");
+            tracing::error!(
+                operation = "ack",
+                campaign_id,
+                uid,
+                error = "no acknowledgement within --ack-timeout-ms",
+                "click not acknowledged in time; redirecting anyway"
+            );
             metrics::error("ack", "timeout");
             status::NOT_DURABLE
         }
         Submission::Closed => {
-            tracing::error!(operation = "ack", %click_id, "writer stopped before the click was written");
+            tracing::error!(
+                operation = "ack",
+                campaign_id,
+                uid,
+                error = "writer stopped",
+                "writer stopped before the click was written"
+            );
             metrics::error("ack", "closed");
             status::NOT_DURABLE
         }

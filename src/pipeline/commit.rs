@@ -137,6 +137,7 @@ impl Committer {
                         kind = e.kind.as_str(),
                         code = e.code.as_deref().unwrap_or(""),
                         clicks = unwritten,
+                        first_click_id = %records[range.start].click_id(),
                         "batch not written after retries"
                     );
                     metrics::error("write_batch", e.kind.as_str());

@@ -234,10 +234,39 @@ impl Store {
         }
     }
 
+    /// Connections of the store's pool right now, for `db_pool_connections{state}`.
+    pub fn pool_stats(&self) -> PoolStats {
+        match self {
+            Store::Sqlite(s) => PoolStats::of(s.pool()),
+            Store::Mysql(s) => PoolStats::of(s.pool()),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
             Store::Mysql(s) => s.close().await,
+        }
+    }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub idle: u32,
+    pub in_use: u32,
+    pub max: u32,
+}
+
+impl PoolStats {
+    fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
+        let size = pool.size();
+        // Read separately from `size`, so clamp: a connection may close in between.
+        let idle = (pool.num_idle() as u32).min(size);
+        PoolStats {
+            idle,
+            in_use: size - idle,
+            max: pool.options().get_max_connections(),
         }
     }
 }

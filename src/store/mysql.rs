@@ -139,6 +139,10 @@ impl MysqlStore {
         Ok(())
     }
 
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
     pub async fn probe(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -99,6 +99,10 @@ impl SqliteStore {
             })
     }
 
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn probe(&self) -> Result<(), StoreError> {
         let tx = self
             .pool

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::domain::{InteractionType, RejectReason};
 use crate::spool::SpoolReason;
-use crate::store::{BatchResult, Outcome};
+use crate::store::{BatchResult, Outcome, PoolStats};
 
 pub const REQUESTS: &str = "track_requests_total";
 pub const REQUEST_DURATION: &str = "track_request_duration_seconds";
@@ -36,6 +36,7 @@ pub const SPOOL_READY: &str = "track_spool_ready";
 pub const SPOOL_DEPTH: &str = "track_spool_depth";
 pub const SPOOLED: &str = "track_spooled_total";
 pub const SPOOL_REPLAYED: &str = "track_spool_replayed_total";
+pub const DB_POOL: &str = "db_pool_connections";
 
 /// `status` values of `track_requests_total`.
 pub mod status {
@@ -67,7 +68,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 15] = [
+const ERROR_SERIES: [(&str, &str); 16] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -83,6 +84,7 @@ const ERROR_SERIES: [(&str, &str); 15] = [
     ("ack", "timeout"),
     ("ack", "closed"),
     ("http", "panic"),
+    ("signal", "unavailable"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
@@ -170,6 +172,10 @@ fn describe() {
         SPOOLED,
         "Records appended to the spool, by reason (store_unavailable, overflow)."
     );
+    describe_gauge!(
+        DB_POOL,
+        "Connections of the store's pool by state (idle, in_use, max), read at each scrape."
+    );
     describe_counter!(
         SPOOL_REPLAYED,
         "Spooled records replayed into the store, by outcome (recorded, already_recorded, rejected)."
@@ -211,12 +217,21 @@ fn register(queue_capacity: usize) {
     }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(SPOOL_DEPTH).set(0.0);
+    for state in ["idle", "in_use", "max"] {
+        gauge!(DB_POOL, "state" => state).set(0.0);
+    }
     gauge!(QUEUE_CAPACITY).set(queue_capacity as f64);
 }
 
 pub fn request(interaction_type: &'static str, status: &'static str, elapsed: Duration) {
     counter!(REQUESTS, "interaction_type" => interaction_type, "status" => status).increment(1);
     histogram!(REQUEST_DURATION).record(elapsed.as_secs_f64());
+}
+
+pub fn db_pool(stats: PoolStats) {
+    gauge!(DB_POOL, "state" => "idle").set(stats.idle);
+    gauge!(DB_POOL, "state" => "in_use").set(stats.in_use);
+    gauge!(DB_POOL, "state" => "max").set(stats.max);
 }
 
 pub fn refused_target(reason: &'static str) {

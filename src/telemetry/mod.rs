@@ -4,7 +4,10 @@
 //! Prometheus series named in `metrics`. A failure is logged once, where it is handled, with
 //! its context, and counted in the same place.
 
+mod exporter;
 pub mod metrics;
+
+pub use exporter::Exporter;
 
 use std::io::IsTerminal;
 
