@@ -159,6 +159,7 @@ impl Committer {
         match record {
             Record::Click(c) => {
                 tracing::warn!(
+                    operation = "write_batch",
                     click_id = %c.click_id,
                     campaign_id = c.campaign_id,
                     uid = %crate::telemetry::short_uid(c.uid.as_deref()),

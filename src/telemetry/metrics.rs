@@ -215,6 +215,15 @@ fn register(queue_capacity: usize) {
     for outcome in REPLAY_OUTCOMES {
         counter!(SPOOL_REPLAYED, "outcome" => outcome).absolute(0);
     }
+    // `code` is the database's error code, or the error kind when there is none; the kinds
+    // are registered, codes appear with their first retry.
+    for kind in ["transient", "unavailable", "timeout"] {
+        counter!(BATCH_RETRIES, "code" => kind).absolute(0);
+    }
+    // Histograms are exported once registered, with every bucket at 0.
+    for name in [REQUEST_DURATION, BATCH_SIZE, BATCH_COMMIT] {
+        drop(histogram!(name));
+    }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(SPOOL_DEPTH).set(0.0);
     for state in ["idle", "in_use", "max"] {

@@ -476,17 +476,24 @@ impl TestApp {
     /// Serve `db` with exactly these policy and tuning flags (and the database's spool, unless
     /// they name one).
     pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
-        TestApp::spawn_at(db, &db.url, args)
+        TestApp::spawn_at(db, &db.url, args, "info")
+    }
+
+    /// Like `spawn`, with this `RUST_LOG` filter instead of `info`.
+    pub fn spawn_logging(db: &TestDb, filter: &str, extra: &[&str]) -> TestApp {
+        let mut args = vec!["--allow-host", ALLOWED_HOST];
+        args.extend_from_slice(extra);
+        TestApp::spawn_at(db, &db.url, &args, filter)
     }
 
     /// Serve `db`, reached at `database_url` (e.g. through a proxy), allowing `ALLOWED_HOST`.
     pub fn spawn_via(db: &TestDb, database_url: &str, extra: &[&str]) -> TestApp {
         let mut args = vec!["--allow-host", ALLOWED_HOST];
         args.extend_from_slice(extra);
-        TestApp::spawn_at(db, database_url, &args)
+        TestApp::spawn_at(db, database_url, &args, "info")
     }
 
-    fn spawn_at(db: &TestDb, database_url: &str, args: &[&str]) -> TestApp {
+    fn spawn_at(db: &TestDb, database_url: &str, args: &[&str], log_filter: &str) -> TestApp {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -501,7 +508,7 @@ impl TestApp {
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -590,6 +597,15 @@ impl TestApp {
 
     pub fn logs(&self) -> String {
         self.logs.lock().expect("log lock").join("\n")
+    }
+
+    /// The log lines so far, parsed (the app logs JSON).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        let lines = self.logs.lock().expect("log lock").clone();
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
     }
 
     /// `kill -9`: no drain, no goodbye.

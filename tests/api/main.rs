@@ -6,6 +6,7 @@ mod cli;
 mod exactness;
 mod existing_schema;
 mod idempotency;
+mod observability;
 mod proxy;
 mod readiness;
 mod rejects;
