@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, Settings};
-use crate::http::{self, AppState};
+use crate::dedup::Dedup;
+use crate::http::api::ApiState;
+use crate::http::{self, AppState, LinkChecks};
 use crate::pipeline::{self, Health};
 use crate::spool::Spool;
 use crate::store::{Store, StoreError};
@@ -103,14 +105,29 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         }
     });
 
+    let dedup = Dedup::start(&settings.dedup).await.map(Arc::new);
+    let signing_keys = settings.keyring.len();
+    let keys = Arc::new(settings.keyring);
+    let api = ApiState {
+        admin_token: settings.admin_token.as_deref().map(Arc::from),
+        keys: keys.clone(),
+    };
     let state = AppState {
         queue,
         policy: Arc::new(settings.policy),
+        links: Arc::new(LinkChecks {
+            keys,
+            require_signature: settings.require_signature,
+        }),
+        dedup,
+        trusted_proxies: settings.trusted_proxies.into(),
         health: health.clone(),
     };
-    let public_server = axum::serve(public, http::public_router(state))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_server = axum::serve(admin, http::admin_router(health, exporter))
+    // The peer address is the client's for de-duplicating anonymous clicks.
+    let public_app = http::public_router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let public_server =
+        axum::serve(public, public_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server = axum::serve(admin, http::admin_router(health, exporter, api))
         .with_graceful_shutdown(stopped(stop_rx));
 
     tracing::info!(
@@ -121,6 +138,11 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         batch_max_delay_ms = settings.batch.max_delay.as_millis() as u64,
         queue_capacity = settings.batch.queue_capacity,
         spool = %settings.spool_path.display(),
+        signing_keys = signing_keys,
+        require_signature = settings.require_signature,
+        dedup_window_ms = settings.dedup.window.as_millis() as u64,
+        redis = settings.dedup.redis.is_some(),
+        admin_api = settings.admin_token.is_some(),
         "clicktrack ready"
     );
 

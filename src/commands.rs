@@ -3,9 +3,13 @@
 use std::time::Duration;
 
 use crate::app::{self, AppError};
+use time::OffsetDateTime;
+
 use crate::config::{
-    CampaignAddArgs, CampaignCommand, Cli, Command, DbArgs, SpoolArgs, SpoolCommand,
+    CampaignAddArgs, CampaignCommand, Cli, Command, ConfigError, DbArgs, LinkArgs, SpoolArgs,
+    SpoolCommand,
 };
+use crate::domain::link::{LinkError, LinkSpec};
 use crate::pipeline::replay::replay_step;
 use crate::pipeline::{Budget, Committer};
 use crate::spool::Spool;
@@ -24,6 +28,39 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Campaign(CampaignCommand::Add(args)) => add_campaign(&args).await,
         Command::Spool(SpoolCommand::Status(args)) => spool_status(&args).await,
         Command::Spool(SpoolCommand::Replay(args)) => spool_replay(&args).await,
+        Command::Link(args) => print_link(&args),
+    }
+}
+
+/// `clicktrack link`: print a signed link, checked by the rules of `/__track`.
+fn print_link(args: &LinkArgs) -> Result<(), AppError> {
+    let keys = args.signing.keyring()?;
+    let expires_at = args
+        .expires_in
+        .map(|d| OffsetDateTime::now_utc().unix_timestamp() + d.as_secs() as i64);
+    let spec = LinkSpec {
+        to: args.to.clone(),
+        cid: args.cid,
+        uid: args.uid.clone(),
+        src: args.src,
+        interaction_type: args.interaction_type.clone(),
+        tag: args.tag.clone(),
+        expires_at,
+    };
+    let url = spec
+        .signed_url(&args.base_url, &keys)
+        .map_err(|e| ConfigError::new(link_error_flag(&e), e))?;
+    println!("{url}");
+    Ok(())
+}
+
+/// The flag to blame for a link that cannot be minted.
+pub fn link_error_flag(e: &LinkError) -> &'static str {
+    match e {
+        LinkError::NoSigningKey => "--signing-key",
+        LinkError::BaseUrl(_) => "--base-url",
+        LinkError::Target(_) => "--to",
+        LinkError::Field(_) => "--cid/--uid/--src/--type/--tag",
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::dedup::{DedupSettings, RedisSettings};
 use crate::domain::RedirectPolicy;
+use crate::domain::signature::{Keyring, SigningKey};
 use crate::pipeline::BatchSettings;
 use crate::store::{ConnectOptions, DatabaseUrl};
 use crate::telemetry::LogFormat;
@@ -47,6 +49,88 @@ pub enum Command {
     /// Inspect or drain the spool (for operators, after an incident).
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Print a signed tracking link (the same as POST /api/links on the admin listener).
+    Link(LinkArgs),
+}
+
+/// `--signing-key`, shared by `serve` (verify) and `link` (sign).
+#[derive(Debug, Clone, Args)]
+pub struct SigningArgs {
+    /// Link signing key KID:SECRET (secret at least 16 bytes). Repeatable: the first signs,
+    /// all verify, so a new key goes first and an old one stays until its links are no longer
+    /// in use. The environment variable is comma-separated.
+    #[arg(
+        long = "signing-key",
+        env = "CLICKTRACK_SIGNING_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub signing_keys: Vec<String>,
+}
+
+impl SigningArgs {
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        let keys = self
+            .signing_keys
+            .iter()
+            .map(|k| k.trim().parse())
+            .collect::<Result<Vec<SigningKey>, _>>()
+            .map_err(|e| ConfigError::new("--signing-key", e))?;
+        Keyring::new(keys).map_err(|e| ConfigError::new("--signing-key", e))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// Where clicktrack's public listener is reached, e.g. https://t.example.com.
+    #[arg(long)]
+    pub base_url: String,
+    /// The target URL.
+    #[arg(long)]
+    pub to: String,
+    /// Campaign id.
+    #[arg(long)]
+    pub cid: i64,
+    /// LINE user id (omit for a link shared by everyone).
+    #[arg(long)]
+    pub uid: Option<String>,
+    /// Source campaign id.
+    #[arg(long)]
+    pub src: Option<i64>,
+    /// Interaction type (image_click, button_url, ...).
+    #[arg(long = "type")]
+    pub interaction_type: Option<String>,
+    /// Comma-separated tags.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// The link stops redirecting after this long: 90s, 30m, 12h, 30d or 2w.
+    #[arg(long, value_parser = parse_span)]
+    pub expires_in: Option<Duration>,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+}
+
+/// `30d`-style durations: a positive whole number and one of s, m, h, d, w.
+pub fn parse_span(value: &str) -> Result<Duration, String> {
+    let unit_at = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?}: give a unit, e.g. 30d"))?;
+    let (number, unit) = value.split_at(unit_at);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?}: expected a number then s, m, h, d or w"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("{value:?}: the unit is one of s, m, h, d, w")),
+    };
+    match n.checked_mul(seconds) {
+        Some(s) if s > 0 && s <= 100 * 365 * 86_400 => Ok(Duration::from_secs(s)),
+        _ => Err(format!("{value:?}: between 1 second and 100 years")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,7 +261,57 @@ pub struct ServeArgs {
     /// requests are answered), in milliseconds. Keep it well under --ack-timeout-ms.
     #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub spill_after_ms: u64,
+
+    #[command(flatten)]
+    pub signing: SigningArgs,
+
+    /// Refuse (403) links without a valid signature, whatever their target.
+    #[arg(long, env = "CLICKTRACK_REQUIRE_SIGNATURE")]
+    pub require_signature: bool,
+
+    /// Bearer token for the admin API (/api/...) on the admin listener; without it the API is
+    /// off. At least 16 characters.
+    #[arg(long, env = "CLICKTRACK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// A proxy or load balancer in front of clicktrack (CIDR, e.g. 10.0.0.0/8): from these
+    /// peers X-Forwarded-For gives the client address. Repeatable; env comma-separated.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CLICKTRACK_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// A repeat of the same click within this many milliseconds of the first is redirected
+    /// but not recorded; 0 turns de-duplication off.
+    #[arg(long, env = "CLICKTRACK_DEDUP_WINDOW_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub dedup_window_ms: u64,
+
+    /// Most click keys the in-memory de-duplication cache holds (about 100 bytes each).
+    #[arg(long, env = "CLICKTRACK_DEDUP_CACHE_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub dedup_cache_entries: u64,
+
+    /// Redis shared by all instances for de-duplication across them, e.g.
+    /// redis://127.0.0.1:6379. Without it each instance de-duplicates on its own.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of clicktrack's Redis keys.
+    #[arg(
+        long,
+        env = "CLICKTRACK_REDIS_KEY_PREFIX",
+        default_value = "clicktrack:dedup:"
+    )]
+    pub redis_key_prefix: String,
+
+    /// Longest wait for Redis per click before the local cache decides alone, in ms.
+    #[arg(long, env = "CLICKTRACK_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
 }
+
+/// Shortest accepted --admin-token.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// A flag whose value clap accepted but clicktrack cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +340,11 @@ pub struct Settings {
     pub spool_path: std::path::PathBuf,
     pub policy: RedirectPolicy,
     pub batch: BatchSettings,
+    pub keyring: Keyring,
+    pub require_signature: bool,
+    pub admin_token: Option<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub dedup: DedupSettings,
 }
 
 impl ServeArgs {
@@ -223,6 +362,34 @@ impl ServeArgs {
                 ),
             ));
         }
+        let keyring = self.signing.keyring()?;
+        if self.require_signature && keyring.is_empty() {
+            return Err(ConfigError::new(
+                "--require-signature",
+                "no --signing-key is configured: every link would be refused",
+            ));
+        }
+        if let Some(token) = &self.admin_token
+            && token.chars().count() < MIN_ADMIN_TOKEN_CHARS
+        {
+            return Err(ConfigError::new(
+                "--admin-token",
+                format!("at least {MIN_ADMIN_TOKEN_CHARS} characters"),
+            ));
+        }
+        let redis = match &self.redis_url {
+            None => None,
+            Some(url) => {
+                // Checked now, so a typo fails the start instead of every click's lookup.
+                redis::Client::open(url.as_str())
+                    .map_err(|e| ConfigError::new("--redis-url", e))?;
+                Some(RedisSettings {
+                    url: url.clone(),
+                    key_prefix: self.redis_key_prefix.clone(),
+                    timeout: Duration::from_millis(self.redis_timeout_ms),
+                })
+            }
+        };
         Ok(Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -236,6 +403,15 @@ impl ServeArgs {
                 queue_capacity: self.queue_capacity as usize,
                 ack_timeout: Duration::from_millis(self.ack_timeout_ms),
                 spill_after: Duration::from_millis(self.spill_after_ms),
+            },
+            keyring,
+            require_signature: self.require_signature,
+            admin_token: self.admin_token.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            dedup: DedupSettings {
+                window: Duration::from_millis(self.dedup_window_ms),
+                cache_entries: self.dedup_cache_entries,
+                redis,
             },
         })
     }
@@ -277,6 +453,55 @@ mod tests {
         .expect("parses");
         assert_eq!(s.allow_hosts, ["a.com", "*.b.com", "c.com"]);
         assert!(s.allow_any_target);
+    }
+
+    #[test]
+    fn spans_take_a_unit() {
+        assert_eq!(parse_span("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_span("90s"), Ok(Duration::from_secs(90)));
+        for bad in ["30", "d", "0d", "3x", "-1d", "1.5h", "99999999999w"] {
+            assert!(parse_span(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signing_flags_are_checked_without_echoing_secrets() {
+        let e = serve(&["--signing-key", "k1:tooshort"])
+            .expect("parses")
+            .settings()
+            .expect_err("short secret");
+        assert_eq!(e.flag, "--signing-key");
+        assert!(!e.to_string().contains("tooshort"), "{e}");
+        let e = serve(&["--require-signature"])
+            .expect("parses")
+            .settings()
+            .expect_err("nothing to verify with");
+        assert_eq!(e.flag, "--require-signature");
+        let e = serve(&["--admin-token", "short"])
+            .expect("parses")
+            .settings()
+            .expect_err("weak token");
+        assert_eq!(e.flag, "--admin-token");
+        let e = serve(&["--redis-url", "http://x"])
+            .expect("parses")
+            .settings()
+            .expect_err("not redis");
+        assert_eq!(e.flag, "--redis-url");
+        let ok = serve(&[
+            "--signing-key",
+            "new:0123456789abcdef",
+            "--signing-key",
+            "old:fedcba9876543210",
+            "--require-signature",
+            "--trusted-proxy",
+            "10.0.0.0/8,fd00::/8",
+        ])
+        .expect("parses")
+        .settings()
+        .expect("valid");
+        assert_eq!(ok.keyring.signing_key().map(|k| k.id()), Some("new"));
+        assert_eq!(ok.trusted_proxies.len(), 2);
+        assert!(serve(&["--trusted-proxy", "10.0.0.0/33"]).is_err());
     }
 
     #[test]

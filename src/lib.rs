@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`config`]: the command line (flags + environment), validated into settings.
 //! - [`app`]: `serve`: wire the store, the pipeline and the listeners; drain on shutdown.
-//! - [`commands`]: `migrate`, `campaign add`, `spool status`, `spool replay`.
+//! - [`commands`]: `migrate`, `campaign add`, `spool status`, `spool replay`, `link`.
 //! - [`http`]: the two routers; `track` is the `/__track` endpoint, `pages` its responses.
-//! - [`domain`]: pure rules: query parsing, targets and the redirect policy, clicks, tags.
+//! - [`domain`]: pure rules: query parsing, targets and the redirect policy, clicks, tags,
+//!   link signatures, the bot list, the client address.
+//! - [`dedup`]: is this click a repeat? A local TTL cache, shared through Redis.
 //! - [`pipeline`]: bounded queue → batcher → the one writer (retry, bisection, spill to the
 //!   spool, replay), the overflow path, health.
 //! - [`spool`]: the durable local FIFO for clicks the store cannot take now; replayed later.
@@ -16,6 +18,7 @@
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod dedup;
 pub mod domain;
 pub mod http;
 pub mod pipeline;

@@ -211,7 +211,7 @@ pub fn classify(params: &TrackParams<'_>, target: &Target, arrival: Arrival<'_>)
     }
 }
 
-struct TrackingFields {
+pub(crate) struct TrackingFields {
     uid: Option<String>,
     campaign_id: i64,
     source_campaign_id: i64,
@@ -219,7 +219,7 @@ struct TrackingFields {
     tags: Vec<String>,
 }
 
-fn tracking_fields(params: &TrackParams<'_>) -> Result<TrackingFields, RejectReason> {
+pub(crate) fn tracking_fields(params: &TrackParams<'_>) -> Result<TrackingFields, RejectReason> {
     let field_error = |e: FieldError| match e {
         FieldError::Repeated => RejectReason::RepeatedParameter,
         FieldError::BadEncoding => RejectReason::BadEncoding,

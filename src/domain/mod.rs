@@ -3,9 +3,13 @@
 //! Everything that decides whether a request is a click, and what that click is, lives here so
 //! it can be tested exhaustively without a server or a database.
 
+pub mod bot;
 pub mod click;
+pub mod client_addr;
 pub mod interaction;
+pub mod link;
 pub mod query;
+pub mod signature;
 pub mod tags;
 pub mod target;
 

@@ -114,12 +114,22 @@ impl RedirectPolicy {
 
     /// Check a decoded `to` value.
     pub fn check(&self, raw: String) -> Result<Target, TargetError> {
+        self.check_hosts(raw, self.allow_any)
+    }
+
+    /// Check the `to` of a link with a valid signature: clicktrack minted it, so any host is
+    /// fine; the structural checks (http(s), no userinfo, length, ...) still apply.
+    pub fn check_signed(&self, raw: String) -> Result<Target, TargetError> {
+        self.check_hosts(raw, true)
+    }
+
+    fn check_hosts(&self, raw: String, any_host: bool) -> Result<Target, TargetError> {
         let location = canonical_http_url(&raw)?;
         let host = location
             .host_str()
             .ok_or(TargetError::Malformed)?
             .to_ascii_lowercase();
-        if !self.allow_any && !self.rules.iter().any(|rule| rule.matches(&host)) {
+        if !any_host && !self.rules.iter().any(|rule| rule.matches(&host)) {
             return Err(TargetError::HostNotAllowed);
         }
         Ok(Target {

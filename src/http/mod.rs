@@ -1,10 +1,11 @@
 //! The two listeners and what each serves.
 //!
 //! Public (`--listen`): `/__track`, `/healthz`, `/readyz`: what browsers and load balancers
-//! see. Admin (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`: for operators only, so
-//! metrics are never exposed on the public port (SPEC §4a).
+//! see. Admin (`--admin-listen`): `/metrics`, `/healthz`, `/readyz` and the API (`/api/...`):
+//! for operators only, so metrics and the API are never exposed on the public port (SPEC §4a).
 
 mod admin;
+pub mod api;
 mod health;
 mod pages;
 mod request_id;
@@ -17,7 +18,11 @@ use axum::middleware;
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use ipnet::IpNet;
+
+use crate::dedup::Dedup;
 use crate::domain::RedirectPolicy;
+use crate::domain::signature::Keyring;
 use crate::pipeline::{ClickQueue, Health};
 use crate::telemetry::Exporter;
 
@@ -26,7 +31,17 @@ use crate::telemetry::Exporter;
 pub struct AppState {
     pub queue: ClickQueue,
     pub policy: Arc<RedirectPolicy>,
+    pub links: Arc<LinkChecks>,
+    /// `None` when de-duplication is off.
+    pub dedup: Option<Arc<Dedup>>,
+    pub trusted_proxies: Arc<[IpNet]>,
     pub health: Arc<Health>,
+}
+
+/// How links are authenticated.
+pub struct LinkChecks {
+    pub keys: Arc<Keyring>,
+    pub require_signature: bool,
 }
 
 pub fn public_router(state: AppState) -> Router {
@@ -38,11 +53,12 @@ pub fn public_router(state: AppState) -> Router {
     with_common_layers(router)
 }
 
-pub fn admin_router(health: Arc<Health>, metrics: Exporter) -> Router {
+pub fn admin_router(health: Arc<Health>, metrics: Exporter, api: api::ApiState) -> Router {
     let router = Router::new()
         .route("/metrics", get(admin::metrics))
         .with_state(metrics)
-        .merge(health::router(health));
+        .merge(health::router(health))
+        .merge(api::router(api));
     with_common_layers(router)
 }
 

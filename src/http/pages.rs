@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
 
 use crate::domain::TargetError;
+use crate::domain::signature::SignatureError;
 use crate::telemetry::metrics;
 
 /// 302 to a checked target; never cached (a cached redirect is a lost click).
@@ -31,6 +32,33 @@ pub fn bad_target(error: TargetError) -> Response<Body> {
         StatusCode::BAD_REQUEST,
         "This link cannot be opened",
         &error.to_string(),
+    )
+}
+
+/// 403 for a link whose signature is wrong, unknown or expired.
+pub fn bad_signature(error: SignatureError) -> Response<Body> {
+    let title = match error {
+        SignatureError::Expired => "This link has expired",
+        _ => "This link is not valid",
+    };
+    page(StatusCode::FORBIDDEN, title, &error.to_string())
+}
+
+/// 403 for an unsigned link when signatures are required.
+pub fn unsigned() -> Response<Body> {
+    page(
+        StatusCode::FORBIDDEN,
+        "This link is not valid",
+        "The link is not signed",
+    )
+}
+
+/// 414 for a query string too long to be a tracking link.
+pub fn too_long() -> Response<Body> {
+    page(
+        StatusCode::URI_TOO_LONG,
+        "This link is too long",
+        "The address is longer than any tracking link",
     )
 }
 

@@ -1,17 +1,20 @@
-//! `GET /__track`: check the target, record the click, redirect (SPEC §1).
+//! `GET /__track`: check the link, record the click, redirect (SPEC §1, §4).
 //!
-//! Order matters: the target is checked first, because a refused target gets a 400 and nothing
-//! else happens. A good target always gets its 302, whatever the tracking fields say; the
-//! fields only decide whether the record is a click or a reject. The 302 is sent once the
-//! record is durable (group commit), so every redirected click is in the database.
+//! Order matters. A link too long to be ours gets 414, a bad signature 403, a refused target
+//! 400, and nothing else happens. A good link always gets its 302, whatever else is true; HEAD
+//! requests, bots and repeats of a click within the de-duplication window get it without being
+//! recorded, and the tracking fields only decide whether the record is a click or a reject.
+//! The 302 is sent once the record is durable (group commit), so every redirected click is in
+//! the database.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::USER_AGENT;
-use axum::http::{HeaderMap, HeaderValue, Method, Response, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
 use time::OffsetDateTime;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -19,17 +22,28 @@ use uuid::Uuid;
 use super::AppState;
 use super::pages;
 use super::request_id::RequestId;
+use crate::dedup::Verdict;
+use crate::domain::bot::bot_kind;
 use crate::domain::click::{Arrival, classify};
+use crate::domain::client_addr::client_addr;
 use crate::domain::query::{FieldError, TrackParams};
+use crate::domain::signature::Signature;
 use crate::domain::{Record, Target, TargetError};
 use crate::pipeline::{ClickQueue, Submission};
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, NO_TYPE, status};
 use crate::telemetry::short_uid;
 
+/// Longest query string taken: a link of ours is well under this (the target alone is at
+/// most 2 KiB), so anything longer is answered 414 before it is parsed.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 pub async fn track(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -37,26 +51,53 @@ pub async fn track(
     let started = Instant::now();
     let received_at = OffsetDateTime::now_utc();
     let raw_query = uri.query().unwrap_or("");
-    let params = TrackParams::parse(raw_query);
+    let refused = |status, page| {
+        metrics::request(NO_TYPE, status, started.elapsed());
+        page
+    };
+    if raw_query.len() > MAX_QUERY_BYTES {
+        return refused(status::TOO_LONG, pages::too_long());
+    }
 
-    let (target, location) = match checked_target(&state, &params) {
-        Ok(checked) => checked,
-        Err(e) => {
-            metrics::refused_target(e.code());
-            metrics::request(NO_TYPE, status::REFUSED_TARGET, started.elapsed());
-            return pages::bad_target(e);
+    let signed = match state
+        .links
+        .keys
+        .verify(raw_query, received_at.unix_timestamp())
+    {
+        Signature::Valid => true,
+        Signature::Unsigned if !state.links.require_signature => false,
+        Signature::Unsigned => {
+            metrics::signature_failure("unsigned");
+            return refused(status::BAD_SIGNATURE, pages::unsigned());
+        }
+        Signature::Invalid(e) => {
+            tracing::debug!(reason = e.code(), "link refused: bad signature");
+            metrics::signature_failure(e.code());
+            return refused(status::BAD_SIGNATURE, pages::bad_signature(e));
         }
     };
 
-    // HEAD (and, later, preview bots) get the redirect but are not clicks.
-    if method == Method::HEAD {
-        metrics::request(NO_TYPE, status::HEAD, started.elapsed());
-        return pages::redirect(location);
-    }
+    let params = TrackParams::parse(raw_query);
+    let (target, location) = match checked_target(&state, &params, signed) {
+        Ok(checked) => checked,
+        Err(e) => {
+            metrics::refused_target(e.code());
+            return refused(status::REFUSED_TARGET, pages::bad_target(e));
+        }
+    };
 
+    // HEAD requests and bots get the redirect but are not clicks.
+    if method == Method::HEAD {
+        return refused(status::HEAD, pages::redirect(location));
+    }
     let user_agent = headers
         .get(USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    if let Some(kind) = bot_kind(user_agent.as_deref()) {
+        metrics::bot_hit(kind);
+        return refused(status::BOT, pages::redirect(location));
+    }
+
     let record = classify(
         &params,
         &target,
@@ -68,6 +109,20 @@ pub async fn track(
             raw_query,
         },
     );
+    if let (Record::Click(click), Some(dedup)) = (&record, &state.dedup) {
+        let forwarded = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let client = client_addr(peer.ip(), forwarded, &state.trusted_proxies);
+        if dedup.check(click, client).await == Verdict::Duplicate {
+            metrics::duplicate();
+            let interaction_type = click.interaction_type.as_str();
+            metrics::request(interaction_type, status::DUPLICATE, started.elapsed());
+            return pages::redirect(location);
+        }
+    }
+
     // Queue, wait and count in a task of its own: if the client hangs up, the handler future
     // is dropped, but a click already queued is still written and must still be counted.
     let recording =
@@ -80,9 +135,11 @@ pub async fn track(
     pages::redirect(location)
 }
 
+/// The target, checked by the host allow-list, or only structurally for a signed link.
 fn checked_target(
     state: &AppState,
     params: &TrackParams<'_>,
+    signed: bool,
 ) -> Result<(Target, HeaderValue), TargetError> {
     let raw = match params.to.decode() {
         Ok(Some(raw)) => raw,
@@ -90,7 +147,11 @@ fn checked_target(
         Err(FieldError::Repeated) => return Err(TargetError::Repeated),
         Err(FieldError::BadEncoding) => return Err(TargetError::BadEncoding),
     };
-    let target = state.policy.check(raw)?;
+    let target = if signed {
+        state.policy.check_signed(raw)?
+    } else {
+        state.policy.check(raw)?
+    };
     // The serialization is ASCII without controls; should that ever not hold, refuse.
     let location = HeaderValue::from_str(&target.location).map_err(|_| TargetError::Malformed)?;
     Ok((target, location))

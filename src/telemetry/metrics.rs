@@ -10,6 +10,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::domain::signature::SignatureError;
 use crate::domain::{InteractionType, RejectReason};
 use crate::spool::SpoolReason;
 use crate::store::{BatchResult, Outcome, PoolStats};
@@ -37,6 +38,11 @@ pub const SPOOL_DEPTH: &str = "track_spool_depth";
 pub const SPOOLED: &str = "track_spooled_total";
 pub const SPOOL_REPLAYED: &str = "track_spool_replayed_total";
 pub const DB_POOL: &str = "db_pool_connections";
+pub const DUPLICATES: &str = "track_duplicates_total";
+pub const DEDUP_FALLBACKS: &str = "track_dedup_fallbacks_total";
+pub const DEDUP_REDIS_READY: &str = "track_dedup_redis_ready";
+pub const BOT_HITS: &str = "track_bot_hits_total";
+pub const SIGNATURE_FAILURES: &str = "track_signature_failures_total";
 
 /// `status` values of `track_requests_total`.
 pub mod status {
@@ -53,14 +59,26 @@ pub mod status {
     /// 302 sent before the click was durable: store and spool both failed, the ack timed out
     /// (it may still be written), or the writer stopped.
     pub const NOT_DURABLE: &str = "not_durable";
+    /// 302, a repeat of a click within the de-duplication window: not recorded.
+    pub const DUPLICATE: &str = "duplicate";
+    /// 302 to a preview fetcher, crawler or HTTP client: not a click.
+    pub const BOT: &str = "bot";
+    /// 403: a bad, expired or (with --require-signature) missing signature.
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// 414: a query string too long to be a link of ours.
+    pub const TOO_LONG: &str = "too_long";
 
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 10] = [
         REDIRECTED,
         REJECTED,
         HEAD,
         REFUSED_TARGET,
         SPOOLED,
         NOT_DURABLE,
+        DUPLICATE,
+        BOT,
+        BAD_SIGNATURE,
+        TOO_LONG,
     ];
 }
 
@@ -68,7 +86,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 16] = [
+const ERROR_SERIES: [(&str, &str); 18] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -85,6 +103,8 @@ const ERROR_SERIES: [(&str, &str); 16] = [
     ("ack", "closed"),
     ("http", "panic"),
     ("signal", "unavailable"),
+    ("dedup", "unavailable"),
+    ("dedup", "timeout"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
@@ -177,6 +197,26 @@ fn describe() {
         "Connections of the store's pool by state (idle, in_use, max), read at each scrape."
     );
     describe_counter!(
+        DUPLICATES,
+        "Clicks repeated within --dedup-window-ms of the first: redirected, not recorded."
+    );
+    describe_counter!(
+        DEDUP_FALLBACKS,
+        "Clicks de-duplicated by this instance alone because Redis did not answer."
+    );
+    describe_gauge!(
+        DEDUP_REDIS_READY,
+        "1 when Redis answered the last de-duplication call, else 0 (also without --redis-url)."
+    );
+    describe_counter!(
+        BOT_HITS,
+        "Requests from preview fetchers, crawlers and HTTP clients: redirected, not recorded."
+    );
+    describe_counter!(
+        SIGNATURE_FAILURES,
+        "Links refused with 403 because of their signature, by reason."
+    );
+    describe_counter!(
         SPOOL_REPLAYED,
         "Spooled records replayed into the store, by outcome (recorded, already_recorded, rejected)."
     );
@@ -226,6 +266,18 @@ fn register(queue_capacity: usize) {
     }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(SPOOL_DEPTH).set(0.0);
+    for name in [DUPLICATES, DEDUP_FALLBACKS] {
+        counter!(name).absolute(0);
+    }
+    gauge!(DEDUP_REDIS_READY).set(0.0);
+    for kind in crate::domain::bot::kinds() {
+        counter!(BOT_HITS, "kind" => kind).absolute(0);
+    }
+    // The signature errors, and `unsigned` (with --require-signature).
+    let reasons = SignatureError::ALL.map(SignatureError::code);
+    for reason in std::iter::once("unsigned").chain(reasons) {
+        counter!(SIGNATURE_FAILURES, "reason" => reason).absolute(0);
+    }
     for state in ["idle", "in_use", "max"] {
         gauge!(DB_POOL, "state" => state).set(0.0);
     }
@@ -235,6 +287,26 @@ fn register(queue_capacity: usize) {
 pub fn request(interaction_type: &'static str, status: &'static str, elapsed: Duration) {
     counter!(REQUESTS, "interaction_type" => interaction_type, "status" => status).increment(1);
     histogram!(REQUEST_DURATION).record(elapsed.as_secs_f64());
+}
+
+pub fn duplicate() {
+    counter!(DUPLICATES).increment(1);
+}
+
+pub fn dedup_fallback() {
+    counter!(DEDUP_FALLBACKS).increment(1);
+}
+
+pub fn dedup_redis_ready(ready: bool) {
+    gauge!(DEDUP_REDIS_READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn bot_hit(kind: &'static str) {
+    counter!(BOT_HITS, "kind" => kind).increment(1);
+}
+
+pub fn signature_failure(reason: &'static str) {
+    counter!(SIGNATURE_FAILURES, "reason" => reason).increment(1);
 }
 
 pub fn db_pool(stats: PoolStats) {

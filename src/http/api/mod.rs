@@ -1,0 +1,83 @@
+//! The admin API (`/api/...`, admin listener only): bearer-token authentication and the one
+//! error type every endpoint answers with, as JSON: `{"error": "..."}`.
+//!
+//! Without `--admin-token` the API is off (403 saying so), never open: an unprotected link
+//! minter would be an open redirect with extra steps.
+
+mod links;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use subtle::ConstantTimeEq;
+
+use crate::domain::signature::Keyring;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub admin_token: Option<Arc<str>>,
+    pub keys: Arc<Keyring>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/links", post(links::create))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// Every API error, mapped to its status and a JSON body naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the admin API is off: start clicktrack with --admin-token")]
+    Disabled,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::Disabled => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        let mut response = (status, body).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.admin_token else {
+        return ApiError::Disabled.into_response();
+    };
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    // Constant time: the comparison says nothing about how much of a guess was right.
+    if !bool::from(given.ct_eq(expected.as_bytes())) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
