@@ -84,9 +84,11 @@ for id in 123 456 789; do
   "$bin" campaign add --id "$id" --name "bench $id" --database-url "$db_url" --log-format json >/dev/null
 done
 
+# De-duplication off: the mix repeats (uid, cid, src, tag) combinations within seconds, and
+# the benchmark measures the durable write path, so every request is a click to record.
 "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
   --database-url "$serve_db_url" --spool-path "$work/spool.db" --allow-host example.com \
-  --log-format json 2>"$work/serve.log" &
+  --dedup-window-ms 0 --log-format json 2>"$work/serve.log" &
 ct_pid=$!
 pids+=("$ct_pid")
 "$bare" "127.0.0.1:$bare_port" 2>/dev/null &

@@ -505,6 +505,11 @@ impl TestApp {
         if !args.contains(&"--spool-path") {
             cmd.args(["--spool-path", &db.spool_path()]);
         }
+        // Most tests send the same click many times on purpose, to prove the counts exact;
+        // de-duplication would (rightly) count those once. Its own tests turn it on.
+        if !args.contains(&"--dedup-window-ms") {
+            cmd.args(["--dedup-window-ms", "0"]);
+        }
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
