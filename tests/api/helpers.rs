@@ -702,3 +702,38 @@ pub async fn wait_until(app: &TestApp, what: &str, mut check: impl AsyncFnMut() 
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// The Redis the de-duplication tests share (CI: the local one), or `None` (with the reason
+/// printed) when it is unreachable outside CI.
+pub async fn test_redis() -> Option<SocketAddr> {
+    let addr: SocketAddr = std::env::var("CLICKTRACK_TEST_REDIS")
+        .unwrap_or_else(|_| "127.0.0.1:6379".into())
+        .parse()
+        .expect("CLICKTRACK_TEST_REDIS is HOST:PORT");
+    let answer = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        conn.write_all(b"PING\r\n").await?;
+        let mut buf = [0u8; 7];
+        conn.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), answer).await {
+        Ok(Ok(buf)) if &buf == b"+PONG\r\n" => Some(addr),
+        other if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "SKIPPED: Redis not reachable at {addr} ({other:?}); set CLICKTRACK_TEST_REDIS"
+            );
+            None
+        }
+        other => panic!("Redis must be reachable under CI at {addr}: {other:?}"),
+    }
+}
+
+/// A Redis key prefix of this test's own, so tests sharing the server never see each other.
+pub fn redis_prefix() -> String {
+    format!(
+        "ct_test:{}:",
+        &uuid::Uuid::now_v7().simple().to_string()[16..]
+    )
+}

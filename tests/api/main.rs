@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cli;
+mod dedup;
 mod exactness;
 mod existing_schema;
 mod idempotency;
