@@ -12,5 +12,6 @@ mod proxy;
 mod readiness;
 mod rejects;
 mod shutdown;
+mod signing;
 mod spool;
 mod targets;
