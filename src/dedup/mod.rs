@@ -67,8 +67,10 @@ impl Dedup {
     /// Decide, and remember, whether `click` from `client` is the first within the window.
     pub async fn check(&self, click: &Click, client: IpAddr) -> Verdict {
         let key = DedupKey::of(click, client);
-        // Atomic get-or-insert: of two concurrent equal clicks in this process, one is fresh.
-        let fresh = self.local.entry(key).or_insert(()).is_fresh();
+        // `or_insert_with`, not `or_insert`: only it is atomic (of concurrent callers on a
+        // missing key, exactly one initialises it and sees it fresh). `or_insert` is a get
+        // then an insert, and let two copies of one tap through (seen in the burst test).
+        let fresh = self.local.entry(key).or_insert_with(|| ()).is_fresh();
         if !fresh {
             return Verdict::Duplicate;
         }

@@ -11,6 +11,9 @@ pub mod link;
 pub mod query;
 pub mod signature;
 pub mod tags;
+
+#[cfg(test)]
+mod hostile;
 pub mod target;
 
 pub use click::{Click, Record, Reject, RejectReason};

@@ -525,10 +525,12 @@ impl TestApp {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addrs) = ready_addresses(&line) {
+                    let ready = ready_addresses(&line);
+                    // Logged before `spawn` returns, so tests can count lines from there.
+                    logs.lock().expect("log lock").push(line);
+                    if let Some(addrs) = ready {
                         let _ = ready_tx.send(addrs);
                     }
-                    logs.lock().expect("log lock").push(line);
                 }
             });
         }

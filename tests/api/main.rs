@@ -6,6 +6,7 @@ mod cli;
 mod dedup;
 mod exactness;
 mod existing_schema;
+mod hostile;
 mod idempotency;
 mod observability;
 mod proxy;
