@@ -31,7 +31,7 @@ crate::store_tests! {
 async fn metrics_count_exactly_what_the_test_did(db) {
     db.refuse_inserts("refuse_poison", "component_interaction_logs", "line_id", "U_POISON%", "poisoned row")
         .await;
-    let app = TestApp::spawn(&db, &["--db-max-connections", "3"]);
+    let app = TestApp::spawn(&db, &["--db-max-connections", "3", "--dedup-window-ms", "60000"]);
 
     let mut good = Vec::new();
     for (i, t) in TYPES.iter().enumerate() {
@@ -74,6 +74,22 @@ async fn metrics_count_exactly_what_the_test_did(db) {
             .expect("HEAD");
         assert_eq!(r.status(), 302);
     }
+    // Repeats of a click already made (duplicates), and bots: redirected, not recorded.
+    let repeats = 3;
+    for _ in 0..repeats {
+        assert_eq!(app.track(&good[0].1).await.status(), 302);
+    }
+    let bots = 2;
+    for _ in 0..bots {
+        let r = app
+            .client
+            .get(app.url(&format!("/__track?{}", typed_link("U_BOT", "text_link"))))
+            .header("user-agent", "curl/8.5.0")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 302);
+    }
     assert_eq!(statuses.iter().filter(|&&s| s == 400).count(), refused_targets.len());
     assert_eq!(statuses.iter().filter(|&&s| s == 302).count(), all.len() - refused_targets.len());
 
@@ -94,12 +110,16 @@ async fn metrics_count_exactly_what_the_test_did(db) {
     assert_eq!(requests("none", "rejected"), bad_cid.len() as f64);
     assert_eq!(requests("none", "refused_target"), refused_targets.len() as f64);
     assert_eq!(requests("none", "head"), heads as f64);
+    assert_eq!(requests("none", "bot"), bots as f64);
+    assert_eq!(metric(&m, r#"track_bot_hits_total{kind="http_client"}"#), bots as f64);
+    assert_eq!(requests(&good[0].0, "duplicate"), repeats as f64);
+    assert_eq!(metric(&m, "track_duplicates_total"), repeats as f64);
     for s in ["spooled", "not_durable"] {
         for t in TYPES.iter().chain(&["none"]) {
             assert_eq!(requests(t, s), 0.0, "{t} {s}");
         }
     }
-    let total = (all.len() + heads) as f64;
+    let total = (all.len() + heads + repeats + bots) as f64;
     assert_eq!(metric(&m, "track_request_duration_seconds_count"), total);
 
     let recorded = good.len() as f64;
@@ -360,7 +380,7 @@ async fn alerts_and_dashboard_use_only_exported_series() {
     let exported = exported_names(&app.metrics().await);
     let queries = dashboard_queries();
     let alert_exprs = rule_expressions(&deploy_file("deploy/prometheus/alerts.yml"));
-    assert_eq!(alert_exprs.len(), 9, "{alert_exprs:#?}");
+    assert_eq!(alert_exprs.len(), 10, "{alert_exprs:#?}");
     assert!(queries.len() >= 20, "{} dashboard queries", queries.len());
     for (file, referenced) in [
         (
