@@ -51,12 +51,13 @@ pub async fn track(
     let started = Instant::now();
     let received_at = OffsetDateTime::now_utc();
     let raw_query = uri.query().unwrap_or("");
-    let refused = |status, page| {
+    // An answer that records nothing, counted under its status.
+    let unrecorded = |status, page| {
         metrics::request(NO_TYPE, status, started.elapsed());
         page
     };
     if raw_query.len() > MAX_QUERY_BYTES {
-        return refused(status::TOO_LONG, pages::too_long());
+        return unrecorded(status::TOO_LONG, pages::too_long());
     }
 
     let signed = match state
@@ -68,12 +69,12 @@ pub async fn track(
         Signature::Unsigned if !state.links.require_signature => false,
         Signature::Unsigned => {
             metrics::signature_failure("unsigned");
-            return refused(status::BAD_SIGNATURE, pages::unsigned());
+            return unrecorded(status::BAD_SIGNATURE, pages::unsigned());
         }
         Signature::Invalid(e) => {
             tracing::debug!(reason = e.code(), "link refused: bad signature");
             metrics::signature_failure(e.code());
-            return refused(status::BAD_SIGNATURE, pages::bad_signature(e));
+            return unrecorded(status::BAD_SIGNATURE, pages::bad_signature(e));
         }
     };
 
@@ -82,20 +83,20 @@ pub async fn track(
         Ok(checked) => checked,
         Err(e) => {
             metrics::refused_target(e.code());
-            return refused(status::REFUSED_TARGET, pages::bad_target(e));
+            return unrecorded(status::REFUSED_TARGET, pages::bad_target(e));
         }
     };
 
     // HEAD requests and bots get the redirect but are not clicks.
     if method == Method::HEAD {
-        return refused(status::HEAD, pages::redirect(location));
+        return unrecorded(status::HEAD, pages::redirect(location));
     }
     let user_agent = headers
         .get(USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()));
     if let Some(kind) = bot_kind(user_agent.as_deref()) {
         metrics::bot_hit(kind);
-        return refused(status::BOT, pages::redirect(location));
+        return unrecorded(status::BOT, pages::redirect(location));
     }
 
     let record = classify(
