@@ -182,21 +182,21 @@ impl Keyring {
 
     /// Check the signature of a raw query string at `now` (Unix seconds).
     pub fn verify(&self, raw_query: &str, now: i64) -> Signature {
-        let mut sigs = pairs(raw_query).filter(|(k, _)| k.as_slice() == b"sig");
-        let Some((_, sig)) = sigs.next() else {
+        let mut sigs = raw_values(raw_query, "sig");
+        let Some(sig) = sigs.next() else {
             return Signature::Unsigned;
         };
         if sigs.next().is_some() {
             return Signature::Invalid(SignatureError::Malformed);
         }
-        match self.check(&sig, raw_query, now) {
+        match self.check(sig, raw_query, now) {
             Ok(()) => Signature::Valid,
             Err(e) => Signature::Invalid(e),
         }
     }
 
-    fn check(&self, sig: &[u8], raw_query: &str, now: i64) -> Result<(), SignatureError> {
-        let sig = std::str::from_utf8(sig).map_err(|_| SignatureError::Malformed)?;
+    fn check(&self, sig: &str, raw_query: &str, now: i64) -> Result<(), SignatureError> {
+        // `KID.base64url`: nothing in it is ever escaped.
         let (id, tag) = sig.split_once('.').ok_or(SignatureError::Malformed)?;
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
@@ -213,12 +213,9 @@ impl Keyring {
             .verify_truncated_left(&tag)
             .map_err(|_| SignatureError::Mismatch)?;
         // Only a link we signed gets this far: its `exp` is ours.
-        let mut exps = pairs(raw_query).filter(|(k, _)| k.as_slice() == b"exp");
-        if let Some((_, exp)) = exps.next() {
-            let exp: i64 = std::str::from_utf8(&exp)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(SignatureError::BadExpiry)?;
+        let mut exps = raw_values(raw_query, "exp");
+        if let Some(exp) = exps.next() {
+            let exp: i64 = exp.parse().map_err(|_| SignatureError::BadExpiry)?;
             if exps.next().is_some() {
                 return Err(SignatureError::BadExpiry);
             }
@@ -230,33 +227,38 @@ impl Keyring {
     }
 }
 
-/// The decoded (name, value) pairs of a query, `+` as space, in order.
-fn pairs(raw_query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    let decode = |s: &str| -> Vec<u8> {
-        let spaced = s.replace('+', " ");
-        percent_decode(spaced.as_bytes()).collect()
-    };
+/// The (name, decoded value) pairs of a query, `+` as space, in order. Names are taken
+/// literally, as `/__track` reads them (`%75id` is not `uid`): otherwise a signed link could be
+/// rewritten into one the endpoint reads differently but that still verifies.
+fn pairs(raw_query: &str) -> impl Iterator<Item = (&str, Vec<u8>)> + '_ {
     raw_query
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(move |pair| {
+        .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
+            let spaced = v.replace('+', " ");
+            (k, percent_decode(spaced.as_bytes()).collect())
         })
+}
+
+/// The raw values of parameter `name` (no decoding: for finding `sig` cheaply).
+fn raw_values<'q>(raw_query: &'q str, name: &'q str) -> impl Iterator<Item = &'q str> + 'q {
+    raw_query.split('&').filter_map(move |pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
 }
 
 /// Every parameter but `sig`, decoded, sorted, re-encoded: what the MAC covers.
 fn canonical(raw_query: &str) -> String {
-    let mut pairs: Vec<_> = pairs(raw_query)
-        .filter(|(k, _)| k.as_slice() != b"sig")
-        .collect();
+    let mut pairs: Vec<_> = pairs(raw_query).filter(|(k, _)| *k != "sig").collect();
     pairs.sort();
     let mut out = String::with_capacity(raw_query.len());
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        out.extend(percent_encode(k, ESCAPED));
+        out.extend(percent_encode(k.as_bytes(), ESCAPED));
         out.push('=');
         out.extend(percent_encode(v, ESCAPED));
     }
@@ -283,7 +285,7 @@ mod tests {
         let r = ring(&["k1:0123456789abcdef0123"]);
         let link = signed(&r, Q);
         assert_eq!(r.verify(&link, 0), Signature::Valid);
-        // Reordered parameters, lower-case escapes, an escaped unreserved character.
+        // Reordered parameters, lower-case escapes, an escaped unreserved character in a value.
         let sig = link.rsplit_once("&sig=").map(|(_, s)| s).unwrap_or("");
         let rewritten = format!(
             "sig={sig}&tag=A%2cB&to=https%3a%2f%2fpartner.test%2Fa%3Fb%3D1&type=button%5Furl&uid=U1&cid=123"
@@ -311,6 +313,11 @@ mod tests {
                 "{tampered}"
             );
         }
+        // An escaped name is not the parameter /__track reads: `%75id` is not `uid`.
+        assert_eq!(
+            r.verify(&link.replace("uid=U1", "%75id=U1"), 0),
+            Signature::Invalid(SignatureError::Mismatch)
+        );
         assert_eq!(
             r.verify(&format!("{link}&sig=k1.AAAA"), 0),
             Signature::Invalid(SignatureError::Malformed)
