@@ -231,14 +231,11 @@ impl Keyring {
 /// literally, as `/__track` reads them (`%75id` is not `uid`): otherwise a signed link could be
 /// rewritten into one the endpoint reads differently but that still verifies.
 fn pairs(raw_query: &str) -> impl Iterator<Item = (&str, Vec<u8>)> + '_ {
-    raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let spaced = v.replace('+', " ");
-            (k, percent_decode(spaced.as_bytes()).collect())
-        })
+    raw_query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let spaced = v.replace('+', " ");
+        (k, percent_decode(spaced.as_bytes()).collect())
+    })
 }
 
 /// The raw values of parameter `name` (no decoding: for finding `sig` cheaply).

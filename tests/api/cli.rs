@@ -1,7 +1,7 @@
 //! The command line's contract: exit codes (0 ok, 2 bad configuration naming the flag,
 //! 1 runtime failure), `migrate` and `campaign add`.
 
-use crate::helpers::{StoreKind, TestDb, serve_command};
+use crate::helpers::{TestDb, serve_command};
 
 /// `serve` with `args`, on random ports unless `args` names its own `--listen`.
 fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
@@ -15,9 +15,7 @@ fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn bad_configuration_exits_2_and_names_the_flag() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let cases: [(&[&str], &str); 6] = [
         (&["--allow-host", "http://example.com/"], "--allow-host"),
         (&["--database-url", "oracle://db"], "--database-url"),
@@ -39,9 +37,7 @@ async fn bad_configuration_exits_2_and_names_the_flag() {
 
 #[tokio::test]
 async fn a_listen_address_in_use_is_a_runtime_failure() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let out = serve_output(&db, &["--listen", &addr]);
@@ -56,9 +52,7 @@ async fn a_listen_address_in_use_is_a_runtime_failure() {
 
 #[tokio::test]
 async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     for _ in 0..2 {
         db.cli_ok(&["migrate"]);
     }

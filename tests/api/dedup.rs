@@ -6,18 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::helpers::{
-    StoreKind, TestApp, TestDb, link, metric, redis_prefix, test_redis, wait_until,
-};
+use crate::helpers::{TestApp, TestDb, link, metric, redis_prefix, test_redis, wait_until};
 use crate::proxy::CutProxy;
 
 const ANONYMOUS: &str = "cid=123&type=image_click&to=https%3A%2F%2Fexample.com%2Fanon";
-
-async fn sqlite() -> TestDb {
-    TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available")
-}
 
 async fn get(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> u16 {
     let mut request = app.client.get(app.url(&format!("/__track?{query}")));
@@ -30,7 +22,7 @@ async fn get(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> u16 {
 // Twenty copies of one tap at once: one click. The other clicks around it are untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_the_same_click_is_recorded_once() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &["--dedup-window-ms", "60000"]);
     let tap = link(123, "U_TAP", 1, "A");
     let statuses = join_all((0..20).map(|_| app.track(&tap))).await;
@@ -63,7 +55,7 @@ async fn a_burst_of_the_same_click_is_recorded_once() {
 // buckets, so two taps close together always count once, wherever they fall in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_window_starts_at_the_first_click_without_buckets() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &["--dedup-window-ms", "1000"]);
     // 40 double taps 50 ms apart, started at scattered moments over two windows. With
     // 1-second buckets each pair would straddle a boundary 5 % of the time: all 40 pairs
@@ -100,7 +92,7 @@ async fn the_window_starts_at_the_first_click_without_buckets() {
 // only when the peer is a trusted proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_clicks_are_told_apart_by_address_and_user_agent() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let direct = TestApp::spawn(&db, &["--dedup-window-ms", "60000"]);
     let ua2 = (
         "user-agent",
@@ -179,7 +171,7 @@ async fn when_redis_stops_the_local_cache_takes_over() {
     let Some(redis) = test_redis().await else {
         return;
     };
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let proxy = CutProxy::start("127.0.0.1:0".parse().expect("addr"), redis)
         .await
         .expect("proxy");

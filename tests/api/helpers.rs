@@ -91,6 +91,13 @@ impl TestDb {
         Some(db)
     }
 
+    /// A fresh SQLite database (always available).
+    pub async fn sqlite() -> TestDb {
+        TestDb::new(StoreKind::Sqlite)
+            .await
+            .expect("SQLite is always available")
+    }
+
     /// A database with nothing in it (no schema).
     pub async fn empty(kind: StoreKind) -> Option<TestDb> {
         match kind {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{StoreKind, TestApp, TestDb, metric};
+use crate::helpers::{TestApp, TestDb, metric};
 
 /// Response headers clicktrack may send on `/__track`.
 const EXPECTED_HEADERS: &[&str] = &[
@@ -96,9 +96,7 @@ fn random_query() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_malicious_queries_never_break_the_rules() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     let seed = fastrand::u64(..);
     fastrand::seed(seed);
@@ -166,9 +164,7 @@ async fn raw_status(app: &TestApp, query_len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlong_requests_get_414_without_being_parsed() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     // Just under the limit: a link (the target is fine, the extra parameter ignored).
     assert!(raw_status(&app, 7 * 1024).await.contains(" 302 "));
@@ -193,9 +189,7 @@ async fn overlong_requests_get_414_without_being_parsed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_and_previews_are_redirected_but_not_recorded() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     let link = "cid=123&uid=U_BOT&to=https%3A%2F%2Fexample.com%2F";
     let agents = [

@@ -172,9 +172,7 @@ async fn metrics_count_exactly_what_the_test_did(db) {
 // uid; successful clicks write no line at the default level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_carry_the_request_id_and_the_error_context() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     db.refuse_inserts(
         "refuse_poison",
         "component_interaction_logs",
@@ -373,9 +371,7 @@ fn dashboard_queries() -> Vec<String> {
 // A renamed metric must not leave an alert or a dashboard panel silently empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_and_dashboard_use_only_exported_series() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     let exported = exported_names(&app.metrics().await);
     let queries = dashboard_queries();

@@ -4,19 +4,13 @@
 
 use std::process::Command;
 
-use crate::helpers::{BIN, StoreKind, TestApp, TestDb, wait_until};
+use crate::helpers::{BIN, TestApp, TestDb, wait_until};
 
 const OLD: &str = "old:0123456789abcdef-old";
 const NEW: &str = "new:fedcba9876543210-new";
 const TOKEN: &str = "admin-token-0123456789";
 /// Not on the test allow-list (example.com): only a signature gets a link there.
 const PARTNER: &str = "https://partner.test/landing?x=1";
-
-async fn sqlite() -> TestDb {
-    TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available")
-}
 
 /// `clicktrack link` with these keys and flags; its stdout (one line) or its failure.
 fn mint(keys: &[&str], args: &[&str]) -> Result<String, (i32, String)> {
@@ -69,7 +63,7 @@ fn location(r: &reqwest::Response) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_link_may_leave_the_allow_list_an_unsigned_one_may_not() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &["--signing-key", OLD]);
     let link = mint_for(
         &app,
@@ -102,7 +96,7 @@ async fn a_signed_link_may_leave_the_allow_list_an_unsigned_one_may_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_and_links_expire() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &["--signing-key", OLD]);
     let by_old = mint_for(&app, &[OLD], "U_OLD", &[]);
     let addr = app.addr;
@@ -152,7 +146,7 @@ async fn keys_rotate_and_links_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_signature_refuses_unsigned_links() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &["--signing-key", NEW, "--require-signature"]);
     let r = app
         .track("cid=123&uid=U1&to=https%3A%2F%2Fexample.com%2F")
@@ -183,7 +177,7 @@ async fn require_signature_refuses_unsigned_links() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_link_is_never_recorded_nor_redirected_off_the_allow_list() {
     for require in [false, true] {
-        let db = sqlite().await;
+        let db = TestDb::sqlite().await;
         let mut args = vec!["--signing-key", NEW];
         if require {
             args.push("--require-signature");
@@ -238,7 +232,7 @@ async fn a_tampered_link_is_never_recorded_nor_redirected_off_the_allow_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_link_api_needs_its_token_and_mints_what_the_cli_mints() {
-    let db = sqlite().await;
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &["--signing-key", NEW, "--admin-token", TOKEN]);
     let api = format!("http://{}/api/links", app.admin_addr);
     let body = serde_json::json!({

@@ -1,13 +1,11 @@
 //! The redirect policy at the HTTP edge: bad targets get a 400 page and no `Location`, and
 //! nothing is recorded; HEAD is redirected but not recorded; listeners serve what they should.
 
-use crate::helpers::{StoreKind, TestApp, TestDb, metric};
+use crate::helpers::{TestApp, TestDb, metric};
 
 #[tokio::test]
 async fn bad_targets_get_400_without_location_and_nothing_is_recorded() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     let long = format!("https%3A%2F%2Fexample.com%2F{}", "a".repeat(3 * 1024));
     let cases: Vec<(String, &str)> = vec![
@@ -89,9 +87,7 @@ async fn bad_targets_get_400_without_location_and_nothing_is_recorded() {
 
 #[tokio::test]
 async fn subdomain_rules_and_idn_hosts() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn_with_policy(&db, &["--allow-host", "*.hotel.example,bücher.example"]);
     let ok = [
         (
@@ -122,9 +118,7 @@ async fn subdomain_rules_and_idn_hosts() {
 
 #[tokio::test]
 async fn without_any_policy_every_redirect_is_refused_with_a_warning() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn_with_policy(&db, &[]);
     let resp = app.track("cid=123&to=https%3A%2F%2Fexample.com%2F").await;
     assert_eq!(resp.status(), 400);
@@ -138,9 +132,7 @@ async fn without_any_policy_every_redirect_is_refused_with_a_warning() {
 
 #[tokio::test]
 async fn allow_any_target_redirects_anywhere_http_and_warns() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn_with_policy(&db, &["--allow-any-target"]);
     let resp = app
         .track("cid=123&to=https%3A%2F%2Fanywhere.example%2F")
@@ -155,9 +147,7 @@ async fn allow_any_target_redirects_anywhere_http_and_warns() {
 
 #[tokio::test]
 async fn head_is_redirected_but_not_recorded() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     let resp = app
         .client
@@ -182,9 +172,7 @@ async fn head_is_redirected_but_not_recorded() {
 
 #[tokio::test]
 async fn listeners_serve_health_everywhere_and_metrics_only_on_admin() {
-    let db = TestDb::new(StoreKind::Sqlite)
-        .await
-        .expect("SQLite is always available");
+    let db = TestDb::sqlite().await;
     let app = TestApp::spawn(&db, &[]);
     for base in [app.addr, app.admin_addr] {
         for path in ["/healthz", "/readyz"] {
