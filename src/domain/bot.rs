@@ -107,6 +107,8 @@ static MATCHER: LazyLock<AhoCorasick> = LazyLock::new(|| {
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
         .build(BOTS.iter().map(|(pattern, _)| pattern))
+        // Building fails only past aho-corasick's size limits (hundreds of MB of patterns);
+        // this table is fixed at compile time and tested, so it cannot fail at run time.
         .expect("the bot table is a few hundred bytes of literals")
 });
 

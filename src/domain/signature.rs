@@ -86,6 +86,8 @@ impl SigningKey {
     }
 
     fn mac(&self, canonical: &str) -> HmacSha256 {
+        // HMAC's key-length error exists only for MACs with fixed key sizes: HMAC hashes or
+        // pads any key, so this cannot fail.
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.secret)
             .expect("HMAC accepts keys of any length");
         mac.update(CONTEXT);

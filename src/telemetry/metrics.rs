@@ -298,7 +298,7 @@ pub fn dedup_fallback() {
 }
 
 pub fn dedup_redis_ready(ready: bool) {
-    gauge!(DEDUP_REDIS_READY).set(if ready { 1.0 } else { 0.0 });
+    flag(DEDUP_REDIS_READY, ready);
 }
 
 pub fn bot_hit(kind: &'static str) {
@@ -371,15 +371,20 @@ pub fn ack_undelivered() {
     counter!(ACKS_UNDELIVERED).increment(1);
 }
 
+/// A 0/1 gauge.
+fn flag(name: &'static str, on: bool) {
+    gauge!(name).set(if on { 1.0 } else { 0.0 });
+}
+
 pub fn store_ready(ready: bool) {
-    gauge!(STORE_READY).set(if ready { 1.0 } else { 0.0 });
+    flag(STORE_READY, ready);
 }
 
 /// `outcome` values of `track_spool_replayed_total`.
 const REPLAY_OUTCOMES: [&str; 3] = ["recorded", "already_recorded", "rejected"];
 
 pub fn spool_ready(ready: bool) {
-    gauge!(SPOOL_READY).set(if ready { 1.0 } else { 0.0 });
+    flag(SPOOL_READY, ready);
 }
 
 pub fn spool_depth(depth: u64) {
