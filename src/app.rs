@@ -18,6 +18,7 @@ use crate::http::api::ApiState;
 use crate::http::{self, AppState, LinkChecks};
 use crate::pipeline::{self, Health};
 use crate::spool::Spool;
+use crate::stats::StatsReader;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Exporter, metrics};
 
@@ -39,6 +40,8 @@ pub enum AppError {
     NoSpool(std::path::PathBuf),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error("stats: {0}")]
+    Stats(#[from] crate::stats::StatsError),
     #[error("metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("{what} failed: {source}")]
@@ -111,6 +114,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let api = ApiState {
         admin_token: settings.admin_token.as_deref().map(Arc::from),
         keys: keys.clone(),
+        stats: StatsReader::connect(&settings.database)?,
     };
     let state = AppState {
         queue,

@@ -51,6 +51,32 @@ pub enum Command {
     Spool(SpoolCommand),
     /// Print a signed tracking link (the same as POST /api/links on the admin listener).
     Link(LinkArgs),
+    /// Print campaign results: every campaign, or one campaign's stats with --campaign.
+    Stats(StatsArgs),
+}
+
+/// `clicktrack stats`: the numbers of the admin API and dashboard, read from --database-url.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// One campaign's stats over --since (without it: every campaign, all time).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub campaign: Option<i64>,
+    /// The window of --campaign: the last 90s, 30m, 12h, 7d, 2w (hour buckets up to 2 days).
+    #[arg(long, default_value = "7d", value_parser = parse_span)]
+    pub since: Duration,
+    /// table (aligned text), json (the API's JSON) or csv (with --campaign: every click of
+    /// the window, as GET /api/campaigns/{id}/clicks.csv).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: StatsFormat,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 /// `--signing-key`, shared by `serve` (verify) and `link` (sign).

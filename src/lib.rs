@@ -13,6 +13,7 @@
 //!   spool, replay), the overflow path, health.
 //! - [`spool`]: the durable local FIFO for clicks the store cannot take now; replayed later.
 //! - [`store`]: where batches become rows: the batch plan and one module per backend.
+//! - [`stats`]: campaign results (API, dashboard, `clicktrack stats`) from a read-only pool.
 //! - [`telemetry`]: logging setup and every metric.
 
 pub mod app;
@@ -23,5 +24,6 @@ pub mod domain;
 pub mod http;
 pub mod pipeline;
 pub mod spool;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

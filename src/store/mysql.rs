@@ -196,6 +196,7 @@ impl MysqlStore {
         upsert_summary_counts(&mut tx, &plan, &members, &now).await?;
         let tags_dropped = merge_summary_tags(&mut tx, &plan, capacity, &now).await?;
         insert_interaction_logs(&mut tx, &plan.clicks).await?;
+        insert_click_tags(&mut tx, &plan.clicks).await?;
         insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
 
         tx.commit().await.map_err(err("commit"))?;
@@ -510,6 +511,28 @@ async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), S
             .execute(&mut **tx)
             .await
             .map_err(err("insert interaction logs"))?;
+    }
+    Ok(())
+}
+
+async fn insert_click_tags(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
+    let rows: Vec<(&Click, &str, String, String)> = plan::click_tags(clicks)
+        .map(|(c, tag)| (c, tag, c.click_id.to_string(), db_time(c.received_at)))
+        .collect();
+    for chunk in fixed_chunks(&rows) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at) ",
+        );
+        q.push_values(chunk, |mut b, (c, tag, id, at)| {
+            b.push_bind(id.as_str())
+                .push_bind(c.campaign_id)
+                .push_bind(*tag)
+                .push_bind(at.as_str());
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(err("insert click tags"))?;
     }
     Ok(())
 }

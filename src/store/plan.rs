@@ -120,6 +120,14 @@ impl<'r> BatchPlan<'r> {
     }
 }
 
+/// Every (click, tag) pair of the written clicks, for `track_click_tags`. A click's tags are
+/// already distinct (`normalize_tags`), so the pairs are too.
+pub fn click_tags<'c>(clicks: &[&'c Click]) -> impl Iterator<Item = (&'c Click, &'c str)> {
+    clicks
+        .iter()
+        .flat_map(|c| c.tags.iter().map(move |tag| (*c, tag.as_str())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,6 +155,7 @@ impl SqliteStore {
         insert_messages(&mut tx, &plan.clicks, &members).await?;
         let tags_dropped = upsert_summaries(&mut tx, &plan, &members, &now).await?;
         insert_interaction_logs(&mut tx, &plan.clicks).await?;
+        insert_click_tags(&mut tx, &plan.clicks).await?;
         insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
 
         tx.commit().await.map_err(err("commit"))?;
@@ -413,6 +414,28 @@ async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), S
              interaction_value, triggered_at, user_agent, click_id) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
          FROM json_each(?)",
+        &rows,
+        OP,
+    )
+    .await
+}
+
+async fn insert_click_tags(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
+    const OP: &str = "insert click tags";
+    let rows: Vec<_> = plan::click_tags(clicks)
+        .map(|(c, tag)| {
+            (
+                c.click_id.to_string(),
+                c.campaign_id,
+                tag,
+                db_time(c.received_at),
+            )
+        })
+        .collect();
+    execute_with_rows(
+        tx,
+        "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
         &rows,
         OP,
     )

@@ -86,7 +86,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 18] = [
+const ERROR_SERIES: [(&str, &str); 21] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -105,6 +105,9 @@ const ERROR_SERIES: [(&str, &str); 18] = [
     ("signal", "unavailable"),
     ("dedup", "unavailable"),
     ("dedup", "timeout"),
+    ("stats", "unavailable"),
+    ("stats", "timeout"),
+    ("stats", "other"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).

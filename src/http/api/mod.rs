@@ -1,10 +1,11 @@
-//! The admin API (`/api/...`, admin listener only): bearer-token authentication and the one
+//! The admin API (`/api/...`, admin listener only: links, campaign results): bearer-token authentication and the one
 //! error type every endpoint answers with, as JSON: `{"error": "..."}`.
 //!
 //! Without `--admin-token` the API is off (403 saying so), never open: an unprotected link
 //! minter would be an open redirect with extra steps.
 
 mod links;
+mod stats;
 
 use std::sync::Arc;
 
@@ -15,21 +16,27 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
 use crate::domain::signature::Keyring;
+use crate::stats::StatsReader;
 
 /// What the API handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub admin_token: Option<Arc<str>>,
     pub keys: Arc<Keyring>,
+    pub stats: StatsReader,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/links", post(links::create))
+        .route("/api/campaigns", get(stats::campaigns))
+        .route("/api/campaigns/{id}/stats", get(stats::campaign_stats))
+        .route("/api/campaigns/{id}/clicks.csv", get(stats::clicks_csv))
+        .route("/api/members/{uid}/clicks", get(stats::member_clicks))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -44,6 +51,8 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -53,6 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::Disabled => StatusCode::FORBIDDEN,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = Json(serde_json::json!({ "error": self.to_string() }));

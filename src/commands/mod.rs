@@ -1,4 +1,7 @@
-//! The subcommands other than `serve`: small, one store or spool operation each.
+//! The subcommands other than `serve`: small, one store or spool operation each
+//! (`stats` has its own file).
+
+mod stats;
 
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Spool(SpoolCommand::Status(args)) => spool_status(&args).await,
         Command::Spool(SpoolCommand::Replay(args)) => spool_replay(&args).await,
         Command::Link(args) => print_link(&args),
+        Command::Stats(args) => stats::print(&args).await,
     }
 }
 

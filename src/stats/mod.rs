@@ -1,0 +1,471 @@
+//! Campaign results for the people who read them: what the admin API, the dashboard and
+//! `clicktrack stats` show, read from the interaction logs, the summaries and the per-click
+//! tags.
+//!
+//! Reads go through their own small pool (`READ_CONNECTIONS`), never the writer's: a slow
+//! report must not hold a connection a batch of clicks is waiting for. SQLite readers open the
+//! file read-only and, in WAL mode, never block the writer. Each request's queries run at once
+//! on that pool, so a campaign's page costs its slowest query, not their sum.
+
+pub mod export;
+pub mod report;
+pub mod sql;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+use crate::domain::InteractionType;
+use crate::store::DatabaseUrl;
+use window::{Window, api_time, rfc3339};
+
+/// Connections of the read pool: one request's four queries run side by side.
+pub const READ_CONNECTIONS: u32 = 4;
+/// A stats query taking longer than this is abandoned (503): better an error than a page that
+/// never loads while it holds a read connection.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Members listed in `top_members`.
+const TOP_MEMBERS: usize = 10;
+
+/// The read side of the store.
+#[derive(Debug, Clone)]
+pub struct StatsReader {
+    pool: ReadPool,
+}
+
+#[derive(Debug, Clone)]
+enum ReadPool {
+    Sqlite(SqlitePool),
+    Mysql(MySqlPool),
+}
+
+/// Run `$body` with `$pool` bound to the backend's pool and `$sql` to its dialect. Each arm is
+/// compiled on its own, so the same code serves both drivers without generic bounds.
+macro_rules! on_pool {
+    ($reader:expr, $pool:ident, $sql:ident => $body:expr) => {
+        match &$reader.pool {
+            ReadPool::Sqlite($pool) => {
+                let $sql = &sql::SQLITE;
+                $body
+            }
+            ReadPool::Mysql($pool) => {
+                let $sql = &sql::MYSQL;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("no campaign {0}")]
+    UnknownCampaign(i64),
+    #[error("no member {0:?}: no clicks and no members row")]
+    UnknownMember(String),
+    #[error("{operation}: {source}")]
+    Store {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{operation}: no answer within {} s", QUERY_TIMEOUT.as_secs())]
+    TimedOut { operation: &'static str },
+}
+
+impl StatsError {
+    /// `error_type` label of `track_errors_total{operation="stats"}`; `None` for answers that
+    /// are not failures (an unknown id).
+    pub fn error_type(&self) -> Option<&'static str> {
+        match self {
+            StatsError::UnknownCampaign(_) | StatsError::UnknownMember(_) => None,
+            StatsError::Store {
+                source:
+                    sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed,
+                ..
+            } => Some("unavailable"),
+            StatsError::Store { .. } => Some("other"),
+            StatsError::TimedOut { .. } => Some("timeout"),
+        }
+    }
+}
+
+fn store_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StatsError {
+    move |source| StatsError::Store { operation, source }
+}
+
+/// `work` within `QUERY_TIMEOUT`.
+async fn timed<T>(
+    operation: &'static str,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StatsError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, work).await {
+        Ok(result) => result.map_err(store_err(operation)),
+        Err(_) => Err(StatsError::TimedOut { operation }),
+    }
+}
+
+/// One row of `GET /api/campaigns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignSummary {
+    pub id: i64,
+    pub name: String,
+    /// The campaign's counter (`campaigns.clicked_count`), all time.
+    pub clicked_count: i64,
+    /// Distinct LINE members in its interaction logs, all time.
+    pub unique_members: i64,
+    pub last_click_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignInfo {
+    pub id: i64,
+    pub name: String,
+    pub clicked_count: i64,
+    pub created_at: String,
+}
+
+/// A name and its clicks: an interaction type, a tag or a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Count {
+    pub name: String,
+    pub clicks: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberCount {
+    pub uid: String,
+    pub display_name: Option<String>,
+    pub clicks: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub clicks: i64,
+    pub unique_members: i64,
+    /// Clicks without a uid (links sent outside LINE).
+    pub anonymous_clicks: i64,
+}
+
+/// One bucket of the time series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Point {
+    pub start: String,
+    pub clicks: i64,
+}
+
+/// `GET /api/campaigns/{id}/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignStats {
+    pub campaign: CampaignInfo,
+    pub from: String,
+    pub to: String,
+    pub bucket: window::Bucket,
+    pub totals: Totals,
+    /// Every interaction type, most clicked first.
+    pub by_type: Vec<Count>,
+    /// Tags of the window's clicks (a click with two tags counts for both), most used first.
+    pub by_tag: Vec<Count>,
+    pub top_targets: Vec<Count>,
+    pub top_members: Vec<MemberCount>,
+    /// Every bucket of the window, zero-filled.
+    pub series: Vec<Point>,
+}
+
+/// One click of `GET /api/members/{uid}/clicks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberClick {
+    pub click_id: Option<String>,
+    pub clicked_at: String,
+    pub campaign_id: i64,
+    pub campaign_name: Option<String>,
+    pub interaction_type: String,
+    pub target: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// One `ryan_click_demo` row of the member: clicks and merged tags per source campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberSummary {
+    pub source_campaign_id: i64,
+    pub total_clicks: i64,
+    pub last_clicked_at: Option<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberClicks {
+    pub uid: String,
+    pub display_name: Option<String>,
+    /// Newest first, at most the requested limit.
+    pub clicks: Vec<MemberClick>,
+    pub summaries: Vec<MemberSummary>,
+}
+
+fn split_tags(joined: Option<String>) -> Vec<String> {
+    joined
+        .map(|t| {
+            t.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl StatsReader {
+    /// A read pool on the store; connections open on first use.
+    pub fn connect(url: &DatabaseUrl) -> Result<StatsReader, StatsError> {
+        let pool = match url {
+            DatabaseUrl::Sqlite(url) => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(store_err("parse database url"))?
+                    .read_only(true)
+                    .busy_timeout(Duration::from_secs(5));
+                ReadPool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(READ_CONNECTIONS)
+                        .connect_lazy_with(options),
+                )
+            }
+            DatabaseUrl::Mysql(url) => {
+                let options = MySqlConnectOptions::from_str(url)
+                    .map_err(store_err("parse database url"))?
+                    .charset("utf8mb4");
+                ReadPool::Mysql(
+                    MySqlPoolOptions::new()
+                        .max_connections(READ_CONNECTIONS)
+                        .min_connections(0)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_lazy_with(options),
+                )
+            }
+        };
+        Ok(StatsReader { pool })
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool, _sql => pool.close().await)
+    }
+
+    pub async fn campaigns(&self) -> Result<Vec<CampaignSummary>, StatsError> {
+        type Row = (i64, String, i64, i64, Option<String>);
+        let rows: Vec<Row> = on_pool!(self, pool, sql => {
+            timed("list campaigns", sqlx::query_as(sql.campaigns).fetch_all(pool)).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, name, clicked_count, unique_members, last)| CampaignSummary {
+                    id,
+                    name,
+                    clicked_count,
+                    unique_members,
+                    last_click_at: last.as_deref().map(api_time),
+                },
+            )
+            .collect())
+    }
+
+    pub async fn campaign(&self, id: i64) -> Result<CampaignInfo, StatsError> {
+        type Row = (i64, String, i64, String);
+        let row: Option<Row> = on_pool!(self, pool, sql => {
+            timed(
+                "read campaign",
+                sqlx::query_as(sql.campaign).bind(id).fetch_optional(pool),
+            )
+            .await?
+        });
+        let (id, name, clicked_count, created_at) = row.ok_or(StatsError::UnknownCampaign(id))?;
+        Ok(CampaignInfo {
+            id,
+            name,
+            clicked_count,
+            created_at: api_time(&created_at),
+        })
+    }
+
+    pub async fn campaign_stats(
+        &self,
+        id: i64,
+        window: &Window,
+    ) -> Result<CampaignStats, StatsError> {
+        let campaign = self.campaign(id).await?;
+        let (from, to) = window.bounds();
+        type Series = Vec<(String, String, i64)>;
+        type Pairs = Vec<(String, i64)>;
+        let (series, members, targets, tags): (Series, Pairs, Pairs, Pairs) =
+            on_pool!(self, pool, sql => {
+                let series_sql = match window.bucket {
+                    window::Bucket::Hour => sql.series_hour,
+                    window::Bucket::Day => sql.series_day,
+                };
+                // A macro, not a closure: each statement decodes into its own row type.
+                macro_rules! range {
+                    ($statement:expr) => {
+                        sqlx::query_as($statement).bind(id).bind(&from).bind(&to).fetch_all(pool)
+                    };
+                }
+                tokio::try_join!(
+                    timed("read clicks over time", range!(series_sql)),
+                    timed("read members", range!(sql.members)),
+                    timed("read top targets", range!(sql.top_targets)),
+                    timed("read tags", range!(sql.tags)),
+                )?
+            });
+
+        let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
+        let mut per_type: BTreeMap<String, i64> = InteractionType::ALL
+            .iter()
+            .map(|t| (t.as_str().to_owned(), 0))
+            .collect();
+        for (bucket, kind, clicks) in series {
+            *per_bucket.entry(bucket).or_default() += clicks;
+            *per_type.entry(kind).or_default() += clicks;
+        }
+        let clicks: i64 = per_type.values().sum();
+        let member_clicks: i64 = members.iter().map(|(_, n)| n).sum();
+        let unique_members = members.len() as i64;
+        let top_members = self.top_members(members).await?;
+
+        let mut by_type: Vec<Count> = per_type
+            .into_iter()
+            .map(|(name, clicks)| Count { name, clicks })
+            .collect();
+        by_type.sort_by(|a, b| b.clicks.cmp(&a.clicks).then(a.name.cmp(&b.name)));
+        let counts = |pairs: Pairs| -> Vec<Count> {
+            pairs
+                .into_iter()
+                .map(|(name, clicks)| Count { name, clicks })
+                .collect()
+        };
+        Ok(CampaignStats {
+            campaign,
+            from: rfc3339(window.from),
+            to: rfc3339(window.to),
+            bucket: window.bucket,
+            totals: Totals {
+                clicks,
+                unique_members,
+                anonymous_clicks: clicks - member_clicks,
+            },
+            by_type,
+            by_tag: counts(tags),
+            top_targets: counts(targets),
+            top_members,
+            series: window
+                .buckets()
+                .into_iter()
+                .map(|(label, start)| Point {
+                    start: rfc3339(start),
+                    clicks: per_bucket.get(&label).copied().unwrap_or(0),
+                })
+                .collect(),
+        })
+    }
+
+    /// The most active of `members` (uid, clicks), with their display names.
+    async fn top_members(
+        &self,
+        mut members: Vec<(String, i64)>,
+    ) -> Result<Vec<MemberCount>, StatsError> {
+        members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        members.truncate(TOP_MEMBERS);
+        let mut top = Vec::with_capacity(members.len());
+        for (uid, clicks) in members {
+            let display_name = self.display_name(&uid).await?;
+            top.push(MemberCount {
+                uid,
+                display_name,
+                clicks,
+            });
+        }
+        Ok(top)
+    }
+
+    async fn display_name(&self, uid: &str) -> Result<Option<String>, StatsError> {
+        let name: Option<Option<String>> = on_pool!(self, pool, sql => {
+            timed(
+                "read member name",
+                sqlx::query_scalar(sql.display_name).bind(uid).fetch_optional(pool),
+            )
+            .await?
+        });
+        Ok(name.flatten())
+    }
+
+    /// A member's newest `limit` clicks across campaigns, with their tags, and the member's
+    /// summaries. `UnknownMember` when the uid has neither clicks nor a members row.
+    pub async fn member_clicks(&self, uid: &str, limit: i64) -> Result<MemberClicks, StatsError> {
+        type ClickRow = (
+            Option<String>,
+            String,
+            i64,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        type SummaryRow = (i64, i64, Option<String>, Option<String>);
+        let (clicks, summaries, display_name): (Vec<ClickRow>, Vec<SummaryRow>, _) =
+            on_pool!(self, pool, sql => {
+                tokio::try_join!(
+                    timed(
+                        "read member clicks",
+                        sqlx::query_as(sql.member_clicks).bind(uid).bind(limit).fetch_all(pool),
+                    ),
+                    timed(
+                        "read member summaries",
+                        sqlx::query_as(sql.member_summaries).bind(uid).fetch_all(pool),
+                    ),
+                    timed(
+                        "read member",
+                        sqlx::query_scalar::<_, Option<String>>(sql.display_name)
+                            .bind(uid)
+                            .fetch_optional(pool),
+                    ),
+                )?
+            });
+        if clicks.is_empty() && summaries.is_empty() && display_name.is_none() {
+            return Err(StatsError::UnknownMember(uid.to_owned()));
+        }
+        Ok(MemberClicks {
+            uid: uid.to_owned(),
+            display_name: display_name.flatten(),
+            clicks: clicks
+                .into_iter()
+                .map(
+                    |(click_id, at, campaign_id, campaign_name, kind, target, tags)| MemberClick {
+                        click_id,
+                        clicked_at: api_time(&at),
+                        campaign_id,
+                        campaign_name,
+                        interaction_type: kind,
+                        target,
+                        tags: split_tags(tags),
+                    },
+                )
+                .collect(),
+            summaries: summaries
+                .into_iter()
+                .map(|(src, total_clicks, last, tags)| MemberSummary {
+                    source_campaign_id: src,
+                    total_clicks,
+                    last_clicked_at: last.as_deref().map(api_time),
+                    tags: split_tags(tags),
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The stats queries, once per SQL dialect, side by side so they stay the same query.
+//!
+//! Every range query takes `?` in the order (campaign_id, from, to), with `from` inclusive and
+//! `to` exclusive, both `YYYY-MM-DD HH:MM:SS` in UTC (`store::db_time`). Each one is answered
+//! from one index range (see migrations/sqlite/0003_stats.sql and store/mysql_schema.rs); a
+//! test runs EXPLAIN on the MySQL ones. Times come back as text in that same form, integers as
+//! BIGINT (MySQL's INT and DECIMAL results are cast), so both backends decode alike.
+
+/// One dialect's statements.
+pub struct Dialect {
+    /// Every campaign: id, name, clicked_count, unique members, last click.
+    pub campaigns: &'static str,
+    /// One campaign by id: id, name, clicked_count, created_at.
+    pub campaign: &'static str,
+    /// (bucket label, interaction type, clicks) for hour buckets (`YYYY-MM-DD HH`).
+    pub series_hour: &'static str,
+    /// The same for day buckets (`YYYY-MM-DD`).
+    pub series_day: &'static str,
+    /// (line_id, clicks) of every member who clicked in the range, in one ordered index scan.
+    pub members: &'static str,
+    /// (target, clicks), the ten most clicked, by their first 255 characters.
+    pub top_targets: &'static str,
+    /// (tag, clicks), the hundred most used.
+    pub tags: &'static str,
+    /// A member's display name by uid.
+    pub display_name: &'static str,
+    /// A member's clicks, newest first: click_id, at, campaign_id, campaign name, type,
+    /// target, tags. Binds (uid, limit).
+    pub member_clicks: &'static str,
+    /// A member's summaries (`ryan_click_demo`): source_campaign_id, total_clicks,
+    /// last_clicked_at, last_click_tag.
+    pub member_summaries: &'static str,
+    /// Every click of the range in time order for the CSV export: click_id, at, line_id,
+    /// type, target, tags, user_agent.
+    pub clicks: &'static str,
+}
+
+/// The export's columns, in `Dialect::clicks` order (the CSV header).
+pub const CLICK_COLUMNS: [&str; 7] = [
+    "click_id",
+    "clicked_at",
+    "line_id",
+    "interaction_type",
+    "target",
+    "tags",
+    "user_agent",
+];
+
+macro_rules! range_query {
+    ($select:literal, $rest:literal) => {
+        concat!(
+            $select,
+            " FROM component_interaction_logs WHERE campaign_id = ? AND triggered_at >= ? \
+             AND triggered_at < ?",
+            $rest
+        )
+    };
+}
+
+pub const SQLITE: Dialect = Dialect {
+    campaigns: "SELECT c.id, COALESCE(c.name, ''), COALESCE(c.clicked_count, 0), \
+            (SELECT COUNT(DISTINCT l.line_id) FROM component_interaction_logs l \
+             WHERE l.campaign_id = c.id AND l.line_id <> ''), \
+            (SELECT MAX(l.triggered_at) FROM component_interaction_logs l \
+             WHERE l.campaign_id = c.id) \
+        FROM campaigns c ORDER BY c.id DESC",
+    campaign: "SELECT id, COALESCE(name, ''), COALESCE(clicked_count, 0), created_at \
+        FROM campaigns WHERE id = ?",
+    series_hour: range_query!(
+        "SELECT substr(triggered_at, 1, 13) AS bucket, interaction_type, COUNT(*)",
+        " GROUP BY bucket, interaction_type"
+    ),
+    series_day: range_query!(
+        "SELECT substr(triggered_at, 1, 10) AS bucket, interaction_type, COUNT(*)",
+        " GROUP BY bucket, interaction_type"
+    ),
+    members: range_query!(
+        "SELECT line_id, COUNT(*)",
+        " AND line_id <> '' GROUP BY line_id"
+    ),
+    top_targets: range_query!(
+        "SELECT COALESCE(substr(interaction_value, 1, 255), '') AS target, COUNT(*) AS n",
+        " GROUP BY target ORDER BY n DESC, target LIMIT 10"
+    ),
+    tags: "SELECT tag, COUNT(*) AS n FROM track_click_tags \
+        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
+        GROUP BY tag ORDER BY n DESC, tag LIMIT 100",
+    display_name: "SELECT line_display_name FROM members WHERE line_uid = ?",
+    member_clicks: "SELECT l.click_id, l.triggered_at, l.campaign_id, c.name, \
+            l.interaction_type, l.interaction_value, \
+            (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
+             WHERE t.click_id = l.click_id) \
+        FROM component_interaction_logs l LEFT JOIN campaigns c ON c.id = l.campaign_id \
+        WHERE l.line_id = ? ORDER BY l.triggered_at DESC, l.id DESC LIMIT ?",
+    member_summaries: "SELECT source_campaign_id, total_clicks, last_clicked_at, last_click_tag \
+        FROM ryan_click_demo WHERE line_id = ? ORDER BY source_campaign_id",
+    // ORDER BY triggered_at alone: the index's own order, so rows stream without a sort.
+    clicks: range_query!(
+        "SELECT click_id, triggered_at, line_id, interaction_type, interaction_value, \
+            (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
+             WHERE t.click_id = component_interaction_logs.click_id), user_agent",
+        " ORDER BY triggered_at"
+    ),
+};
+
+// MySQL: the old app's tables may have another collation (or charset) than clicktrack's own
+// `track_click_tags`, and comparing two columns of different collations is an error (1267),
+// so the interaction log's click_id is converted to the tags table's before the join.
+pub const MYSQL: Dialect = Dialect {
+    campaigns: "SELECT CAST(c.id AS SIGNED), COALESCE(c.name, ''), \
+            CAST(COALESCE(c.clicked_count, 0) AS SIGNED), \
+            (SELECT COUNT(DISTINCT l.line_id) FROM component_interaction_logs l \
+             WHERE l.campaign_id = c.id AND l.line_id <> ''), \
+            (SELECT DATE_FORMAT(MAX(l.triggered_at), '%Y-%m-%d %H:%i:%s') \
+             FROM component_interaction_logs l WHERE l.campaign_id = c.id) \
+        FROM campaigns c ORDER BY c.id DESC",
+    campaign: "SELECT CAST(id AS SIGNED), COALESCE(name, ''), \
+            CAST(COALESCE(clicked_count, 0) AS SIGNED), \
+            DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') \
+        FROM campaigns WHERE id = ?",
+    series_hour: range_query!(
+        "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d %H') AS bucket, \
+            CAST(interaction_type AS CHAR), COUNT(*)",
+        " GROUP BY bucket, interaction_type"
+    ),
+    series_day: range_query!(
+        "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d') AS bucket, \
+            CAST(interaction_type AS CHAR), COUNT(*)",
+        " GROUP BY bucket, interaction_type"
+    ),
+    members: range_query!(
+        "SELECT line_id, COUNT(*)",
+        " AND line_id <> '' GROUP BY line_id"
+    ),
+    top_targets: range_query!(
+        "SELECT COALESCE(target_key, '') AS target, COUNT(*) AS n",
+        " GROUP BY target_key ORDER BY n DESC, target LIMIT 10"
+    ),
+    tags: "SELECT tag, COUNT(*) AS n FROM track_click_tags \
+        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
+        GROUP BY tag ORDER BY n DESC, tag LIMIT 100",
+    display_name: "SELECT line_display_name FROM members WHERE line_uid = ?",
+    member_clicks: "SELECT l.click_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s'), \
+            CAST(l.campaign_id AS SIGNED), c.name, CAST(l.interaction_type AS CHAR), \
+            l.interaction_value, \
+            (SELECT GROUP_CONCAT(t.tag ORDER BY t.tag SEPARATOR ',') FROM track_click_tags t \
+             WHERE t.click_id = CONVERT(l.click_id USING utf8mb4) COLLATE utf8mb4_unicode_ci) \
+        FROM component_interaction_logs l LEFT JOIN campaigns c ON c.id = l.campaign_id \
+        WHERE l.line_id = ? ORDER BY l.triggered_at DESC, l.id DESC LIMIT ?",
+    member_summaries: "SELECT CAST(source_campaign_id AS SIGNED), CAST(total_clicks AS SIGNED), \
+            DATE_FORMAT(last_clicked_at, '%Y-%m-%d %H:%i:%s'), last_click_tag \
+        FROM ryan_click_demo WHERE line_id = ? ORDER BY source_campaign_id",
+    clicks: range_query!(
+        "SELECT click_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:%i:%s'), line_id, \
+            CAST(interaction_type AS CHAR), interaction_value, \
+            (SELECT GROUP_CONCAT(t.tag ORDER BY t.tag SEPARATOR ',') FROM track_click_tags t \
+             WHERE t.click_id = CONVERT(component_interaction_logs.click_id USING utf8mb4) \
+                 COLLATE utf8mb4_unicode_ci), user_agent",
+        " ORDER BY triggered_at"
+    ),
+};
+
+impl Dialect {
+    /// The statements that bind (campaign_id, from, to), by name: what EXPLAIN is checked on.
+    pub fn range_queries(&self) -> [(&'static str, &'static str); 6] {
+        [
+            ("series_hour", self.series_hour),
+            ("series_day", self.series_day),
+            ("members", self.members),
+            ("top_targets", self.top_targets),
+            ("tags", self.tags),
+            ("clicks", self.clicks),
+        ]
+    }
+}

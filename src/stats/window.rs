@@ -1,0 +1,253 @@
+//! The time window of a stats request: `from`, `to` and `bucket` parsed and checked, and the
+//! list of buckets the time series is zero-filled with. Everything is UTC; the dashboard turns
+//! bucket starts into the browser's time zone.
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
+
+use crate::store::db_time;
+
+/// The window when no `from` is given (`clicktrack stats --since` has the same default).
+pub const DEFAULT_SPAN: Duration = Duration::days(7);
+/// Most buckets one series may have: a year of days, or 83 days of hours.
+pub const MAX_BUCKETS: i64 = 2_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    fn step(self) -> Duration {
+        match self {
+            Bucket::Hour => Duration::HOUR,
+            Bucket::Day => Duration::DAY,
+        }
+    }
+
+    /// The bucket `t` falls in.
+    fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
+        let hour = match self {
+            Bucket::Hour => t.hour(),
+            Bucket::Day => 0,
+        };
+        t.replace_time(Time::from_hms(hour, 0, 0).unwrap_or(Time::MIDNIGHT))
+    }
+
+    /// The label the SQL gives a bucket: a prefix of `db_time`.
+    fn label(self, start: OffsetDateTime) -> String {
+        let mut text = db_time(start);
+        text.truncate(match self {
+            Bucket::Hour => 13,
+            Bucket::Day => 10,
+        });
+        text
+    }
+}
+
+/// `[from, to)`, whole seconds, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    pub bucket: Bucket,
+}
+
+impl Window {
+    /// From the API's query parameters. `to` defaults to now (the end of this second), `from` to `to` − 7 days, `bucket`
+    /// to `hour` for windows up to two days and `day` beyond.
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        bucket: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Window, String> {
+        let (from, to) = parse_range(from, to, now)?;
+        let bucket = match bucket {
+            Some("hour") => Some(Bucket::Hour),
+            Some("day") => Some(Bucket::Day),
+            Some(other) => return Err(format!("bucket: {other:?} is not hour or day")),
+            None => None,
+        };
+        Window::new(from, to, bucket)
+    }
+
+    /// The last `span` up to now (the CLI's `--since`).
+    pub fn since(span: Duration, now: OffsetDateTime) -> Result<Window, String> {
+        let to = end_of_now(now);
+        Window::new(to - span, to, None)
+    }
+
+    /// Without a bucket: `hour` for windows up to two days, `day` beyond.
+    fn new(
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        bucket: Option<Bucket>,
+    ) -> Result<Window, String> {
+        let bucket = bucket.unwrap_or(if to - from <= Duration::days(2) {
+            Bucket::Hour
+        } else {
+            Bucket::Day
+        });
+        let window = Window { from, to, bucket };
+        let count = window.bucket_count();
+        if count > MAX_BUCKETS {
+            let unit = match bucket {
+                Bucket::Hour => "hour",
+                Bucket::Day => "day",
+            };
+            return Err(format!(
+                "{count} {unit} buckets between from and to (at most {MAX_BUCKETS}): \
+                 use a shorter range or bucket=day"
+            ));
+        }
+        Ok(window)
+    }
+
+    /// The bounds as the store's text form.
+    pub fn bounds(&self) -> (String, String) {
+        (db_time(self.from), db_time(self.to))
+    }
+
+    fn bucket_count(&self) -> i64 {
+        let span = self.to - self.bucket.floor(self.from);
+        let step = self.bucket.step();
+        (span.whole_seconds() + step.whole_seconds() - 1) / step.whole_seconds()
+    }
+
+    /// Every bucket that overlaps the window, in order: (SQL label, start).
+    pub fn buckets(&self) -> Vec<(String, OffsetDateTime)> {
+        let mut out = Vec::new();
+        let mut start = self.bucket.floor(self.from);
+        while start < self.to {
+            out.push((self.bucket.label(start), start));
+            start += self.bucket.step();
+        }
+        out
+    }
+}
+
+/// `from` and `to` alone (the export has no buckets), with `parse`'s defaults and checks.
+pub fn parse_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, OffsetDateTime), String> {
+    let to = match to {
+        Some(t) => parse_time(t).map_err(|e| format!("to: {e}"))?,
+        None => end_of_now(now),
+    };
+    let from = match from {
+        Some(f) => parse_time(f).map_err(|e| format!("from: {e}"))?,
+        None => to - DEFAULT_SPAN,
+    };
+    if from >= to {
+        return Err("from must be before to".into());
+    }
+    Ok((from, to))
+}
+
+/// RFC 3339 (`2026-11-25T09:00:00Z`, any offset) or a date (`2026-11-25`, midnight UTC).
+pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).or_else(|_| {
+        Date::parse(text, format_description!("[year]-[month]-[day]"))
+            .map(|d| d.midnight().assume_utc())
+    });
+    let t = parsed
+        .map_err(|_| format!("{text:?} is not a date (2026-11-25) or an RFC 3339 time"))?
+        .to_offset(UtcOffset::UTC);
+    if !(1970..=9999).contains(&t.year()) {
+        return Err(format!("{text:?} is outside the years 1970 to 9999"));
+    }
+    Ok(whole_seconds(t))
+}
+
+/// The API's form of a store time: `2026-11-25 09:00:00` → `2026-11-25T09:00:00Z`.
+pub fn api_time(db_text: &str) -> String {
+    match db_text.split_once(' ') {
+        Some((date, time)) => format!("{date}T{time}Z"),
+        None => db_text.to_owned(),
+    }
+}
+
+/// RFC 3339 in UTC with a `Z`.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    api_time(&db_time(t))
+}
+
+/// The end of the current second: `to` is exclusive and stored times are whole seconds, so a
+/// click made this second is inside a window that ends "now".
+fn end_of_now(now: OffsetDateTime) -> OffsetDateTime {
+    whole_seconds(now) + Duration::SECOND
+}
+
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-25 10:30:15.5 UTC);
+
+    #[test]
+    fn defaults_to_the_last_seven_days_by_day() {
+        let w = Window::parse(None, None, None, NOW).expect("valid");
+        assert_eq!(w.to, datetime!(2026-11-25 10:30:16 UTC));
+        assert_eq!(w.from, datetime!(2026-11-18 10:30:16 UTC));
+        assert_eq!(w.bucket, Bucket::Day);
+        let buckets = w.buckets();
+        assert_eq!(buckets.len(), 8, "a partial first and last day");
+        assert_eq!(buckets[0].0, "2026-11-18");
+        assert_eq!(buckets[7].0, "2026-11-25");
+    }
+
+    #[test]
+    fn hour_buckets_cover_the_window_and_match_the_sql_labels() {
+        let w = Window::parse(
+            Some("2026-11-25T10:15:00+09:00"),
+            Some("2026-11-25"),
+            None,
+            NOW,
+        );
+        assert!(w.is_err(), "from after to: {w:?}");
+        let w = Window::parse(
+            Some("2026-11-24T22:15:00Z"),
+            Some("2026-11-25T01:00:00Z"),
+            Some("hour"),
+            NOW,
+        )
+        .expect("valid");
+        let labels: Vec<String> = w.buckets().into_iter().map(|(l, _)| l).collect();
+        assert_eq!(
+            labels,
+            ["2026-11-24 22", "2026-11-24 23", "2026-11-25 00"],
+            "to is exclusive"
+        );
+        assert_eq!(rfc3339(w.buckets()[2].1), "2026-11-25T00:00:00Z");
+    }
+
+    #[test]
+    fn bad_input_says_what_is_wrong() {
+        let err = |f: Option<&str>, t: Option<&str>, b: Option<&str>| {
+            Window::parse(f, t, b, NOW).expect_err("invalid")
+        };
+        assert!(err(Some("yesterday"), None, None).starts_with("from: "));
+        assert!(err(None, Some("2026-13-01"), None).starts_with("to: "));
+        assert!(err(None, None, Some("week")).contains("not hour or day"));
+        assert!(err(Some("1969-12-31"), None, None).contains("1970"));
+        let too_many = err(Some("2026-01-01"), Some("2026-12-01"), Some("hour"));
+        assert!(too_many.contains("at most 2000"), "{too_many}");
+        assert!(Window::parse(Some("2026-01-01"), Some("2026-12-01"), None, NOW).is_ok());
+    }
+
+    #[test]
+    fn store_times_become_rfc3339() {
+        assert_eq!(api_time("2026-11-25 09:00:00"), "2026-11-25T09:00:00Z");
+    }
+}
