@@ -5,6 +5,7 @@
 //! for operators only, so metrics and the API are never exposed on the public port (SPEC §4a).
 
 mod admin;
+mod dashboard;
 pub mod api;
 mod health;
 mod pages;
@@ -58,7 +59,8 @@ pub fn admin_router(health: Arc<Health>, metrics: Exporter, api: api::ApiState) 
         .route("/metrics", get(admin::metrics))
         .with_state(metrics)
         .merge(health::router(health))
-        .merge(api::router(api));
+        .merge(api::router(api))
+        .merge(dashboard::router());
     with_common_layers(router)
 }
 

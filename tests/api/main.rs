@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cli;
+mod dashboard;
 mod dedup;
 mod exactness;
 mod existing_schema;
@@ -15,4 +16,6 @@ mod rejects;
 mod shutdown;
 mod signing;
 mod spool;
+mod stats;
+mod stats_plans;
 mod targets;

@@ -1,0 +1,181 @@
+// The campaign dashboard: reads the admin API with the token the user types (kept in this
+// tab's sessionStorage), shows times in the browser's time zone, and builds every element
+// with textContent, never innerHTML: uids, tags and targets come from clicks.
+"use strict";
+
+const TOKEN_KEY = "clicktrack.token";
+const $ = (id) => document.getElementById(id);
+const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Authorization: "Bearer " + token() } });
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    route();
+    throw new Error("The token was not accepted.");
+  }
+  if (!response.ok) {
+    let reason = response.statusText;
+    try { reason = (await response.json()).error; } catch (_) { /* not JSON */ }
+    throw new Error(reason);
+  }
+  return response;
+}
+
+function localTime(iso, withDate = true) {
+  if (!iso) return "–";
+  const options = withDate
+    ? { dateStyle: "medium", timeStyle: "short" }
+    : { timeStyle: "short" };
+  return new Date(iso).toLocaleString(undefined, options);
+}
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function fmt(n) { return Number(n).toLocaleString(); }
+
+function show(section) {
+  for (const id of ["sign-in", "list", "detail"]) $(id).hidden = id !== section;
+  $("sign-out").hidden = section === "sign-in";
+}
+
+async function showList() {
+  show("list");
+  const { campaigns } = await (await api("/api/campaigns")).json();
+  const body = $("campaigns").tBodies[0];
+  body.replaceChildren();
+  for (const c of campaigns) {
+    const row = el("tr");
+    row.dataset.id = c.id;
+    const link = el("a", c.name || "(no name)");
+    link.href = "#campaign=" + c.id;
+    const name = el("td");
+    name.append(link);
+    row.append(el("td", String(c.id)), name, el("td", fmt(c.clicked_count), "num"),
+      el("td", fmt(c.unique_members), "num"), el("td", localTime(c.last_click_at)));
+    row.addEventListener("click", () => { location.hash = "campaign=" + c.id; });
+    body.append(row);
+  }
+  $("no-campaigns").hidden = campaigns.length > 0;
+}
+
+function bars(listId, items, label) {
+  const list = $(listId);
+  list.replaceChildren();
+  const max = Math.max(1, ...items.map((i) => i.clicks));
+  for (const item of items) {
+    const li = el("li");
+    const fill = el("span", undefined, "fill");
+    fill.style.width = (100 * item.clicks / max).toFixed(1) + "%";
+    const name = el("span", label(item));
+    name.title = label(item);
+    li.append(fill, name, el("span", fmt(item.clicks), "n"));
+    list.append(li);
+  }
+  if (items.length === 0) list.append(el("li", "None in this period", "empty"));
+}
+
+function chart(series, bucket) {
+  const svg = $("chart");
+  svg.replaceChildren();
+  const width = 600, height = 200, pad = 4;
+  const max = Math.max(1, ...series.map((p) => p.clicks));
+  const step = width / Math.max(1, series.length);
+  series.forEach((p, i) => {
+    const h = (height - pad) * p.clicks / max;
+    const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    rect.setAttribute("class", "bar");
+    rect.setAttribute("x", (i * step + step * 0.1).toFixed(2));
+    rect.setAttribute("width", Math.max(0.5, step * 0.8).toFixed(2));
+    rect.setAttribute("y", (height - h).toFixed(2));
+    rect.setAttribute("height", h.toFixed(2));
+    rect.dataset.clicks = p.clicks;
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = localTime(p.start) + ": " + fmt(p.clicks) + " clicks";
+    rect.append(title);
+    svg.append(rect);
+  });
+  $("bucket").textContent = "(per " + bucket + ", " + zone + ")";
+  $("axis-start").textContent = series.length ? localTime(series[0].start) : "";
+  $("axis-end").textContent = series.length ? localTime(series[series.length - 1].start) : "";
+}
+
+async function showCampaign(id) {
+  show("detail");
+  const days = Number($("range").value);
+  const to = new Date(Date.now() + 1000);
+  const from = new Date(to.getTime() - days * 86400 * 1000);
+  const query = "from=" + encodeURIComponent(from.toISOString().slice(0, 19) + "Z") +
+    "&to=" + encodeURIComponent(to.toISOString().slice(0, 19) + "Z");
+  const stats = await (await api("/api/campaigns/" + id + "/stats?" + query)).json();
+  $("campaign-title").textContent = "#" + stats.campaign.id + " " + stats.campaign.name;
+  $("total-clicks").textContent = fmt(stats.totals.clicks);
+  $("unique-members").textContent = fmt(stats.totals.unique_members);
+  $("anonymous-clicks").textContent = fmt(stats.totals.anonymous_clicks);
+  $("clicked-count").textContent = fmt(stats.campaign.clicked_count);
+  chart(stats.series, stats.bucket);
+  bars("by-type", stats.by_type.filter((t) => t.clicks > 0), (t) => t.name);
+  bars("by-tag", stats.by_tag, (t) => t.name);
+  bars("top-targets", stats.top_targets, (t) => t.name);
+  const body = $("top-members").tBodies[0];
+  body.replaceChildren();
+  for (const m of stats.top_members) {
+    const who = m.display_name ? m.display_name + " (" + m.uid + ")" : m.uid;
+    const row = el("tr");
+    row.append(el("td", who, "wrap"), el("td", fmt(m.clicks), "num"));
+    body.append(row);
+  }
+  $("download-csv").onclick = () => download(id, query).catch((e) => showError(e.message));
+}
+
+async function download(id, query) {
+  const blob = await (await api("/api/campaigns/" + id + "/clicks.csv?" + query)).blob();
+  const link = el("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "campaign-" + id + "-clicks.csv";
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+async function route() {
+  showError("");
+  if (!token()) { show("sign-in"); $("token").focus(); return; }
+  const match = /^#campaign=(\d+)$/.exec(location.hash);
+  try {
+    if (match) await showCampaign(match[1]); else await showList();
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("zone").textContent = "Times in " + zone;
+  $("sign-in").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    $("token").value = "";
+    route();
+  });
+  $("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.hash = "";
+    route();
+  });
+  $("range").addEventListener("change", route);
+  window.addEventListener("hashchange", route);
+  route();
+});

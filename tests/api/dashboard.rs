@@ -1,0 +1,273 @@
+//! The dashboard in a real browser: headless Chromium, driven through ChromeDriver's WebDriver
+//! protocol (plain HTTP + JSON, so no client crate), against a server seeded with clicks, on a
+//! phone-sized window. Signs in, opens the campaign, checks the numbers, the chart and the
+//! breakdowns, and saves a screenshot whose path it prints (the CI artifact).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::stats::{TOKEN, seed_clicks};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A ChromeDriver process and one browser session; both end on drop.
+struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        if !std::path::Path::new(CHROMEDRIVER).exists() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "{CHROMEDRIVER} is missing: .ci/run installs chromium and chromium-driver"
+            );
+            eprintln!("SKIPPED: {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            // A zone that is not UTC, to see the page convert the API's UTC times.
+            .env("TZ", "Asia/Tokyo")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = http.get(format!("{base}/status")).send().await;
+            if let Ok(r) = ready
+                && let Ok(status) = r.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut browser = Browser {
+            driver,
+            http,
+            base,
+            session: String::new(),
+        };
+        let created = browser
+            .call(
+                "POST",
+                "/session",
+                json!({"capabilities": {"alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                                 "--disable-dev-shm-usage", "--window-size=390,1600",
+                                 "--lang=en-US"],
+                    },
+                }}}),
+            )
+            .await;
+        browser.session = created["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        Some(browser)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let response = request.send().await.expect("webdriver request");
+        let status = response.status();
+        let value: Value = response.json().await.expect("webdriver JSON");
+        assert!(status.is_success(), "{method} {path}: {value}");
+        value["value"].clone()
+    }
+
+    async fn session(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+            .await
+    }
+
+    async fn open(&self, url: &str) {
+        self.session("POST", "/url", json!({ "url": url })).await;
+    }
+
+    /// Run `script` (a function body) in the page and return its value.
+    async fn eval(&self, script: &str) -> Value {
+        self.session("POST", "/execute/sync", json!({"script": script, "args": []}))
+            .await
+    }
+
+    /// Poll `script` until it returns true (the page loads data asynchronously).
+    async fn wait_for(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.eval(script).await != true {
+            let error = self
+                .eval("return document.getElementById('error').textContent")
+                .await;
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; page error: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .session("POST", "/element", json!({"using": "css selector", "value": css}))
+            .await;
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element id")
+            .to_owned()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.session("POST", &format!("/element/{id}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.session("POST", &format!("/element/{id}/click"), json!({})).await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.element(css).await;
+        self.session("GET", &format!("/element/{id}/text"), Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn screenshot(&self, path: &PathBuf) {
+        let png = self.session("GET", "/screenshot", Value::Null).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("base64 PNG"))
+            .expect("PNG bytes");
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("artifact dir");
+        std::fs::write(path, bytes).expect("write screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The driver takes its browser down with it.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_campaign_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
+    seed_clicks(&app, &db).await;
+    let dashboard = format!("http://{}/dashboard", app.admin_addr);
+
+    // Assets come from clicktrack itself, with a policy that allows nothing else.
+    let page = app.client.get(&dashboard).send().await.expect("page");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let html = page.text().await.expect("html");
+    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+
+    browser.open(&dashboard).await;
+    browser
+        .wait_for("the sign-in form", "return !document.getElementById('sign-in').hidden")
+        .await;
+    browser.type_into("#token", "wrong-token-0123456789").await;
+    browser.click("#sign-in button").await;
+    browser
+        .wait_for(
+            "the wrong token to be refused",
+            "return document.getElementById('error').textContent.includes('not accepted')",
+        )
+        .await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#sign-in button").await;
+    browser
+        .wait_for(
+            "the campaign list",
+            "return document.querySelectorAll('#campaigns tbody tr').length === 3",
+        )
+        .await;
+    let row = browser.text("#campaigns tbody tr[data-id='123']").await;
+    assert!(row.contains("campaign 123") && row.contains('8'), "{row}");
+
+    browser.click("#campaigns tbody tr[data-id='123'] a").await;
+    browser
+        .wait_for(
+            "the campaign's numbers",
+            "return document.getElementById('total-clicks').textContent === '8'",
+        )
+        .await;
+    assert_eq!(browser.text("#unique-members").await, "3");
+    let hidden = browser
+        .eval("return ['sign-in', 'list'].map(id => getComputedStyle(document.getElementById(id)).display)")
+        .await;
+    assert_eq!(hidden, json!(["none", "none"]), "only the campaign is shown");
+    assert_eq!(browser.text("#zone").await, "Times in Asia/Tokyo");
+    // Day buckets start at midnight UTC: 9:00 in Tokyo.
+    let first = browser.text("#axis-start").await;
+    assert!(first.contains("9:00"), "{first}");
+    assert_eq!(browser.text("#anonymous-clicks").await, "2");
+    // The chart: one bar per day of the last 7 days (8 buckets), today's holding all 8.
+    let bars = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#chart rect.bar'))
+                .map(r => [Number(r.dataset.clicks), r.getBoundingClientRect().height])",
+        )
+        .await;
+    let bars = bars.as_array().expect("bars");
+    assert_eq!(bars.len(), 8, "{bars:?}");
+    assert_eq!(bars[7][0], 8, "{bars:?}");
+    assert!(bars[7][1].as_f64().unwrap_or(0.0) > 100.0, "the bar is drawn: {bars:?}");
+    let types = browser.text("#by-type").await;
+    assert!(types.contains("button_url") && types.contains('4'), "{types}");
+    let tags = browser.text("#by-tag").await;
+    assert!(tags.starts_with("B\n5"), "{tags}");
+    let members = browser.text("#top-members").await;
+    assert!(members.contains("U1") && members.contains('3'), "{members}");
+    // Phone-readable: nothing wider than the window.
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth <= window.innerWidth")
+        .await;
+    assert_eq!(overflow, true, "the page scrolls sideways on a phone");
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e/dashboard.png");
+    browser.screenshot(&path).await;
+    println!("dashboard screenshot: {}", path.display());
+    eprintln!("dashboard screenshot: {}", path.display());
+}
