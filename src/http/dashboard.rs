@@ -23,7 +23,10 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 pub fn router() -> Router {
     Router::new()
-        .route("/dashboard", get(|| asset("text/html; charset=utf-8", PAGE)))
+        .route(
+            "/dashboard",
+            get(|| asset("text/html; charset=utf-8", PAGE)),
+        )
         .route(
             "/dashboard/app.js",
             get(|| asset("text/javascript; charset=utf-8", SCRIPT)),

@@ -5,8 +5,8 @@
 //! for operators only, so metrics and the API are never exposed on the public port (SPEC §4a).
 
 mod admin;
-mod dashboard;
 pub mod api;
+mod dashboard;
 mod health;
 mod pages;
 mod request_id;

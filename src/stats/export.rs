@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::sql::CLICK_COLUMNS;
 use super::window::api_time;
-use crate::store::db_time;
 use super::{ReadPool, StatsError, StatsReader, on_pool, sql};
+use crate::store::db_time;
 
 /// Bytes gathered before a chunk is sent.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -162,7 +162,10 @@ mod tests {
 
     #[test]
     fn formulas_are_neutralised() {
-        assert_eq!(record(&["=HYPERLINK(\"x\")"]), "\"'=HYPERLINK(\"\"x\"\")\"\r\n");
+        assert_eq!(
+            record(&["=HYPERLINK(\"x\")"]),
+            "\"'=HYPERLINK(\"\"x\"\")\"\r\n"
+        );
         assert_eq!(record(&["+1", "-2", "@A1"]), "'+1,'-2,'@A1\r\n");
         assert_eq!(record(&["a=1"]), "a=1\r\n");
     }

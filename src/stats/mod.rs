@@ -305,25 +305,24 @@ impl StatsReader {
         let (from, to) = window.bounds();
         type Series = Vec<(String, String, i64)>;
         type Pairs = Vec<(String, i64)>;
-        let (series, members, targets, tags): (Series, Pairs, Pairs, Pairs) =
-            on_pool!(self, pool, sql => {
-                let series_sql = match window.bucket {
-                    window::Bucket::Hour => sql.series_hour,
-                    window::Bucket::Day => sql.series_day,
+        let (series, members, targets, tags): (Series, Pairs, Pairs, Pairs) = on_pool!(self, pool, sql => {
+            let series_sql = match window.bucket {
+                window::Bucket::Hour => sql.series_hour,
+                window::Bucket::Day => sql.series_day,
+            };
+            // A macro, not a closure: each statement decodes into its own row type.
+            macro_rules! range {
+                ($statement:expr) => {
+                    sqlx::query_as($statement).bind(id).bind(&from).bind(&to).fetch_all(pool)
                 };
-                // A macro, not a closure: each statement decodes into its own row type.
-                macro_rules! range {
-                    ($statement:expr) => {
-                        sqlx::query_as($statement).bind(id).bind(&from).bind(&to).fetch_all(pool)
-                    };
-                }
-                tokio::try_join!(
-                    timed("read clicks over time", range!(series_sql)),
-                    timed("read members", range!(sql.members)),
-                    timed("read top targets", range!(sql.top_targets)),
-                    timed("read tags", range!(sql.tags)),
-                )?
-            });
+            }
+            tokio::try_join!(
+                timed("read clicks over time", range!(series_sql)),
+                timed("read members", range!(sql.members)),
+                timed("read top targets", range!(sql.top_targets)),
+                timed("read tags", range!(sql.tags)),
+            )?
+        });
 
         let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
         let mut per_type: BTreeMap<String, i64> = InteractionType::ALL
@@ -418,25 +417,24 @@ impl StatsReader {
             Option<String>,
         );
         type SummaryRow = (i64, i64, Option<String>, Option<String>);
-        let (clicks, summaries, display_name): (Vec<ClickRow>, Vec<SummaryRow>, _) =
-            on_pool!(self, pool, sql => {
-                tokio::try_join!(
-                    timed(
-                        "read member clicks",
-                        sqlx::query_as(sql.member_clicks).bind(uid).bind(limit).fetch_all(pool),
-                    ),
-                    timed(
-                        "read member summaries",
-                        sqlx::query_as(sql.member_summaries).bind(uid).fetch_all(pool),
-                    ),
-                    timed(
-                        "read member",
-                        sqlx::query_scalar::<_, Option<String>>(sql.display_name)
-                            .bind(uid)
-                            .fetch_optional(pool),
-                    ),
-                )?
-            });
+        let (clicks, summaries, display_name): (Vec<ClickRow>, Vec<SummaryRow>, _) = on_pool!(self, pool, sql => {
+            tokio::try_join!(
+                timed(
+                    "read member clicks",
+                    sqlx::query_as(sql.member_clicks).bind(uid).bind(limit).fetch_all(pool),
+                ),
+                timed(
+                    "read member summaries",
+                    sqlx::query_as(sql.member_summaries).bind(uid).fetch_all(pool),
+                ),
+                timed(
+                    "read member",
+                    sqlx::query_scalar::<_, Option<String>>(sql.display_name)
+                        .bind(uid)
+                        .fetch_optional(pool),
+                ),
+            )?
+        });
         if clicks.is_empty() && summaries.is_empty() && display_name.is_none() {
             return Err(StatsError::UnknownMember(uid.to_owned()));
         }

@@ -75,7 +75,13 @@ pub fn campaigns_csv(campaigns: &[CampaignSummary]) -> String {
     let mut out = String::new();
     super::export::write_record(
         &mut out,
-        &["id", "name", "clicked_count", "unique_members", "last_click_at"],
+        &[
+            "id",
+            "name",
+            "clicked_count",
+            "unique_members",
+            "last_click_at",
+        ],
     );
     for c in campaigns {
         super::export::write_record(

@@ -173,7 +173,9 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     ddl_step(pool, TRACK_CLICK_TAGS).await?;
     for (what, ddl) in STATS_ADDITIONS {
         let present = match what {
-            Missing::Column(name) => column_exists(pool, "component_interaction_logs", name).await?,
+            Missing::Column(name) => {
+                column_exists(pool, "component_interaction_logs", name).await?
+            }
             Missing::Index(name) => index_exists(pool, "component_interaction_logs", name).await?,
         };
         if !present {

@@ -32,7 +32,9 @@ impl Browser {
                 Ok("true"),
                 "{CHROMEDRIVER} is missing: .ci/run installs chromium and chromium-driver"
             );
-            eprintln!("SKIPPED: {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)");
+            eprintln!(
+                "SKIPPED: {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)"
+            );
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -114,8 +116,12 @@ impl Browser {
 
     /// Run `script` (a function body) in the page and return its value.
     async fn eval(&self, script: &str) -> Value {
-        self.session("POST", "/execute/sync", json!({"script": script, "args": []}))
-            .await
+        self.session(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
     }
 
     /// Poll `script` until it returns true (the page loads data asynchronously).
@@ -135,7 +141,11 @@ impl Browser {
 
     async fn element(&self, css: &str) -> String {
         let found = self
-            .session("POST", "/element", json!({"using": "css selector", "value": css}))
+            .session(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
             .await;
         found
             .as_object()
@@ -147,13 +157,18 @@ impl Browser {
 
     async fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css).await;
-        self.session("POST", &format!("/element/{id}/value"), json!({ "text": text }))
-            .await;
+        self.session(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
         let id = self.element(css).await;
-        self.session("POST", &format!("/element/{id}/click"), json!({})).await;
+        self.session("POST", &format!("/element/{id}/click"), json!({}))
+            .await;
     }
 
     async fn text(&self, css: &str) -> String {
@@ -201,11 +216,17 @@ async fn dashboard_shows_a_campaign_in_a_real_browser() {
         .to_owned();
     assert!(policy.contains("script-src 'self'"), "{policy}");
     let html = page.text().await.expect("html");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
 
     browser.open(&dashboard).await;
     browser
-        .wait_for("the sign-in form", "return !document.getElementById('sign-in').hidden")
+        .wait_for(
+            "the sign-in form",
+            "return !document.getElementById('sign-in').hidden",
+        )
         .await;
     browser.type_into("#token", "wrong-token-0123456789").await;
     browser.click("#sign-in button").await;
@@ -237,7 +258,11 @@ async fn dashboard_shows_a_campaign_in_a_real_browser() {
     let hidden = browser
         .eval("return ['sign-in', 'list'].map(id => getComputedStyle(document.getElementById(id)).display)")
         .await;
-    assert_eq!(hidden, json!(["none", "none"]), "only the campaign is shown");
+    assert_eq!(
+        hidden,
+        json!(["none", "none"]),
+        "only the campaign is shown"
+    );
     assert_eq!(browser.text("#zone").await, "Times in Asia/Tokyo");
     // Day buckets start at midnight UTC: 9:00 in Tokyo.
     let first = browser.text("#axis-start").await;
@@ -253,9 +278,15 @@ async fn dashboard_shows_a_campaign_in_a_real_browser() {
     let bars = bars.as_array().expect("bars");
     assert_eq!(bars.len(), 8, "{bars:?}");
     assert_eq!(bars[7][0], 8, "{bars:?}");
-    assert!(bars[7][1].as_f64().unwrap_or(0.0) > 100.0, "the bar is drawn: {bars:?}");
+    assert!(
+        bars[7][1].as_f64().unwrap_or(0.0) > 100.0,
+        "the bar is drawn: {bars:?}"
+    );
     let types = browser.text("#by-type").await;
-    assert!(types.contains("button_url") && types.contains('4'), "{types}");
+    assert!(
+        types.contains("button_url") && types.contains('4'),
+        "{types}"
+    );
     let tags = browser.text("#by-tag").await;
     assert!(tags.starts_with("B\n5"), "{tags}");
     let members = browser.text("#top-members").await;

@@ -373,8 +373,17 @@ async fn bad_requests_are_json_errors() {
             let body: Value = response.json().await.expect("JSON");
             assert!(body["error"].is_string(), "{path}: {body}");
         }
-        let public = app.client.get(app.url(path)).bearer_auth(TOKEN).send().await;
-        assert_eq!(public.expect("public").status().as_u16(), 404, "not on the public port");
+        let public = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await;
+        assert_eq!(
+            public.expect("public").status().as_u16(),
+            404,
+            "not on the public port"
+        );
     }
 
     let cases = [
@@ -383,10 +392,26 @@ async fn bad_requests_are_json_errors() {
         ("/api/members/U404/clicks", 404, "no member"),
         ("/api/campaigns/abc/stats", 400, "integer"),
         ("/api/campaigns/123/stats?from=yesterday", 400, "from: "),
-        ("/api/campaigns/123/stats?from=2026-02-01&to=2026-01-01", 400, "before"),
-        ("/api/campaigns/123/stats?bucket=week", 400, "not hour or day"),
-        ("/api/campaigns/123/stats?from=2020-01-01&bucket=hour", 400, "at most 2000"),
-        ("/api/campaigns/123/stats?form=2026-01-01", 400, "unknown field"),
+        (
+            "/api/campaigns/123/stats?from=2026-02-01&to=2026-01-01",
+            400,
+            "before",
+        ),
+        (
+            "/api/campaigns/123/stats?bucket=week",
+            400,
+            "not hour or day",
+        ),
+        (
+            "/api/campaigns/123/stats?from=2020-01-01&bucket=hour",
+            400,
+            "at most 2000",
+        ),
+        (
+            "/api/campaigns/123/stats?form=2026-01-01",
+            400,
+            "unknown field",
+        ),
         ("/api/campaigns/123/clicks.csv?to=31-12-2026", 400, "to: "),
         ("/api/members/U1/clicks?limit=0", 400, "limit"),
         ("/api/members/U1/clicks?limit=many", 400, "limit"),
@@ -415,7 +440,8 @@ async fn store_failures_are_503_logged_once_and_counted() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the store did not answer"), "{body}");
     assert_eq!(
-        app.metric("track_errors_total{operation=\"stats\",error_type=\"other\"}").await,
+        app.metric("track_errors_total{operation=\"stats\",error_type=\"other\"}")
+            .await,
         1.0
     );
     let lines: Vec<Value> = app

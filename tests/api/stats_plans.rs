@@ -107,7 +107,11 @@ async fn check_mysql(db: &TestDb) {
         assert_eq!(outer.2, expected_index(name), "{name}: {rows:?}");
         assert_ne!(outer.1, "ALL", "{name}: {rows:?}");
         for (table, kind, key) in &rows[1..] {
-            assert_eq!((table.as_str(), kind.as_str(), key.as_str()), ("t", "ref", "PRIMARY"), "{name}: {rows:?}");
+            assert_eq!(
+                (table.as_str(), kind.as_str(), key.as_str()),
+                ("t", "ref", "PRIMARY"),
+                "{name}: {rows:?}"
+            );
         }
     }
     sqlx::query(sql::MYSQL.campaigns)
@@ -122,7 +126,11 @@ async fn check_mysql(db: &TestDb) {
         let table: Option<String> = row.try_get("table").ok().flatten();
         let kind: Option<String> = row.try_get("type").ok().flatten();
         if table.as_deref() == Some("l") {
-            assert_ne!(kind.as_deref(), Some("ALL"), "campaign list subquery scans the table");
+            assert_ne!(
+                kind.as_deref(),
+                Some("ALL"),
+                "campaign list subquery scans the table"
+            );
         }
     }
     pool.close().await;
@@ -131,16 +139,17 @@ async fn check_mysql(db: &TestDb) {
 async fn check_sqlite(db: &TestDb) {
     let pool = sqlx::SqlitePool::connect(&db.url).await.expect("connect");
     for (name, statement) in sql::SQLITE.range_queries() {
-        let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")))
-            .bind(5_i64)
-            .bind(FROM)
-            .bind(TO)
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("EXPLAIN QUERY PLAN {name}: {e}"))
-            .iter()
-            .map(|row| row.try_get::<String, _>("detail").unwrap_or_default())
-            .collect();
+        let plan: Vec<String> =
+            sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")))
+                .bind(5_i64)
+                .bind(FROM)
+                .bind(TO)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("EXPLAIN QUERY PLAN {name}: {e}"))
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").unwrap_or_default())
+                .collect();
         // SQLite's planner weighs the window: for members a narrow one is read through the
         // time index instead, which is fine as long as it is an index search on the campaign.
         let accepted: &[&str] = match name {
@@ -155,23 +164,33 @@ async fn check_sqlite(db: &TestDb) {
             "{name}: {plan:?}"
         );
         assert!(
-            !plan.iter().any(|line| line.starts_with("SCAN component_interaction_logs")
-                || line.starts_with("SCAN track_click_tags")),
+            !plan
+                .iter()
+                .any(|line| line.starts_with("SCAN component_interaction_logs")
+                    || line.starts_with("SCAN track_click_tags")),
             "{name}: {plan:?}"
         );
         if name == "clicks" {
-            assert!(!plan.iter().any(|l| l.contains("ORDER BY")), "the export sorts: {plan:?}");
+            assert!(
+                !plan.iter().any(|l| l.contains("ORDER BY")),
+                "the export sorts: {plan:?}"
+            );
         }
     }
-    let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", sql::SQLITE.campaigns)))
-        .fetch_all(&pool)
-        .await
-        .expect("EXPLAIN campaigns")
-        .iter()
-        .map(|row| row.try_get::<String, _>("detail").unwrap_or_default())
-        .collect();
+    let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        sql::SQLITE.campaigns
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("EXPLAIN campaigns")
+    .iter()
+    .map(|row| row.try_get::<String, _>("detail").unwrap_or_default())
+    .collect();
     assert!(
-        !plan.iter().any(|l| l.starts_with("SCAN l") && !l.contains("INDEX")),
+        !plan
+            .iter()
+            .any(|l| l.starts_with("SCAN l") && !l.contains("INDEX")),
         "{plan:?}"
     );
     pool.close().await;

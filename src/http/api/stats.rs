@@ -89,7 +89,11 @@ pub async fn clicks_csv(
     )
     .map_err(ApiError::BadRequest)?;
     // 404 before the 200 starts: once rows stream, the status is sent.
-    state.stats.campaign(id).await.map_err(failed("clicks_csv"))?;
+    state
+        .stats
+        .campaign(id)
+        .await
+        .map_err(failed("clicks_csv"))?;
     let chunks = export::clicks_csv(&state.stats, id, from, to, |e| {
         record_failure("clicks_csv", e);
     });
@@ -98,7 +102,10 @@ pub async fn clicks_csv(
     }));
     Ok((
         [
-            (CONTENT_TYPE, "text/csv; charset=utf-8; header=present".to_owned()),
+            (
+                CONTENT_TYPE,
+                "text/csv; charset=utf-8; header=present".to_owned(),
+            ),
             (
                 CONTENT_DISPOSITION,
                 format!("attachment; filename=\"campaign-{id}-clicks.csv\""),
@@ -132,8 +139,7 @@ pub async fn member_clicks(
 }
 
 fn campaign_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
-    let Path(id) =
-        id.map_err(|_| ApiError::BadRequest("campaign id must be an integer".into()))?;
+    let Path(id) = id.map_err(|_| ApiError::BadRequest("campaign id must be an integer".into()))?;
     Ok(id)
 }
 
