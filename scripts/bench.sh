@@ -6,6 +6,8 @@
 #   scripts/bench.sh                 # SQLite, 10 s per run, at 50 and 200 connections
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
+#   scripts/bench.sh --stats         # the stats step instead: API latency over 1,000,000
+#                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
 #   BENCH_DURATION=30 scripts/bench.sh
 #   BENCH_KEEP=/tmp/bench scripts/bench.sh   # keep the logs, wrk output and spool file there
 #
@@ -23,13 +25,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 store=sqlite
 outage=0
+stats=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) store="$2"; shift 2 ;;
     --outage) outage=1; shift ;;
-    *) echo "usage: $0 [--store sqlite|mysql] [--outage]" >&2; exit 2 ;;
+    --stats) stats=1; shift ;;
+    *) echo "usage: $0 [--store sqlite|mysql] [--outage | --stats]" >&2; exit 2 ;;
   esac
 done
+if [ "$stats" = 1 ]; then exec scripts/bench/stats.sh "$store"; fi
 mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
 duration="${BENCH_DURATION:-10}"
 connections="${BENCH_CONNECTIONS:-50 200}"

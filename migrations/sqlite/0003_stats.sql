@@ -13,9 +13,14 @@ CREATE TABLE track_click_tags (
 CREATE INDEX idx_track_click_tags_campaign_time
     ON track_click_tags (campaign_id, triggered_at, tag);
 
--- A campaign's clicks over a time range, by type, from the index alone.
+-- A campaign's clicks over a time range, by type and target, from the index: the target's
+-- first 255 characters as a virtual column (nothing stored in the table), so the index holds
+-- it. Without it, top targets read every row of the range (1.4 s for 500,000; measured).
+ALTER TABLE component_interaction_logs
+    ADD COLUMN target_key TEXT GENERATED ALWAYS AS (substr(interaction_value, 1, 255)) VIRTUAL;
 CREATE INDEX idx_cil_campaign_time
-    ON component_interaction_logs (campaign_id, triggered_at, interaction_type);
--- A campaign's members (unique count, top members) in line_id order, from the index alone.
+    ON component_interaction_logs (campaign_id, triggered_at, interaction_type, target_key);
+-- A campaign's members (unique count, top members) in line_id order, from the index alone:
+-- no sort, whatever the window (the query names this index).
 CREATE INDEX idx_cil_campaign_member
     ON component_interaction_logs (campaign_id, line_id, triggered_at);

@@ -57,6 +57,19 @@ macro_rules! range_query {
     };
 }
 
+/// `target_key` is the target's first 255 characters, a virtual column both schemas add so
+/// that the time index can hold it.
+const TOP_TARGETS: &str = range_query!(
+    "SELECT COALESCE(target_key, '') AS target, COUNT(*) AS n",
+    " GROUP BY target_key ORDER BY n DESC, target LIMIT 10"
+);
+
+const TAGS: &str = "SELECT tag, COUNT(*) AS n FROM track_click_tags \
+    WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
+    GROUP BY tag ORDER BY n DESC, tag LIMIT 100";
+
+const DISPLAY_NAME: &str = "SELECT line_display_name FROM members WHERE line_uid = ?";
+
 pub const SQLITE: Dialect = Dialect {
     campaigns: "SELECT c.id, COALESCE(c.name, ''), COALESCE(c.clicked_count, 0), \
             (SELECT COUNT(DISTINCT l.line_id) FROM component_interaction_logs l \
@@ -74,18 +87,15 @@ pub const SQLITE: Dialect = Dialect {
         "SELECT substr(triggered_at, 1, 10) AS bucket, interaction_type, COUNT(*)",
         " GROUP BY bucket, interaction_type"
     ),
-    members: range_query!(
-        "SELECT line_id, COUNT(*)",
-        " AND line_id <> '' GROUP BY line_id"
-    ),
-    top_targets: range_query!(
-        "SELECT COALESCE(substr(interaction_value, 1, 255), '') AS target, COUNT(*) AS n",
-        " GROUP BY target ORDER BY n DESC, target LIMIT 10"
-    ),
-    tags: "SELECT tag, COUNT(*) AS n FROM track_click_tags \
-        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
-        GROUP BY tag ORDER BY n DESC, tag LIMIT 100",
-    display_name: "SELECT line_display_name FROM members WHERE line_uid = ?",
+    // Named index: the planner would pick the time index for narrow windows and then sort
+    // and read rows; the member index is read alone and in order (0.09 s for 500,000 rows).
+    members: "SELECT line_id, COUNT(*) \
+        FROM component_interaction_logs INDEXED BY idx_cil_campaign_member \
+        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? AND line_id <> '' \
+        GROUP BY line_id",
+    top_targets: TOP_TARGETS,
+    tags: TAGS,
+    display_name: DISPLAY_NAME,
     member_clicks: "SELECT l.click_id, l.triggered_at, l.campaign_id, c.name, \
             l.interaction_type, l.interaction_value, \
             (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
@@ -128,18 +138,13 @@ pub const MYSQL: Dialect = Dialect {
             CAST(interaction_type AS CHAR), COUNT(*)",
         " GROUP BY bucket, interaction_type"
     ),
-    members: range_query!(
-        "SELECT line_id, COUNT(*)",
-        " AND line_id <> '' GROUP BY line_id"
-    ),
-    top_targets: range_query!(
-        "SELECT COALESCE(target_key, '') AS target, COUNT(*) AS n",
-        " GROUP BY target_key ORDER BY n DESC, target LIMIT 10"
-    ),
-    tags: "SELECT tag, COUNT(*) AS n FROM track_click_tags \
-        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
-        GROUP BY tag ORDER BY n DESC, tag LIMIT 100",
-    display_name: "SELECT line_display_name FROM members WHERE line_uid = ?",
+    members: "SELECT line_id, COUNT(*) \
+        FROM component_interaction_logs FORCE INDEX (idx_cil_campaign_member) \
+        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? AND line_id <> '' \
+        GROUP BY line_id",
+    top_targets: TOP_TARGETS,
+    tags: TAGS,
+    display_name: DISPLAY_NAME,
     member_clicks: "SELECT l.click_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s'), \
             CAST(l.campaign_id AS SIGNED), c.name, CAST(l.interaction_type AS CHAR), \
             l.interaction_value, \
