@@ -260,21 +260,26 @@ impl StatsReader {
     }
 
     pub async fn campaigns(&self) -> Result<Vec<CampaignSummary>, StatsError> {
-        type Row = (i64, String, i64, i64, Option<String>);
-        let rows: Vec<Row> = on_pool!(self, pool, sql => {
-            timed("list campaigns", sqlx::query_as(sql.campaigns).fetch_all(pool)).await?
+        type Row = (i64, String, i64, Option<String>);
+        let (rows, members): (Vec<Row>, Vec<(i64, i64)>) = on_pool!(self, pool, sql => {
+            tokio::try_join!(
+                timed("list campaigns", sqlx::query_as(sql.campaigns).fetch_all(pool)),
+                timed(
+                    "count campaign members",
+                    sqlx::query_as(sql.members_per_campaign).fetch_all(pool),
+                ),
+            )?
         });
+        let members: BTreeMap<i64, i64> = members.into_iter().collect();
         Ok(rows
             .into_iter()
-            .map(
-                |(id, name, clicked_count, unique_members, last)| CampaignSummary {
-                    id,
-                    name,
-                    clicked_count,
-                    unique_members,
-                    last_click_at: last.as_deref().map(api_time),
-                },
-            )
+            .map(|(id, name, clicked_count, last)| CampaignSummary {
+                id,
+                name,
+                clicked_count,
+                unique_members: members.get(&id).copied().unwrap_or(0),
+                last_click_at: last.as_deref().map(api_time),
+            })
             .collect())
     }
 

