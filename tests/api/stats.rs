@@ -12,15 +12,19 @@ use crate::store_tests;
 
 pub const TOKEN: &str = "stats-token-0123456789";
 
-/// `GET` on the admin listener with the token; (status, body).
-pub async fn admin_get(app: &TestApp, path: &str) -> (u16, String) {
-    let response = app
-        .client
+/// `GET` on the admin listener with the token.
+async fn admin_response(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client
         .get(format!("http://{}{path}", app.admin_addr))
         .bearer_auth(TOKEN)
         .send()
         .await
-        .expect("admin request");
+        .expect("admin request")
+}
+
+/// `GET` on the admin listener with the token; (status, body).
+pub async fn admin_get(app: &TestApp, path: &str) -> (u16, String) {
+    let response = admin_response(app, path).await;
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
 }
@@ -262,13 +266,7 @@ store_tests! {
         wait_until(&app, "the click is recorded", async || db.campaign_clicks(789).await == 1)
             .await;
 
-        let response = app
-            .client
-            .get(format!("http://{}/api/campaigns/123/clicks.csv?from=2026-01-01", app.admin_addr))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("export");
+        let response = admin_response(&app, "/api/campaigns/123/clicks.csv?from=2026-01-01").await;
         assert_eq!(response.status().as_u16(), 200);
         let content_type = response.headers()["content-type"].to_str().unwrap_or("").to_owned();
         assert!(content_type.starts_with("text/csv; charset=utf-8"), "{content_type}");
