@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
+use sqlx::ConnectOptions;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -232,7 +233,10 @@ impl StatsReader {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(store_err("parse database url"))?
                     .read_only(true)
-                    .busy_timeout(Duration::from_secs(5));
+                    .busy_timeout(Duration::from_secs(5))
+                    // sqlx would log every export as a slow statement (it lasts as long as its
+                    // download); stats failures are logged where they are handled.
+                    .disable_statement_logging();
                 ReadPool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(READ_CONNECTIONS)
@@ -242,7 +246,8 @@ impl StatsReader {
             DatabaseUrl::Mysql(url) => {
                 let options = MySqlConnectOptions::from_str(url)
                     .map_err(store_err("parse database url"))?
-                    .charset("utf8mb4");
+                    .charset("utf8mb4")
+                    .disable_statement_logging();
                 ReadPool::Mysql(
                     MySqlPoolOptions::new()
                         .max_connections(READ_CONNECTIONS)
