@@ -1,7 +1,8 @@
 //! The two listeners and what each serves.
 //!
 //! Public (`--listen`): `/__track`, `/healthz`, `/readyz`: what browsers and load balancers
-//! see. Admin (`--admin-listen`): `/metrics`, `/healthz`, `/readyz` and the API (`/api/...`):
+//! see. Admin (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`, the API (`/api/...`) and
+//! the campaign dashboard (`/dashboard`):
 //! for operators only, so metrics and the API are never exposed on the public port (SPEC §4a).
 
 mod admin;

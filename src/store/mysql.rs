@@ -12,7 +12,8 @@
 //!   5. read the tags of those rows (already locked by us, so a READ COMMITTED read sees their
 //!      latest committed value), merge, write back the rows whose tags changed. A locking read
 //!      of a row that does not exist yet would lock nothing; step 4 makes sure it exists first;
-//!   6. interaction logs, then rejects.
+//!   6. interaction logs, their per-click tags (`track_click_tags`, new keys only: uuid v7
+//!      click ids), then rejects.
 //!
 //! Deadlock (1213), lock wait timeout (1205) and 1020 are retried by the writer as a whole
 //! transaction; that is safe because the batch is idempotent by `click_id`.
