@@ -388,6 +388,11 @@ async fn bad_requests_are_json_errors() {
         ("/api/campaigns/999/stats", 404, "no campaign 999"),
         ("/api/campaigns/999/clicks.csv", 404, "no campaign 999"),
         ("/api/members/U404/clicks", 404, "no member"),
+        (
+            "/api/campaign/123/stats",
+            404,
+            "no such endpoint: /api/campaign/123/stats",
+        ),
         ("/api/campaigns/abc/stats", 400, "integer"),
         ("/api/campaigns/123/stats?from=yesterday", 400, "from: "),
         (

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::Uri;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use subtle::ConstantTimeEq;
 
 use crate::domain::signature::Keyring;
@@ -37,8 +38,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/campaigns/{id}/stats", get(stats::campaign_stats))
         .route("/api/campaigns/{id}/clicks.csv", get(stats::clicks_csv))
         .route("/api/members/{uid}/clicks", get(stats::member_clicks))
+        .route("/api/{*rest}", any(no_such_endpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// Unknown `/api/...` paths answer like the rest of the API: JSON, after the token check.
+async fn no_such_endpoint(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
 }
 
 /// Every API error, mapped to its status and a JSON body naming the problem.
