@@ -32,7 +32,7 @@ pub const READ_CONNECTIONS: u32 = 4;
 /// never loads while it holds a read connection.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Members listed in `top_members`.
-const TOP_MEMBERS: usize = 10;
+const TOP_MEMBERS: usize = sql::DISPLAY_NAMES_LIST;
 
 /// The read side of the store.
 #[derive(Debug, Clone)]
@@ -384,34 +384,34 @@ impl StatsReader {
         })
     }
 
-    /// The most active of `members` (uid, clicks), with their display names.
+    /// The most active of `members` (uid, clicks), with their display names (one query).
     async fn top_members(
         &self,
         mut members: Vec<(String, i64)>,
     ) -> Result<Vec<MemberCount>, StatsError> {
         members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         members.truncate(TOP_MEMBERS);
-        let mut top = Vec::with_capacity(members.len());
-        for (uid, clicks) in members {
-            let display_name = self.display_name(&uid).await?;
-            top.push(MemberCount {
-                uid,
-                display_name,
-                clicks,
-            });
-        }
-        Ok(top)
-    }
-
-    async fn display_name(&self, uid: &str) -> Result<Option<String>, StatsError> {
-        let name: Option<Option<String>> = on_pool!(self, pool, sql => {
-            timed(
-                "read member name",
-                sqlx::query_scalar(sql.display_name).bind(uid).fetch_optional(pool),
-            )
-            .await?
+        let Some((last, _)) = members.last() else {
+            return Ok(Vec::new());
+        };
+        let mut uids: Vec<&str> = members.iter().map(|(uid, _)| uid.as_str()).collect();
+        uids.resize(sql::DISPLAY_NAMES_LIST, last.as_str());
+        let names: Vec<(String, Option<String>)> = on_pool!(self, pool, sql => {
+            let mut query = sqlx::query_as(sql.display_names);
+            for uid in &uids {
+                query = query.bind(*uid);
+            }
+            timed("read member names", query.fetch_all(pool)).await?
         });
-        Ok(name.flatten())
+        let names: BTreeMap<String, Option<String>> = names.into_iter().collect();
+        Ok(members
+            .into_iter()
+            .map(|(uid, clicks)| MemberCount {
+                display_name: names.get(&uid).cloned().flatten(),
+                uid,
+                clicks,
+            })
+            .collect())
     }
 
     /// A member's newest `limit` clicks across campaigns, with their tags, and the member's

@@ -29,6 +29,9 @@ pub struct Dialect {
     pub tags: &'static str,
     /// A member's display name by uid.
     pub display_name: &'static str,
+    /// (uid, display name) of up to ten members, in one statement: `?` ×10, the list padded
+    /// with its last uid.
+    pub display_names: &'static str,
     /// A member's clicks, newest first: click_id, at, campaign_id, campaign name, type,
     /// target, tags. Binds (uid, limit).
     pub member_clicks: &'static str,
@@ -78,6 +81,11 @@ const TAGS: &str = "SELECT tag, COUNT(*) AS n FROM track_click_tags \
 
 const DISPLAY_NAME: &str = "SELECT line_display_name FROM members WHERE line_uid = ?";
 
+/// How many uids `display_names` takes (the dashboard's top members).
+pub const DISPLAY_NAMES_LIST: usize = 10;
+const DISPLAY_NAMES: &str = "SELECT line_uid, line_display_name FROM members \
+    WHERE line_uid IN (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
 pub const SQLITE: Dialect = Dialect {
     campaigns: "SELECT c.id, COALESCE(c.name, ''), COALESCE(c.clicked_count, 0), \
             (SELECT l.triggered_at FROM component_interaction_logs l \
@@ -103,6 +111,7 @@ pub const SQLITE: Dialect = Dialect {
     top_targets: TOP_TARGETS,
     tags: TAGS,
     display_name: DISPLAY_NAME,
+    display_names: DISPLAY_NAMES,
     member_clicks: "SELECT l.click_id, l.triggered_at, l.campaign_id, c.name, \
             l.interaction_type, l.interaction_value, \
             (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
@@ -152,6 +161,7 @@ pub const MYSQL: Dialect = Dialect {
     top_targets: TOP_TARGETS,
     tags: TAGS,
     display_name: DISPLAY_NAME,
+    display_names: DISPLAY_NAMES,
     member_clicks: "SELECT l.click_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s'), \
             CAST(l.campaign_id AS SIGNED), c.name, CAST(l.interaction_type AS CHAR), \
             l.interaction_value, \

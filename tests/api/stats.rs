@@ -181,6 +181,17 @@ store_tests! {
         assert_eq!(series.iter().sum::<i64>(), 8);
         assert_eq!(series[7], 8, "today's bucket: {series:?}");
 
+        // Display names come from members (the marketing app fills them).
+        db.execute("UPDATE members SET line_display_name = 'Hana' WHERE line_uid = 'U2'").await;
+        let named = admin_json(&app, "/api/campaigns/123/stats").await;
+        let names: Vec<&Value> = named["top_members"]
+            .as_array()
+            .expect("top members")
+            .iter()
+            .map(|m| &m["display_name"])
+            .collect();
+        assert_eq!(names, [&Value::Null, &json!("Hana"), &Value::Null]);
+
         // Old rows by hour: zero-filled buckets, `from` inclusive, `to` exclusive, UTC.
         let old = admin_json(
             &app,
