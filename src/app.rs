@@ -2,13 +2,15 @@
 //!
 //! Shutdown order is what makes "every redirected click is recorded" hold on SIGTERM: stop
 //! accepting connections, let in-flight requests finish (each waits for its click to be
-//! durable), drop the last queue handle, let the overflow task and then the writer drain
-//! their queues, close the store. Clicks still in the spool stay there for the next start.
+//! durable), drop the last queue handle, let the overflow task and then the appender drain
+//! their queues into the journal, then give the applier `--drain-timeout-ms` to write the
+//! journal into the store. What is left stays in the journal for the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -16,11 +18,11 @@ use crate::config::{ConfigError, Settings};
 use crate::dedup::Dedup;
 use crate::http::api::ApiState;
 use crate::http::{self, AppState, LinkChecks};
-use crate::pipeline::{self, Health};
-use crate::spool::Spool;
+use crate::journal::{Journal, LocalJournal, StoreIdentity};
+use crate::pipeline::{self, ApplyLag, Health};
 use crate::stats::StatsReader;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{Exporter, metrics};
+use crate::telemetry::{Exporter, Sampler, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -36,10 +38,10 @@ pub enum AppError {
     },
     #[error("campaign {0} already exists")]
     CampaignExists(i64),
-    #[error("no spool at {0} (check --spool-path)")]
-    NoSpool(std::path::PathBuf),
+    #[error("no journal at {0} (check --spool-path)")]
+    NoJournal(std::path::PathBuf),
     #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
+    Journal(#[from] crate::journal::JournalError),
     #[error("stats: {0}")]
     Stats(#[from] crate::stats::StatsError),
     #[error("metrics recorder: {0}")]
@@ -55,7 +57,7 @@ pub enum AppError {
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub async fn serve(settings: Settings) -> Result<(), AppError> {
-    let metrics_handle = metrics::install(settings.batch.queue_capacity)?;
+    let metrics_handle = metrics::install(settings.pipeline.batch.queue_capacity)?;
     let upkeep = {
         let handle = metrics_handle.clone();
         tokio::spawn(async move {
@@ -69,14 +71,33 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
 
     let store = Store::connect(&settings.database, settings.connect).await?;
     store.migrate().await?;
-    let spool = Arc::new(Spool::new(&settings.spool_path));
-    let spool_ok = open_spool(&spool).await;
-    let health = Arc::new(Health::new(true, spool_ok));
-    let exporter = Exporter::new(metrics_handle, store.clone());
-    let pipeline = pipeline::build(store, spool, settings.batch, health.clone());
+    let identity = StoreIdentity {
+        id: store.identity().await?,
+        display: settings.database.to_string(),
+    };
+    let journal = Arc::new(Journal::Local(LocalJournal::owned(
+        &settings.journal_path,
+        identity,
+        settings.journal_max_bytes,
+    )));
+    let journal_ok = open_journal(&journal).await?;
+    let mode = settings.pipeline.mode;
+    let health = Arc::new(Health::new(mode, true, journal_ok));
+    let lag = Arc::new(ApplyLag::default());
+    let exporter = Exporter::new(metrics_handle, samplers(&store, &lag));
+    let pipeline = pipeline::build(
+        pipeline::Parts {
+            store: store.clone(),
+            journal: journal.clone(),
+            health: health.clone(),
+            lag,
+        },
+        settings.pipeline,
+    );
     let queue = pipeline.queue;
-    let writer = tokio::spawn(pipeline.writer.run());
+    let appender = tokio::spawn(pipeline.appender.run());
     let overflow = tokio::spawn(pipeline.overflow.run());
+    let applier = tokio::spawn(pipeline.applier.run());
 
     let public = bind("--listen", settings.listen).await?;
     let admin = bind("--admin-listen", settings.admin_listen).await?;
@@ -134,14 +155,18 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let admin_server = axum::serve(admin, http::admin_router(health, exporter, api))
         .with_graceful_shutdown(stopped(stop_rx));
 
+    let batch = settings.pipeline.batch;
     tracing::info!(
         public_addr = %public_addr,
         admin_addr = %admin_addr,
         database = %settings.database,
-        batch_max_rows = settings.batch.max_rows,
-        batch_max_delay_ms = settings.batch.max_delay.as_millis() as u64,
-        queue_capacity = settings.batch.queue_capacity,
-        spool = %settings.spool_path.display(),
+        ack = mode.as_str(),
+        journal = %settings.journal_path.display(),
+        journal_depth = journal.depth(),
+        batch_max_rows = batch.max_rows,
+        batch_max_delay_ms = batch.max_delay.as_millis() as u64,
+        apply_batch_max_rows = settings.pipeline.apply_max_rows,
+        queue_capacity = batch.queue_capacity,
         signing_keys = signing_keys,
         require_signature = settings.require_signature,
         dedup_window_ms = settings.dedup.window.as_millis() as u64,
@@ -151,38 +176,58 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     );
 
     let (public_result, admin_result) = tokio::join!(public_server, admin_server);
-    // The public server owned the last queue handles: the overflow task, then the writer,
-    // drain and stop.
+    // The public server owned the last queue handles: the overflow task, then the appender,
+    // drain and stop; then the applier writes what the journal holds, within the drain time.
     let overflow_result = overflow.await;
-    let writer_result = writer.await;
+    let appender_result = appender.await;
+    let drain_deadline = tokio::time::Instant::now() + settings.drain_timeout;
+    if pipeline.drain.send(Some(drain_deadline)).is_err() {
+        tracing::debug!("applier already stopped");
+    }
+    let applier_result = applier.await;
+    journal.close().await;
+    store.close().await;
     upkeep.abort();
     public_result.map_err(|e| task_error("public server", e))?;
     admin_result.map_err(|e| task_error("admin server", e))?;
     overflow_result.map_err(|e| task_error("overflow", e))?;
-    writer_result.map_err(|e| task_error("writer", e))?;
+    appender_result.map_err(|e| task_error("appender", e))?;
+    applier_result.map_err(|e| task_error("applier", e))?;
     tracing::info!("clicktrack stopped");
     Ok(())
 }
 
-/// Open the spool and report what it holds. A spool that cannot be opened does not stop the
-/// service (the store may be fine): it is logged, counted, and `/readyz` says not ready until
-/// the writer manages to open it.
-async fn open_spool(spool: &Spool) -> bool {
-    match spool.open().await {
+/// What `/metrics` reads from live state at each scrape.
+fn samplers(store: &Store, lag: &Arc<ApplyLag>) -> Vec<Sampler> {
+    let store = store.clone();
+    let lag = lag.clone();
+    vec![
+        Box::new(move || metrics::db_pool(store.pool_stats())),
+        Box::new(move || metrics::apply_lag(lag.seconds(OffsetDateTime::now_utc()))),
+    ]
+}
+
+/// Open the journal (take its lock, check its store) and report what it holds. A journal
+/// that is locked by another process or belongs to another store stops the start (exit 2);
+/// one that cannot be opened (a missing directory, a full disk) does not: it is logged,
+/// counted, and clicks go to the store until the appender manages to open it.
+async fn open_journal(journal: &Journal) -> Result<bool, AppError> {
+    match journal.reopen().await {
         Ok(()) => {
-            if spool.depth() > 0 {
+            if journal.depth() > 0 {
                 tracing::info!(
-                    spooled = spool.depth(),
-                    path = %spool.path().display(),
-                    "clicks in the spool from an earlier run: replaying them"
+                    journal_depth = journal.depth(),
+                    path = %journal.path().display(),
+                    "clicks in the journal from an earlier run: applying them"
                 );
             }
-            true
+            Ok(true)
         }
+        Err(e) if e.is_misconfiguration() => Err(AppError::Journal(e)),
         Err(e) => {
-            tracing::error!(operation = "spool", error = %e, kind = e.kind(), "cannot open the spool: not ready");
+            tracing::error!(operation = "spool", error = %e, kind = e.kind(), "cannot open the journal");
             metrics::error("spool", e.kind());
-            false
+            Ok(false)
         }
     }
 }

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dedup::{DedupSettings, RedisSettings};
 use crate::domain::RedirectPolicy;
 use crate::domain::signature::{Keyring, SigningKey};
-use crate::pipeline::BatchSettings;
+use crate::pipeline::{AckMode, BatchSettings, PipelineSettings};
 use crate::store::{ConnectOptions, DatabaseUrl};
 use crate::telemetry::LogFormat;
 
@@ -46,7 +46,7 @@ pub enum Command {
     /// Manage campaigns (production campaigns come from the marketing app).
     #[command(subcommand)]
     Campaign(CampaignCommand),
-    /// Inspect or drain the spool (for operators, after an incident).
+    /// Inspect or apply the journal (`spool`: its name in earlier releases), for operators.
     #[command(subcommand)]
     Spool(SpoolCommand),
     /// Print a signed tracking link (the same as POST /api/links on the admin listener).
@@ -161,9 +161,10 @@ pub fn parse_span(value: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum SpoolCommand {
-    /// Print how many clicks wait in the spool and how old the oldest is.
+    /// Print how many clicks wait in the journal, how old the oldest is, and its store.
     Status(SpoolArgs),
-    /// Replay the spool into --database-url until it is empty, then exit.
+    /// Apply the journal to --database-url until it is empty, then exit (not while a
+    /// `serve` holds it).
     Replay(SpoolArgs),
 }
 
@@ -177,18 +178,17 @@ pub struct SpoolArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SpoolPathArg {
-    /// The spool file (SQLite) for clicks the database cannot take right now; default: next to
-    /// an SQLite database (`clicktrack.spool.db`), else `clicktrack.spool.db` in the working
-    /// directory. Give every instance its own.
-    #[arg(long, env = "CLICKTRACK_SPOOL_PATH")]
+    /// The journal file (SQLite) where clicks are made durable before the store has them;
+    /// default: next to an SQLite database (`clicktrack.spool.db`), else
+    /// `clicktrack-mysql-HOST-PORT-DB.spool.db` in the working directory. One process per
+    /// journal (it is locked), on a local disk.
+    #[arg(long, visible_alias = "journal-path", env = "CLICKTRACK_SPOOL_PATH")]
     pub spool_path: Option<std::path::PathBuf>,
 }
 
 impl SpoolPathArg {
     pub fn path(&self, database: &DatabaseUrl) -> std::path::PathBuf {
-        self.spool_path
-            .clone()
-            .unwrap_or_else(|| crate::spool::default_path(database))
+        crate::journal::path_for(self.spool_path.as_deref(), database)
     }
 }
 
@@ -266,11 +266,31 @@ pub struct ServeArgs {
     #[arg(long, env = "CLICKTRACK_ALLOW_ANY_TARGET")]
     pub allow_any_target: bool,
 
-    /// Most records written in one transaction.
+    /// When a click is answered: `journal` once it is in the journal on disk (the store has
+    /// it moments later), or `store` once the store has committed it.
+    #[arg(long, env = "CLICKTRACK_ACK", value_enum, default_value = "journal")]
+    pub ack: AckMode,
+
+    /// Most records made durable in one group commit (journal append, or store transaction
+    /// with --ack store).
     #[arg(long, env = "CLICKTRACK_BATCH_MAX_ROWS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_max_rows: u32,
 
-    /// Longest wait for more records before a batch is written, in milliseconds.
+    /// Most journal records the applier writes to the store in one transaction.
+    #[arg(long, env = "CLICKTRACK_APPLY_BATCH_MAX_ROWS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub apply_batch_max_rows: u32,
+
+    /// Largest the journal may grow, in bytes (0: no limit). A full journal is not written:
+    /// clicks go to the store directly until the applier makes room.
+    #[arg(long, env = "CLICKTRACK_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub journal_max_bytes: u64,
+
+    /// On SIGTERM, how long the applier may keep writing the journal into the store before
+    /// the process exits (what is left is applied at the next start), in milliseconds.
+    #[arg(long, env = "CLICKTRACK_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_timeout_ms: u64,
+
+    /// Longest wait for more records before a group is committed, in milliseconds.
     #[arg(long, env = "CLICKTRACK_BATCH_MAX_DELAY_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub batch_max_delay_ms: u64,
 
@@ -363,9 +383,11 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub database: DatabaseUrl,
     pub connect: ConnectOptions,
-    pub spool_path: std::path::PathBuf,
+    pub journal_path: std::path::PathBuf,
+    pub journal_max_bytes: u64,
+    pub drain_timeout: Duration,
     pub policy: RedirectPolicy,
-    pub batch: BatchSettings,
+    pub pipeline: PipelineSettings,
     pub keyring: Keyring,
     pub require_signature: bool,
     pub admin_token: Option<String>,
@@ -419,16 +441,22 @@ impl ServeArgs {
         Ok(Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
-            spool_path: self.spool.path(&database),
+            journal_path: self.spool.path(&database),
+            journal_max_bytes: self.journal_max_bytes,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             database,
             connect: self.db.connect_options(),
             policy,
-            batch: BatchSettings {
-                max_rows: self.batch_max_rows as usize,
-                max_delay: Duration::from_millis(self.batch_max_delay_ms),
-                queue_capacity: self.queue_capacity as usize,
-                ack_timeout: Duration::from_millis(self.ack_timeout_ms),
-                spill_after: Duration::from_millis(self.spill_after_ms),
+            pipeline: PipelineSettings {
+                mode: self.ack,
+                batch: BatchSettings {
+                    max_rows: self.batch_max_rows as usize,
+                    max_delay: Duration::from_millis(self.batch_max_delay_ms),
+                    queue_capacity: self.queue_capacity as usize,
+                    ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+                    spill_after: Duration::from_millis(self.spill_after_ms),
+                },
+                apply_max_rows: self.apply_batch_max_rows as usize,
             },
             keyring,
             require_signature: self.require_signature,
@@ -464,7 +492,16 @@ mod tests {
             .expect("defaults are valid");
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.policy.refuses_everything());
-        assert!(s.batch.max_rows >= 100);
+        assert!(s.pipeline.batch.max_rows >= 100);
+        assert_eq!(s.pipeline.mode, AckMode::Journal);
+        assert!(s.pipeline.apply_max_rows >= 1_000);
+        let store = serve(&["--ack", "store", "--journal-path", "j.db"])
+            .expect("parses")
+            .settings()
+            .expect("valid");
+        assert_eq!(store.pipeline.mode, AckMode::Store);
+        assert_eq!(store.journal_path, std::path::Path::new("j.db"));
+        assert!(serve(&["--ack", "never"]).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = match e {
                 AppError::Config(_) => 2,
+                AppError::Journal(ref j) if j.is_misconfiguration() => 2,
                 _ => 1,
             };
             // Each error's Display already carries its cause.

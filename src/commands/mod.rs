@@ -1,4 +1,4 @@
-//! The subcommands other than `serve`: small, one store or spool operation each
+//! The subcommands other than `serve`: small, one store or journal operation each
 //! (`stats` has its own file).
 
 mod stats;
@@ -13,13 +13,13 @@ use crate::config::{
     SpoolCommand,
 };
 use crate::domain::link::{LinkError, LinkSpec};
-use crate::pipeline::replay::replay_step;
+use crate::journal::{Journal, LocalJournal, StoreIdentity};
+use crate::pipeline::applier::{ApplyStep, apply_step};
 use crate::pipeline::{Budget, Committer};
-use crate::spool::Spool;
 use crate::store::Store;
 
-/// Records per replayed transaction in `clicktrack spool replay`.
-const REPLAY_BATCH: usize = 512;
+/// Records per applied transaction in `clicktrack spool replay`.
+const REPLAY_BATCH: usize = 4_096;
 /// How long `spool replay` keeps retrying one batch before it gives up and exits.
 const REPLAY_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -89,27 +89,29 @@ async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
     }
 }
 
-fn open_spool_at(args: &SpoolArgs) -> Result<Spool, AppError> {
+/// The journal named by `args`, which must exist: opening a missing one would create an
+/// empty journal and hide a mistyped path.
+fn journal_path(args: &SpoolArgs) -> Result<std::path::PathBuf, AppError> {
     let path = args.spool.path(&args.db.database()?);
     if !path.exists() {
-        // Opening would create an empty spool and hide a mistyped path.
-        return Err(AppError::NoSpool(path));
+        return Err(AppError::NoJournal(path));
     }
-    Ok(Spool::new(path))
+    Ok(path)
 }
 
 async fn spool_status(args: &SpoolArgs) -> Result<(), AppError> {
-    let spool = open_spool_at(args)?;
-    let status = spool.status().await;
-    spool.close().await;
+    let journal = LocalJournal::new(journal_path(args)?);
+    let status = journal.status().await;
+    journal.close().await;
     let status = status?;
-    println!("spool:       {}", spool.path().display());
+    println!("journal:     {}", journal.path().display());
+    println!("store:       {}", status.store.as_deref().unwrap_or("-"));
     println!("depth:       {}", status.depth);
     match (&status.oldest_spooled_at, status.oldest_received_at) {
         (Some(spooled), Some(received)) => {
-            println!("oldest:      spooled {spooled} UTC, clicked {received}")
+            println!("oldest:      appended {spooled} UTC, clicked {received}")
         }
-        (Some(spooled), None) => println!("oldest:      spooled {spooled} UTC"),
+        (Some(spooled), None) => println!("oldest:      appended {spooled} UTC"),
         _ => println!("oldest:      -"),
     }
     println!("unreadable:  {}", status.unreadable);
@@ -117,28 +119,26 @@ async fn spool_status(args: &SpoolArgs) -> Result<(), AppError> {
 }
 
 async fn spool_replay(args: &SpoolArgs) -> Result<(), AppError> {
-    let spool = open_spool_at(args)?;
-    let store = Store::connect(&args.db.database()?, args.db.connect_options()).await?;
+    let path = journal_path(args)?;
+    let database = args.db.database()?;
+    let store = Store::connect(&database, args.db.connect_options()).await?;
     store.migrate().await?;
+    let identity = StoreIdentity {
+        id: store.identity().await?,
+        display: database.to_string(),
+    };
+    // Owned: locked (never while a `serve` applies it) and checked against this store.
+    let journal = Journal::Local(LocalJournal::owned(path, identity, 0));
+    journal.reopen().await?;
     let committer = Committer::new(store);
-    let mut total = crate::pipeline::replay::ReplayStep::default();
+    let mut total = ApplyStep::default();
     let result = loop {
-        let step = match replay_step(
-            &committer,
-            &spool,
-            REPLAY_BATCH,
-            Budget::until(REPLAY_PATIENCE),
-        )
-        .await
-        {
+        let budget = Budget::until(REPLAY_PATIENCE);
+        let step = match apply_step(&committer, &journal, REPLAY_BATCH, budget).await {
             Ok(step) => step,
             Err(e) => break Err(AppError::from(e)),
         };
-        total.read += step.read;
-        total.recorded += step.recorded;
-        total.already_recorded += step.already_recorded;
-        total.rejected += step.rejected;
-        total.lost += step.lost;
+        total.add(&step);
         if let Some(e) = step.store_failure {
             break Err(AppError::Store(e));
         }
@@ -146,11 +146,11 @@ async fn spool_replay(args: &SpoolArgs) -> Result<(), AppError> {
             break Ok(());
         }
     };
-    let left = spool.refresh_depth().await.unwrap_or(spool.depth());
+    let left = journal.depth();
     committer.store().close().await;
-    spool.close().await;
+    journal.close().await;
     println!(
-        "replayed {}: {} recorded, {} already recorded, {} rejected, {} refused; {} left in the spool",
+        "replayed {}: {} recorded, {} already recorded, {} rejected, {} refused; {} left in the journal",
         total.removed(),
         total.recorded,
         total.already_recorded,

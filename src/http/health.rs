@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers) and `/readyz` (a click arriving now would be made durable),
-//! on both listeners. `/readyz`'s body names the store's and the spool's state separately.
+//! on both listeners. `/readyz`'s body names the store's and the journal's state separately.
 
 use std::sync::Arc;
 
@@ -24,14 +24,15 @@ async fn healthz() -> &'static str {
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
     let state = |ok| if ok { "ok" } else { "down" };
     let body = format!(
-        "{}\nstore: {}\nspool: {}\n",
+        "{}\nack: {}\nstore: {}\njournal: {}\n",
         if health.is_ready() {
             "ready"
         } else {
-            "not ready: the spool cannot be written, clicks could be lost"
+            "not ready: a click now could not be made durable, it could be lost"
         },
+        health.mode().as_str(),
         state(health.store_ok()),
-        state(health.spool_ok()),
+        state(health.journal_ok()),
     );
     let code = if health.is_ready() {
         StatusCode::OK

@@ -4,8 +4,8 @@
 //! 400, and nothing else happens. A good link always gets its 302, whatever else is true; HEAD
 //! requests, bots and repeats of a click within the de-duplication window get it without being
 //! recorded, and the tracking fields only decide whether the record is a click or a reject.
-//! The 302 is sent once the record is durable (group commit), so every redirected click is in
-//! the database.
+//! The 302 is sent once the record is durable (group commit: in the journal, or with
+//! `--ack store` in the database), so every redirected click reaches the database.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -167,11 +167,15 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
     // For the error lines below (the request span already carries the click id).
     let campaign_id = record.campaign_id();
     let uid = short_uid(record.uid());
+    let is_reject = matches!(record, Record::Reject(_));
     let outcome = match queue.submit(record).await {
         Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
         Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
+        // In the journal; a reject is known as one before it is applied.
+        Submission::Journaled if is_reject => status::REJECTED,
+        Submission::Journaled => status::REDIRECTED,
         Submission::Spooled => status::SPOOLED,
-        // Store and spool both failed; logged and counted where they failed.
+        // Journal and store both failed; logged and counted where they failed.
         Submission::Failed => status::NOT_DURABLE,
         Submission::TimedOut => {
             tracing::error!(
@@ -189,8 +193,8 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
                 operation = "ack",
                 campaign_id,
                 uid,
-                error = "writer stopped",
-                "writer stopped before the click was written"
+                error = "appender stopped",
+                "appender stopped before the click was made durable"
             );
             metrics::error("ack", "closed");
             status::NOT_DURABLE

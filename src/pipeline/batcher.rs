@@ -1,7 +1,7 @@
 //! Collecting queued records into one batch.
 //!
 //! A batch closes when it holds `max_rows` records or `max_delay` has passed since its first
-//! record was taken. While the writer commits one batch the next one fills up in the queue, so
+//! record was taken. While the appender commits one batch the next one fills up in the queue, so
 //! under load batches grow by themselves and the delay is rarely waited in full.
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub struct BatchSettings {
     pub max_delay: Duration,
     pub queue_capacity: usize,
     pub ack_timeout: Duration,
-    /// How long a batch may try the store before it goes to the spool.
+    /// How long a group may try the store before it goes to the journal (`--ack store`).
     pub spill_after: Duration,
 }
 

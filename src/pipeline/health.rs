@@ -1,46 +1,57 @@
-//! Whether the store and the spool accept writes, as the pipeline last saw them (`/readyz`).
+//! Whether the store and the journal accept writes, as the pipeline last saw them (`/readyz`).
 //!
-//! The writer and the overflow task are the only components that write, so they are the ones
-//! that know: every batch, spool append and idle probe updates these flags, and readiness
-//! checks only read them.
+//! The appender, the applier and the overflow task are the only components that write, so
+//! they are the ones that know: every batch, append and idle probe updates these flags, and
+//! readiness checks only read them.
 //!
-//! Ready means "a click arriving now will be made durable": the spool can be written (it
-//! takes every click the store cannot). A store outage alone does not make an instance
-//! unready: every instance shares the database, and taking them all out of the load
-//! balancer would turn a recorded outage into lost redirects. It shows in `/readyz`'s body
-//! and in `track_store_ready`.
+//! Ready means "a click arriving now will be made durable". With `--ack journal` that is the
+//! journal, or the store when the journal cannot be written (the appender falls back to it).
+//! With `--ack store` it is the journal, which takes every click the store cannot: a store
+//! outage alone does not make an instance unready, since every instance shares the database
+//! and taking them all out of the load balancer would turn a recorded outage into lost
+//! redirects. The store's state shows in `/readyz`'s body and in `track_store_ready`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::AckMode;
 use crate::telemetry::metrics;
 
 #[derive(Debug)]
 pub struct Health {
+    mode: AckMode,
     store: AtomicBool,
-    spool: AtomicBool,
+    journal: AtomicBool,
 }
 
 impl Health {
-    pub fn new(store: bool, spool: bool) -> Health {
+    pub fn new(mode: AckMode, store: bool, journal: bool) -> Health {
         metrics::store_ready(store);
-        metrics::spool_ready(spool);
+        metrics::journal_ready(journal);
         Health {
+            mode,
             store: AtomicBool::new(store),
-            spool: AtomicBool::new(spool),
+            journal: AtomicBool::new(journal),
         }
+    }
+
+    pub fn mode(&self) -> AckMode {
+        self.mode
     }
 
     /// A click arriving now would be made durable.
     pub fn is_ready(&self) -> bool {
-        self.spool_ok()
+        match self.mode {
+            AckMode::Journal => self.journal_ok() || self.store_ok(),
+            AckMode::Store => self.journal_ok(),
+        }
     }
 
     pub fn store_ok(&self) -> bool {
         self.store.load(Ordering::Relaxed)
     }
 
-    pub fn spool_ok(&self) -> bool {
-        self.spool.load(Ordering::Relaxed)
+    pub fn journal_ok(&self) -> bool {
+        self.journal.load(Ordering::Relaxed)
     }
 
     pub fn set_store(&self, ok: bool) {
@@ -48,20 +59,23 @@ impl Health {
             if ok {
                 tracing::info!("store accepts writes again");
             } else {
-                tracing::warn!("store does not accept writes: clicks go to the spool");
+                tracing::warn!("store does not accept writes: clicks wait in the journal");
             }
             metrics::store_ready(ok);
         }
     }
 
-    pub fn set_spool(&self, ok: bool) {
-        if self.spool.swap(ok, Ordering::Relaxed) != ok {
+    pub fn set_journal(&self, ok: bool) {
+        if self.journal.swap(ok, Ordering::Relaxed) != ok {
             if ok {
-                tracing::info!("spool accepts writes again: ready");
+                tracing::info!("journal accepts writes again");
             } else {
-                tracing::error!("spool cannot be written: not ready");
+                tracing::error!(
+                    store_ok = self.store_ok(),
+                    "journal cannot be written: clicks go to the store directly"
+                );
             }
-            metrics::spool_ready(ok);
+            metrics::journal_ready(ok);
         }
     }
 }

@@ -1,41 +1,74 @@
-//! The path from an accepted request to a durable row: bounded queue → batcher → one writer.
+//! The path from an accepted request to a row in the store: queue → appender → journal →
+//! applier → store.
 //!
 //! Request handlers never touch the database. They hand a record to the `ClickQueue` and wait
-//! for its acknowledgement; the single `Writer` task collects records into batches, writes each
-//! batch in one transaction, and acknowledges every record once its batch is committed. This is
-//! group commit: the database sees a few large transactions instead of thousands of small ones.
+//! for its acknowledgement. The `Appender` collects records into groups and makes each group
+//! durable in one commit, then answers every request of the group:
+//! - `--ack journal` (default): the group is appended to the journal (one fsync), the 302s go
+//!   out, and the `Applier` writes the journal into the store in large batches, moments later;
+//! - `--ack store`: the group is committed to the store first (the counter includes the click
+//!   when the browser lands); the journal only takes what the store cannot take in time.
+//!
+//! Either way the applier is the one road from the journal into the store, and it is
+//! idempotent by `click_id`: a record applied twice (a crash between commit and removal) is
+//! counted once.
 
+mod appender;
+pub mod applier;
 mod batcher;
 mod commit;
 mod health;
+mod lag;
 mod overflow;
 mod queue;
-pub mod replay;
-mod writer;
 
+pub use appender::Appender;
+pub use applier::Applier;
 pub use batcher::BatchSettings;
 pub use commit::{Budget, Committer};
 pub use health::Health;
+pub use lag::ApplyLag;
 pub use overflow::Overflow;
 pub use queue::{ClickQueue, Submission};
-pub use writer::Writer;
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::domain::Record;
-use crate::spool::Spool;
-use crate::store::Outcome;
+use crate::journal::Journal;
+use crate::store::{Outcome, Store};
+
+/// When a request is answered (`--ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AckMode {
+    /// Once the click is in the journal on disk; the store has it moments later.
+    Journal,
+    /// Once the click is committed to the store (or, if the store cannot take it in time, to
+    /// the journal).
+    Store,
+}
+
+impl AckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Journal => "journal",
+            AckMode::Store => "store",
+        }
+    }
+}
 
 /// What the pipeline tells a waiting request about its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
     /// Committed to the store.
     Stored(Outcome),
-    /// On disk in the spool; replayed into the store later.
+    /// On disk in the journal, the normal path of `--ack journal`.
+    Journaled,
+    /// On disk in the journal because the store could not take it (`--ack store`).
     Spooled,
-    /// Neither the store nor the spool took it (logged and counted where it failed).
+    /// Neither the store nor the journal took it (logged and counted where it failed).
     Failed,
 }
 
@@ -46,25 +79,65 @@ pub struct Job {
     pub ack: oneshot::Sender<Ack>,
 }
 
-/// The pipeline's parts: the handle requests use, and the two tasks to run.
-pub struct Pipeline {
-    pub queue: ClickQueue,
-    pub writer: Writer,
-    pub overflow: Overflow,
+/// Tuning of the pipeline's two halves.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    pub mode: AckMode,
+    pub batch: BatchSettings,
+    /// Most records the applier writes in one store transaction.
+    pub apply_max_rows: usize,
 }
 
-/// Create the queue handle, its writer over `store`, and the overflow path into `spool`.
-pub fn build(
-    store: crate::store::Store,
-    spool: Arc<Spool>,
-    settings: BatchSettings,
-    health: Arc<Health>,
-) -> Pipeline {
-    let (tx, rx) = mpsc::channel(settings.queue_capacity);
-    let (overflow_tx, overflow_rx) = mpsc::channel(settings.queue_capacity);
+/// The pipeline's parts: the handle requests use, and the tasks to run.
+pub struct Pipeline {
+    pub queue: ClickQueue,
+    pub appender: Appender,
+    pub overflow: Overflow,
+    pub applier: Applier,
+    /// Tells the applier to drain the journal by the given deadline and stop.
+    pub drain: watch::Sender<Option<Instant>>,
+}
+
+/// The shared state the pipeline's tasks are built from.
+pub struct Parts {
+    pub store: Store,
+    pub journal: Arc<Journal>,
+    pub health: Arc<Health>,
+    pub lag: Arc<ApplyLag>,
+}
+
+/// Create the queue handle, the appender and overflow tasks in front of the journal, and the
+/// applier behind it.
+pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
+    let batch = settings.batch;
+    let (tx, rx) = mpsc::channel(batch.queue_capacity);
+    let (overflow_tx, overflow_rx) = mpsc::channel(batch.queue_capacity);
+    let (drain, drain_rx) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
+    let committer = Committer::new(parts.store);
+    let shared = appender::Shared {
+        journal: parts.journal.clone(),
+        health: parts.health.clone(),
+        lag: parts.lag.clone(),
+        wake: wake.clone(),
+        mode: settings.mode,
+    };
     Pipeline {
-        queue: ClickQueue::new(tx.clone(), overflow_tx, settings.ack_timeout),
-        writer: Writer::new(store, spool.clone(), rx, settings, health.clone()),
-        overflow: Overflow::new(overflow_rx, tx, spool, settings, health),
+        queue: ClickQueue::new(tx.clone(), overflow_tx, batch.ack_timeout),
+        appender: Appender::new(rx, committer.clone(), batch, shared.clone()),
+        overflow: Overflow::new(overflow_rx, tx, batch, shared),
+        applier: Applier::new(
+            applier::Parts {
+                journal: parts.journal,
+                committer,
+                health: parts.health,
+                lag: parts.lag,
+                wake,
+                drain: drain_rx,
+            },
+            settings.apply_max_rows,
+            batch.spill_after,
+        ),
+        drain,
     }
 }

@@ -1,8 +1,8 @@
 //! The request side of the pipeline: submit a record, wait until it is durable.
 //!
 //! The queue is bounded, so memory stays flat under any load: when it is full the record goes
-//! to the overflow task, which spools it (counted as `track_queue_full_total`); only if that
-//! path is full too does the request wait for room. Every wait is bounded by the ack timeout;
+//! to the overflow task, which appends it to the journal (counted as `track_queue_full_total`);
+//! only if that path is full too does the request wait for room. Every wait is bounded by the ack timeout;
 //! a request that times out still redirects, and the outcome is counted, never hidden.
 
 use std::time::Duration;
@@ -18,15 +18,17 @@ use crate::telemetry::metrics;
 /// What became of a submitted record, from the request's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submission {
-    /// Committed; the outcome says how.
+    /// Committed to the store; the outcome says how.
     Durable(Outcome),
-    /// On disk in the spool, to be replayed into the store.
+    /// On disk in the journal (`--ack journal`); the applier writes it into the store.
+    Journaled,
+    /// On disk in the journal because the store could not take it in time (`--ack store`).
     Spooled,
-    /// The writer gave up on its batch (already logged and counted there).
+    /// Neither the journal nor the store took it (already logged and counted there).
     Failed,
     /// No acknowledgement within the ack timeout; the record may still be written.
     TimedOut,
-    /// The writer is gone (shutting down).
+    /// The appender is gone (shutting down).
     Closed,
 }
 
@@ -50,7 +52,7 @@ impl ClickQueue {
         }
     }
 
-    /// Queue `record` and wait until its batch is committed (or the ack timeout passes).
+    /// Queue `record` and wait until it is durable (or the ack timeout passes).
     pub async fn submit(&self, record: Record) -> Submission {
         let (ack_tx, ack_rx) = oneshot::channel();
         let job = Job {
@@ -75,6 +77,7 @@ impl ClickQueue {
             }
             match ack_rx.await {
                 Ok(Ack::Stored(outcome)) => Submission::Durable(outcome),
+                Ok(Ack::Journaled) => Submission::Journaled,
                 Ok(Ack::Spooled) => Submission::Spooled,
                 Ok(Ack::Failed) => Submission::Failed,
                 Err(_) => Submission::Closed,
@@ -85,7 +88,7 @@ impl ClickQueue {
             .unwrap_or(Submission::TimedOut)
     }
 
-    /// Records waiting for the writer.
+    /// Records waiting for the appender.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }

@@ -225,6 +225,15 @@ impl Store {
         }
     }
 
+    /// The store's own id, kept in the store (`track_store_identity`): the same database
+    /// reached by another URL has the same id, another database a different one.
+    pub async fn identity(&self) -> Result<String, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.identity().await,
+            Store::Mysql(s) => s.identity().await,
+        }
+    }
+
     /// Create a campaign (for trying clicktrack out; production campaigns come from the
     /// marketing app). `Ok(false)` if the id exists already.
     pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {

@@ -152,6 +152,22 @@ impl MysqlStore {
         Ok(())
     }
 
+    /// The store's id (`track_store_identity`), created by whichever instance asks first.
+    pub async fn identity(&self) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT IGNORE INTO track_store_identity (id, store_id, created_at) VALUES (1, ?, ?)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(db_time(OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await
+        .map_err(err("store identity"))?;
+        sqlx::query_scalar("SELECT store_id FROM track_store_identity WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("store identity"))
+    }
+
     pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
         let now = db_time(OffsetDateTime::now_utc());
         let done = sqlx::query(

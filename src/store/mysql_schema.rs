@@ -101,6 +101,14 @@ const TRACK_CLICK_TAGS: &str = "CREATE TABLE IF NOT EXISTS track_click_tags (
         KEY idx_track_click_tags_campaign_time (campaign_id, triggered_at, tag)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci";
 
+/// The store's own id (see migrations/sqlite/0004_store_identity.sql): a journal records it
+/// and refuses to be applied into another store.
+const TRACK_STORE_IDENTITY: &str = "CREATE TABLE IF NOT EXISTS track_store_identity (
+        id         INT      NOT NULL PRIMARY KEY,
+        store_id   CHAR(36) NOT NULL,
+        created_at DATETIME NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci";
+
 /// What the stats queries read from the interaction logs, so that a campaign's numbers come
 /// from one index range and never from the table rows (on InnoDB a row lookup per click made a
 /// 500,000-click campaign take seconds; measured). `target_key` is a virtual column (nothing
@@ -171,6 +179,7 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     }
     ddl_step(pool, TRACK_REJECTS).await?;
     ddl_step(pool, TRACK_CLICK_TAGS).await?;
+    ddl_step(pool, TRACK_STORE_IDENTITY).await?;
     for (what, ddl) in STATS_ADDITIONS {
         let present = match what {
             Missing::Column(name) => {

@@ -1,27 +1,28 @@
 //! What a scrape of `/metrics` does: sample the values that are only known on demand (the
-//! store's connection pool, the process's memory, CPU and file descriptors), then render
-//! everything in the Prometheus text format.
+//! store's connection pool, the journal's apply lag, the process's memory, CPU and file
+//! descriptors), then render everything in the Prometheus text format.
 //!
 //! Sampling at scrape time rather than on a timer means every scrape sees fresh values and an
-//! idle service does no work for them.
+//! idle service does no work for them. The samplers are closures handed in by `app`, so this
+//! module needs to know nothing about the store or the pipeline.
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_process::Collector;
 
-use super::metrics;
-use crate::store::Store;
+/// Sets one or more gauges from live state, just before a scrape is rendered.
+pub type Sampler = Box<dyn Fn() + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Exporter {
     handle: PrometheusHandle,
     process: Arc<Collector>,
-    store: Store,
+    samplers: Arc<[Sampler]>,
 }
 
 impl Exporter {
-    pub fn new(handle: PrometheusHandle, store: Store) -> Exporter {
+    pub fn new(handle: PrometheusHandle, samplers: Vec<Sampler>) -> Exporter {
         let process = Collector::default();
         process.describe();
         // Present from the first scrape like every other series.
@@ -29,12 +30,14 @@ impl Exporter {
         Exporter {
             handle,
             process: Arc::new(process),
-            store,
+            samplers: samplers.into(),
         }
     }
 
     pub fn render(&self) -> String {
-        metrics::db_pool(self.store.pool_stats());
+        for sample in self.samplers.iter() {
+            sample();
+        }
         self.process.collect();
         self.handle.render()
     }

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::domain::signature::SignatureError;
 use crate::domain::{InteractionType, RejectReason};
-use crate::spool::SpoolReason;
+use crate::journal::AppendReason;
 use crate::store::{BatchResult, Outcome, PoolStats};
 
 pub const REQUESTS: &str = "track_requests_total";
@@ -37,6 +37,12 @@ pub const SPOOL_READY: &str = "track_spool_ready";
 pub const SPOOL_DEPTH: &str = "track_spool_depth";
 pub const SPOOLED: &str = "track_spooled_total";
 pub const SPOOL_REPLAYED: &str = "track_spool_replayed_total";
+pub const JOURNAL_DEPTH: &str = "track_journal_depth";
+pub const JOURNAL_BYTES: &str = "track_journal_bytes";
+pub const JOURNAL_APPEND: &str = "track_journal_append_seconds";
+pub const JOURNAL_APPLIED: &str = "track_journal_applied_total";
+pub const JOURNAL_APPLY_BATCH: &str = "track_journal_apply_batch_size";
+pub const JOURNAL_APPLY_LAG: &str = "track_journal_apply_lag_seconds";
 pub const DB_POOL: &str = "db_pool_connections";
 pub const DUPLICATES: &str = "track_duplicates_total";
 pub const DEDUP_FALLBACKS: &str = "track_dedup_fallbacks_total";
@@ -46,7 +52,7 @@ pub const SIGNATURE_FAILURES: &str = "track_signature_failures_total";
 
 /// `status` values of `track_requests_total`.
 pub mod status {
-    /// 302, click recorded.
+    /// 302, click durable: in the journal (`--ack journal`) or committed (`--ack store`).
     pub const REDIRECTED: &str = "redirected";
     /// 302, click set aside in `track_rejects`.
     pub const REJECTED: &str = "rejected";
@@ -54,7 +60,8 @@ pub mod status {
     pub const HEAD: &str = "head";
     /// 400, target refused by the redirect policy.
     pub const REFUSED_TARGET: &str = "refused_target";
-    /// 302, click durable in the spool (the store was down or the queue full); replayed later.
+    /// 302 with `--ack store`, click durable in the journal because the store was down or the
+    /// queue full; applied later.
     pub const SPOOLED: &str = "spooled";
     /// 302 sent before the click was durable: store and spool both failed, the ack timed out
     /// (it may still be written), or the writer stopped.
@@ -86,7 +93,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 21] = [
+const ERROR_SERIES: [(&str, &str); 22] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -96,6 +103,7 @@ const ERROR_SERIES: [(&str, &str); 21] = [
     ("spool", "disk_full"),
     ("spool", "busy"),
     ("spool", "undecodable"),
+    ("spool", "full"),
     ("probe", "transient"),
     ("probe", "unavailable"),
     ("probe", "timeout"),
@@ -115,8 +123,8 @@ const LATENCY_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
-const BATCH_SIZE_BUCKETS: [f64; 12] = [
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+const BATCH_SIZE_BUCKETS: [f64; 14] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
 ];
 
 /// Install the process-wide Prometheus recorder and register every series.
@@ -125,6 +133,11 @@ pub fn install(queue_capacity: usize) -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_COMMIT.into()), &LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_SIZE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(JOURNAL_APPEND.into()), &LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(JOURNAL_APPLY_BATCH.into()),
+            &BATCH_SIZE_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     register(queue_capacity);
@@ -162,7 +175,7 @@ fn describe() {
         TAGS_DROPPED,
         "New tags left out of last_click_tag because it was full."
     );
-    describe_gauge!(QUEUE_DEPTH, "Records waiting for the writer.");
+    describe_gauge!(QUEUE_DEPTH, "Records waiting for the appender.");
     describe_gauge!(
         QUEUE_CAPACITY,
         "Capacity of the in-memory queue (--queue-capacity)."
@@ -171,8 +184,11 @@ fn describe() {
         QUEUE_FULL,
         "Requests that found the queue full (their clicks overflow into the spool)."
     );
-    describe_histogram!(BATCH_SIZE, "Records per batch taken from the queue.");
-    describe_histogram!(BATCH_COMMIT, "Duration of one batch transaction, seconds.");
+    describe_histogram!(BATCH_SIZE, "Records per group taken from the queue.");
+    describe_histogram!(
+        BATCH_COMMIT,
+        "Duration of one store transaction (live or applied batch), seconds."
+    );
     describe_counter!(
         BATCH_RETRIES,
         "Batch retries after a transient error, by error code."
@@ -186,14 +202,38 @@ fn describe() {
         "Clicks written after their request stopped waiting (ack timeout)."
     );
     describe_gauge!(STORE_READY, "1 when the store accepts writes, else 0.");
+    describe_gauge!(SPOOL_READY, "1 when the journal accepts writes, else 0.");
     describe_gauge!(
-        SPOOL_READY,
-        "1 when the spool accepts writes, else 0 (then /readyz is 503)."
+        SPOOL_DEPTH,
+        "Records in the journal waiting to be applied (same as track_journal_depth)."
     );
-    describe_gauge!(SPOOL_DEPTH, "Records in the spool waiting for replay.");
     describe_counter!(
         SPOOLED,
-        "Records appended to the spool, by reason (store_unavailable, overflow)."
+        "Records appended to the journal, by reason (journal, store_unavailable, overflow)."
+    );
+    describe_gauge!(
+        JOURNAL_DEPTH,
+        "Records in the journal waiting to be applied to the store."
+    );
+    describe_gauge!(
+        JOURNAL_BYTES,
+        "Bytes the journal file holds, measured against --journal-max-bytes."
+    );
+    describe_histogram!(
+        JOURNAL_APPEND,
+        "Duration of one durable journal append (a group commit), seconds."
+    );
+    describe_counter!(
+        JOURNAL_APPLIED,
+        "Journal records applied to the store, by outcome (recorded, already_recorded, rejected, refused)."
+    );
+    describe_histogram!(
+        JOURNAL_APPLY_BATCH,
+        "Records per store transaction of the applier."
+    );
+    describe_gauge!(
+        JOURNAL_APPLY_LAG,
+        "Seconds since the oldest click still waiting in the journal arrived (0: none waits)."
     );
     describe_gauge!(
         DB_POOL,
@@ -221,7 +261,7 @@ fn describe() {
     );
     describe_counter!(
         SPOOL_REPLAYED,
-        "Spooled records replayed into the store, by outcome (recorded, already_recorded, rejected)."
+        "Journal records applied to the store, by outcome (recorded, already_recorded, rejected); kept for dashboards of earlier releases."
     );
 }
 
@@ -252,11 +292,14 @@ fn register(queue_capacity: usize) {
     ] {
         counter!(name).absolute(0);
     }
-    for reason in SpoolReason::ALL {
+    for reason in AppendReason::ALL {
         counter!(SPOOLED, "reason" => reason.as_str()).absolute(0);
     }
-    for outcome in REPLAY_OUTCOMES {
-        counter!(SPOOL_REPLAYED, "outcome" => outcome).absolute(0);
+    for outcome in APPLY_OUTCOMES {
+        counter!(JOURNAL_APPLIED, "outcome" => outcome).absolute(0);
+    }
+    for outcome in &APPLY_OUTCOMES[..3] {
+        counter!(SPOOL_REPLAYED, "outcome" => *outcome).absolute(0);
     }
     // `code` is the database's error code, or the error kind when there is none; the kinds
     // are registered, codes appear with their first retry.
@@ -264,11 +307,24 @@ fn register(queue_capacity: usize) {
         counter!(BATCH_RETRIES, "code" => kind).absolute(0);
     }
     // Histograms are exported once registered, with every bucket at 0.
-    for name in [REQUEST_DURATION, BATCH_SIZE, BATCH_COMMIT] {
+    for name in [
+        REQUEST_DURATION,
+        BATCH_SIZE,
+        BATCH_COMMIT,
+        JOURNAL_APPEND,
+        JOURNAL_APPLY_BATCH,
+    ] {
         drop(histogram!(name));
     }
-    gauge!(QUEUE_DEPTH).set(0.0);
-    gauge!(SPOOL_DEPTH).set(0.0);
+    for name in [
+        QUEUE_DEPTH,
+        SPOOL_DEPTH,
+        JOURNAL_DEPTH,
+        JOURNAL_BYTES,
+        JOURNAL_APPLY_LAG,
+    ] {
+        gauge!(name).set(0.0);
+    }
     for name in [DUPLICATES, DEDUP_FALLBACKS] {
         counter!(name).absolute(0);
     }
@@ -383,29 +439,53 @@ pub fn store_ready(ready: bool) {
     flag(STORE_READY, ready);
 }
 
-/// `outcome` values of `track_spool_replayed_total`.
-const REPLAY_OUTCOMES: [&str; 3] = ["recorded", "already_recorded", "rejected"];
+/// `outcome` values of `track_journal_applied_total`; the first three also label
+/// `track_spool_replayed_total`. `refused`: the database refused even the reject row.
+const APPLY_OUTCOMES: [&str; 4] = ["recorded", "already_recorded", "rejected", "refused"];
 
-pub fn spool_ready(ready: bool) {
+/// The journal (the spool of earlier releases) accepts writes.
+pub fn journal_ready(ready: bool) {
     flag(SPOOL_READY, ready);
 }
 
-pub fn spool_depth(depth: u64) {
+pub fn journal_depth(depth: u64) {
+    gauge!(JOURNAL_DEPTH).set(depth as f64);
     gauge!(SPOOL_DEPTH).set(depth as f64);
 }
 
-pub fn spooled(reason: SpoolReason, n: usize) {
+pub fn journal_bytes(bytes: u64) {
+    gauge!(JOURNAL_BYTES).set(bytes as f64);
+}
+
+pub fn journal_append_duration(elapsed: Duration) {
+    histogram!(JOURNAL_APPEND).record(elapsed.as_secs_f64());
+}
+
+pub fn apply_batch_size(n: usize) {
+    histogram!(JOURNAL_APPLY_BATCH).record(n as f64);
+}
+
+pub fn apply_lag(seconds: f64) {
+    gauge!(JOURNAL_APPLY_LAG).set(seconds);
+}
+
+pub fn spooled(reason: AppendReason, n: usize) {
     counter!(SPOOLED, "reason" => reason.as_str()).increment(n as u64);
 }
 
-/// Count the outcomes of a replayed batch (they are also counted as written batches).
-pub fn replayed(outcomes: &[Outcome]) {
+/// Count the outcomes of an applied batch (`None`: refused outright). The store writes are
+/// also counted as written batches.
+pub fn applied(outcomes: &[Option<Outcome>]) {
     for outcome in outcomes {
         let label = match outcome {
-            Outcome::Recorded => REPLAY_OUTCOMES[0],
-            Outcome::AlreadyRecorded => REPLAY_OUTCOMES[1],
-            Outcome::Rejected(_) => REPLAY_OUTCOMES[2],
+            Some(Outcome::Recorded) => APPLY_OUTCOMES[0],
+            Some(Outcome::AlreadyRecorded) => APPLY_OUTCOMES[1],
+            Some(Outcome::Rejected(_)) => APPLY_OUTCOMES[2],
+            None => APPLY_OUTCOMES[3],
         };
-        counter!(SPOOL_REPLAYED, "outcome" => label).increment(1);
+        counter!(JOURNAL_APPLIED, "outcome" => label).increment(1);
+        if outcome.is_some() {
+            counter!(SPOOL_REPLAYED, "outcome" => label).increment(1);
+        }
     }
 }

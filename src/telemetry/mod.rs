@@ -7,7 +7,7 @@
 mod exporter;
 pub mod metrics;
 
-pub use exporter::Exporter;
+pub use exporter::{Exporter, Sampler};
 
 use std::io::IsTerminal;
 

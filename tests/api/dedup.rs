@@ -147,7 +147,9 @@ async fn a_double_tap_sent_to_two_instances_counts_once(db) {
         "--redis-key-prefix", &prefix,
     ];
     let a = TestApp::spawn(&db, &args);
-    let b = TestApp::spawn(&db, &args);
+    // One journal per process.
+    let b_journal = db.journal_path("b");
+    let b = TestApp::spawn(&db, &[&args[..], &["--spool-path", &b_journal]].concat());
     let taps = (0..30).map(|i| link(123, &format!("U_TWO_{i}"), 1, "T")).collect::<Vec<_>>();
     let sent = taps.iter().flat_map(|tap| [a.track(tap), b.track(tap)]);
     let statuses = join_all(sent).await;

@@ -183,7 +183,9 @@ async fn two_processes_on_one_database_stay_exact(db) {
         ))
         .await;
     }
-    let apps = [TestApp::spawn(&db, &[]), TestApp::spawn(&db, &[])];
+    // One journal per process.
+    let second = db.journal_path("second");
+    let apps = [TestApp::spawn(&db, &[]), TestApp::spawn(&db, &["--spool-path", &second])];
     let tags: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
     let clients = (0..40).map(|w| {
         let (app, tags) = (&apps[w % 2], &tags);

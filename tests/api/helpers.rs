@@ -64,13 +64,30 @@ macro_rules! store_tests {
     };
 }
 
+/// The `--ack` mode apps run in unless a test names one: `CLICKTRACK_TEST_ACK` (`journal`,
+/// the default, or `store`). CI runs the suite in both.
+pub fn ack_mode() -> String {
+    std::env::var("CLICKTRACK_TEST_ACK").unwrap_or_else(|_| "journal".into())
+}
+
+/// True when apps answer from the journal (the store has the click moments later).
+pub fn journal_mode() -> bool {
+    ack_mode() == "journal"
+}
+
 /// A database of the test's own: a temporary SQLite file, or a fresh MySQL database that is
-/// dropped afterwards; and a temporary directory for its spool.
+/// dropped afterwards; and a temporary directory for its journal.
+///
+/// Reads wait until every app serving this database has applied its journal (or finds its
+/// store down): with `--ack journal` a 302 means the click is durable in the journal, and the
+/// database has it a moment later. Tests read the settled state, as a report would.
 pub struct TestDb {
     pub kind: StoreKind,
     pub url: String,
     mysql_database: Option<String>,
     dir: TempDir,
+    /// Admin addresses of the apps serving this database.
+    apps: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl TestDb {
@@ -109,6 +126,7 @@ impl TestDb {
                     url,
                     mysql_database: None,
                     dir,
+                    apps: Arc::default(),
                 })
             }
             StoreKind::Mysql => {
@@ -139,6 +157,7 @@ impl TestDb {
                     url: format!("{server}/{name}"),
                     mysql_database: Some(name),
                     dir: tempfile::tempdir().expect("temp dir"),
+                    apps: Arc::default(),
                 })
             }
         }
@@ -161,7 +180,48 @@ impl TestDb {
         url.to_string()
     }
 
-    /// The spool file every app serving this database uses (unless a test gives its own).
+    /// Wait (30 s at most) until every live app serving this database has an empty journal
+    /// or a store it reports down. An app that does not answer (killed, stopped) is skipped.
+    pub async fn settled(&self) {
+        let apps = self.apps.lock().expect("apps").clone();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("http client");
+        for admin in apps {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let Ok(answer) = client.get(format!("http://{admin}/metrics")).send().await else {
+                    break;
+                };
+                let Ok(text) = answer.text().await else {
+                    break;
+                };
+                let depth = metric(&text, "track_journal_depth");
+                let store_ready = metric(&text, "track_store_ready");
+                if depth == 0.0 || store_ready == 0.0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the journal of the app at {admin} did not drain: {depth} records left"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Another journal in this database's directory, for a second instance (one journal per
+    /// process).
+    pub fn journal_path(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{name}.spool.db"))
+            .display()
+            .to_string()
+    }
+
+    /// The journal file every app serving this database uses (unless a test gives its own).
     pub fn spool_path(&self) -> String {
         self.dir
             .path()
@@ -191,8 +251,10 @@ impl TestDb {
     }
 
     /// A connection pool for assertions: the same SQL on both stores (`?` placeholders, and
-    /// numbers cast to `SIGNED INTEGER`, which both read as a 64-bit integer).
+    /// numbers cast to `SIGNED INTEGER`, which both read as a 64-bit integer). Waits until the
+    /// apps serving the database have applied their journals (`settled`).
     pub async fn pool(&self) -> AnyPool {
+        self.settled().await;
         sqlx::any::install_default_drivers();
         AnyPoolOptions::new()
             .max_connections(2)
@@ -512,6 +574,9 @@ impl TestApp {
         if !args.contains(&"--spool-path") {
             cmd.args(["--spool-path", &db.spool_path()]);
         }
+        if !args.contains(&"--ack") {
+            cmd.args(["--ack", &ack_mode()]);
+        }
         // Most tests send the same click many times on purpose, to prove the counts exact;
         // de-duplication would (rightly) count those once. Its own tests turn it on.
         if !args.contains(&"--dedup-window-ms") {
@@ -557,6 +622,7 @@ impl TestApp {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
+        db.apps.lock().expect("apps").push(admin_addr);
         TestApp {
             addr,
             admin_addr,
@@ -583,7 +649,15 @@ impl TestApp {
             .expect("request /__track")
     }
 
+    /// `/metrics` once the journal is applied (or the store is seen down): what every click
+    /// sent so far did, including its store outcome.
     pub async fn metrics(&self) -> String {
+        self.settled().await;
+        self.metrics_now().await
+    }
+
+    /// `/metrics` as it is at this moment.
+    pub async fn metrics_now(&self) -> String {
         self.client
             .get(format!("http://{}/metrics", self.admin_addr))
             .send()
@@ -592,6 +666,15 @@ impl TestApp {
             .text()
             .await
             .expect("metrics body")
+    }
+
+    /// Wait until this app's journal is empty or its store is down (30 s at most).
+    pub async fn settled(&self) {
+        wait_until(self, "the journal is applied", async || {
+            let m = self.metrics_now().await;
+            metric(&m, "track_journal_depth") == 0.0 || metric(&m, "track_store_ready") == 0.0
+        })
+        .await;
     }
 
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
@@ -628,9 +711,10 @@ impl TestApp {
         self.child.wait().expect("reap");
     }
 
-    /// The value of one series on this app's `/metrics`.
+    /// The value of one series on this app's `/metrics` at this moment (for polling; use
+    /// `metrics` for what the clicks sent so far did in the store).
     pub async fn metric(&self, series: &str) -> f64 {
-        metric(&self.metrics().await, series)
+        metric(&self.metrics_now().await, series)
     }
 }
 

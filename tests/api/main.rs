@@ -9,6 +9,7 @@ mod exactness;
 mod existing_schema;
 mod hostile;
 mod idempotency;
+mod journal;
 mod observability;
 mod proxy;
 mod readiness;

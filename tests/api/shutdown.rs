@@ -1,5 +1,6 @@
-//! SIGTERM under load: stop accepting, finish in-flight requests, write everything accepted,
-//! exit 0. Every click that received a 302 must be in the database afterwards.
+//! SIGTERM under load: stop accepting, finish in-flight requests, make everything accepted
+//! durable, apply the journal within --drain-timeout-ms, exit 0. Every click that received a
+//! 302 must be in the database afterwards (not merely in the journal).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,7 +80,8 @@ async fn sigterm_under_load_loses_no_redirected_click(db) {
     assert_eq!(db.summary_clicks_total().await as usize, recorded.len());
     assert!(recorded.len() <= sent.load(Ordering::Relaxed));
     assert!(
-        app.logs().contains("writer stopped: queue drained"),
+        app.logs().contains("appender stopped: queue drained")
+            && app.logs().contains("applier stopped: journal empty"),
         "{}",
         app.logs()
     );

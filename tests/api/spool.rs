@@ -1,5 +1,6 @@
-//! The spool's promise: every click that received a 302 is recorded exactly once, whatever
-//! happens to the database (an outage, a full queue) or to the process (`kill -9`).
+//! The journal's promise: every click that received a 302 is recorded exactly once, whatever
+//! happens to the database (an outage, a full queue) or to the process (`kill -9`), in both
+//! `--ack` modes (the journal is the normal path with `journal`, the fallback with `store`).
 //!
 //! Each test keeps a client-side ledger of the answers it received and compares it with the
 //! rows in the database afterwards.
@@ -9,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clicktrack::spool::{Spool, SpoolReason};
+use clicktrack::journal::{AppendReason, LocalJournal};
 use clicktrack::store::{ConnectOptions, DatabaseUrl, Seen, Store};
 
 use crate::helpers::{
-    BROWSER_UA, StoreKind, TestApp, TestDb, click_record, link, metric, wait_until,
+    BROWSER_UA, StoreKind, TestApp, TestDb, click_record, journal_mode, link, metric, wait_until,
 };
 use crate::proxy::CutProxy;
 use crate::readiness::wait_for_readyz;
@@ -139,10 +140,27 @@ fn count_by_uid(uids: &[String]) -> BTreeMap<&str, usize> {
 }
 
 async fn wait_for_empty_spool(app: &TestApp) {
-    wait_until(app, "the spool is drained", async || {
+    wait_until(app, "the journal is drained", async || {
         app.metric("track_spool_depth").await == 0.0
     })
     .await;
+}
+
+/// Records appended to the journal, for every reason.
+fn appended_total(m: &str) -> f64 {
+    ["journal", "store_unavailable", "overflow"]
+        .iter()
+        .map(|r| metric(m, &format!(r#"track_spooled_total{{reason="{r}"}}"#)))
+        .sum()
+}
+
+/// Journal records applied to the store as clicks (new or found already recorded).
+fn applied_clicks(m: &str) -> f64 {
+    metric(m, r#"track_journal_applied_total{outcome="recorded"}"#)
+        + metric(
+            m,
+            r#"track_journal_applied_total{outcome="already_recorded"}"#,
+        )
 }
 
 /// Every table agrees with `n` clicks.
@@ -175,10 +193,8 @@ async fn a_database_outage_under_load_costs_no_redirect_and_no_click() {
     load.wait_for_redirects(&app, 200).await;
 
     proxy.cut();
-    wait_until(&app, "clicks go to the spool", async || {
-        app.metric(r#"track_spooled_total{reason="store_unavailable"}"#)
-            .await
-            >= 200.0
+    wait_until(&app, "the store is seen down", async || {
+        app.metric("track_store_ready").await == 0.0
     })
     .await;
     // A few seconds of outage under load; every request in it must still be answered (the
@@ -208,13 +224,21 @@ async fn a_database_outage_under_load_costs_no_redirect_and_no_click() {
         "per member"
     );
     let m = app.metrics().await;
-    let spooled = metric(&m, r#"track_spooled_total{reason="store_unavailable"}"#);
-    let replayed = metric(&m, r#"track_spool_replayed_total{outcome="recorded"}"#)
-        + metric(
-            &m,
-            r#"track_spool_replayed_total{outcome="already_recorded"}"#,
-        );
-    assert_eq!(replayed, spooled, "every spooled click replayed");
+    let spooled = appended_total(&m);
+    assert!(
+        spooled >= 300.0,
+        "the outage's clicks went through the journal: {spooled}"
+    );
+    assert_eq!(applied_clicks(&m), spooled, "every journaled click applied");
+    assert_eq!(
+        metric(&m, r#"track_spool_replayed_total{outcome="recorded"}"#)
+            + metric(
+                &m,
+                r#"track_spool_replayed_total{outcome="already_recorded"}"#
+            ),
+        spooled,
+        "the old name counts the same"
+    );
     assert_eq!(
         metric(
             &m,
@@ -290,10 +314,13 @@ async fn a_full_queue_overflows_into_the_spool_and_loses_nothing(db) {
     let overflowed = metric(&m, r#"track_spooled_total{reason="overflow"}"#);
     assert!(overflowed > 0.0, "the queue overflowed");
     assert!(metric(&m, "track_queue_full_total") >= overflowed);
+    // With --ack store only the overflow goes through the journal; with --ack journal all.
+    let through_journal = if journal_mode() { ledger.redirected.len() as f64 } else { overflowed };
+    assert_eq!(appended_total(&m), through_journal);
     assert_eq!(
-        metric(&m, r#"track_spool_replayed_total{outcome="recorded"}"#),
-        overflowed,
-        "every overflowing click replayed once"
+        metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#),
+        through_journal,
+        "every journaled click applied once"
     );
     eprintln!("overflow: {} redirects, {overflowed} through the spool", ledger.redirected.len());
 }
@@ -306,11 +333,13 @@ async fn an_unwritable_spool_keeps_redirecting_counts_and_is_not_ready(db) {
     let spool_arg = spool_path.display().to_string();
     let app = TestApp::spawn(&db, &["--spool-path", &spool_arg, "--ack-timeout-ms", "500", "--spill-after-ms", "200"]);
 
-    let body = wait_for_readyz(&app, 503).await;
-    assert!(body.contains("spool: down") && body.contains("store: ok"), "{body}");
+    // --ack journal falls back to the store, so a click now is still durable: ready.
+    // --ack store has nowhere to put what the store cannot take: not ready.
+    let body = wait_for_readyz(&app, if journal_mode() { 200 } else { 503 }).await;
+    assert!(body.contains("journal: down") && body.contains("store: ok"), "{body}");
     assert!(app.metric(r#"track_errors_total{operation="spool",error_type="unavailable"}"#).await >= 1.0);
     assert_eq!(app.metric("track_spool_ready").await, 0.0);
-    assert!(app.logs().contains("cannot open the spool"), "logged with context");
+    assert!(app.logs().contains("cannot open the journal"), "logged with context");
 
     // The store still works: clicks are recorded as usual.
     assert_eq!(app.track(link(123, "U_OK", 1, "A")).await.status(), 302);
@@ -330,21 +359,27 @@ async fn an_unwritable_spool_keeps_redirecting_counts_and_is_not_ready(db) {
     })
     .await;
 
-    // Fix the cause: the spool is opened again without a restart, and the instance is ready.
-    std::fs::create_dir(&spool_dir).expect("create the spool's directory");
+    // Fix the cause: the journal is opened again without a restart, and the instance is ready.
+    std::fs::create_dir(&spool_dir).expect("create the journal's directory");
+    wait_until(&app, "the journal is open again", async || {
+        app.metric("track_spool_ready").await == 1.0
+    })
+    .await;
     let body = wait_for_readyz(&app, 200).await;
-    assert!(body.contains("spool: ok"), "{body}");
+    assert!(body.contains("journal: ok"), "{body}");
     assert!(spool_path.exists());
+    assert_eq!(app.track(link(123, "U_BACK", 1, "C")).await.status(), 302);
+    assert_eq!(db.summary("U_BACK", 1).await, Some((1, Some("C".into()))));
 }
 
 async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {
     // The state a crash between "store committed" and "removed from the spool" leaves behind:
     // five clicks in the spool, three of them already in the store.
     let spool_path = db.spool_path();
-    let spool = Spool::new(&spool_path);
+    let journal = LocalJournal::new(&spool_path);
     let clicks: Vec<_> = ["S1", "S2", "S3", "S4", "S5"].iter().map(|uid| click_record(uid, "T")).collect();
-    spool.append(&clicks, SpoolReason::StoreUnavailable).await.expect("spool");
-    spool.close().await;
+    journal.append(&clicks, AppendReason::StoreUnavailable).await.expect("journal");
+    journal.close().await;
     let url = DatabaseUrl::parse(&db.url).expect("url");
     let store = Store::connect(&url, ConnectOptions { max_connections: 1 }).await.expect("connect");
     store.write_batch(&clicks[..3], Seen::Never).await.expect("commit");
@@ -359,7 +394,7 @@ async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {
     let replay = db.cli_ok(&[&["spool", "replay"][..], &spool_args].concat());
     let replay = String::from_utf8_lossy(&replay.stdout);
     assert!(
-        replay.contains("replayed 5: 2 recorded, 3 already recorded, 0 rejected, 0 refused; 0 left"),
+        replay.contains("replayed 5: 2 recorded, 3 already recorded, 0 rejected, 0 refused; 0 left in the journal"),
         "{replay}"
     );
     assert_tables_hold(&db, 5).await;
@@ -373,6 +408,6 @@ async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {
     assert_tables_hold(&db, 5).await;
     let missing = db.cli(&["spool", "status", "--spool-path", "/nonexistent/spool.db"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no spool at"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no journal at"));
 }
 }

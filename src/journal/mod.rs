@@ -1,0 +1,226 @@
+//! The journal: where a click becomes durable before its 302, and where the applier reads it
+//! back, oldest first, to write it into the store.
+//!
+//! With `--ack journal` (the default) every click is appended here in group commits and
+//! answered as soon as its group is on disk; with `--ack store` only what the store cannot take
+//! right now comes here (the old "spool"). Either way the applier moves records into the store
+//! idempotently by `click_id` and only then removes them, so a crash between the two replays a
+//! record as "already recorded", never twice.
+//!
+//! `Journal` is the interface the pipeline uses. Today it has one implementation, the local
+//! SQLite file (`local.rs`); a replicated log (a broker) is a second variant with the same
+//! five operations: append, oldest, remove, depth, close.
+
+mod format;
+mod local;
+mod lock;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+pub use format::DecodeError;
+pub use local::{JournalStatus, LocalJournal, default_path};
+pub use lock::{JournalLock, LockError};
+
+use crate::domain::Record;
+
+/// Why records were appended (`track_spooled_total{reason}`). It also says whether a record
+/// may already be in the store: only one whose store attempt failed may have committed late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendReason {
+    /// The normal path of `--ack journal`: never tried against the store.
+    Journal,
+    /// The store failed or was known to be down (`--ack store`); the attempt may have committed.
+    StoreUnavailable,
+    /// The in-memory queue was full: never tried against the store.
+    Overflow,
+}
+
+impl AppendReason {
+    pub const ALL: [AppendReason; 3] = [
+        AppendReason::Journal,
+        AppendReason::StoreUnavailable,
+        AppendReason::Overflow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendReason::Journal => "journal",
+            AppendReason::StoreUnavailable => "store_unavailable",
+            AppendReason::Overflow => "overflow",
+        }
+    }
+
+    /// The reason stored with a record. An unknown one (a newer release) counts as "may be
+    /// stored", which only costs a lookup.
+    pub fn parse(s: &str) -> AppendReason {
+        AppendReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .unwrap_or(AppendReason::StoreUnavailable)
+    }
+
+    /// Whether a store attempt was made for the record before it was appended.
+    pub fn may_be_stored(self) -> bool {
+        self == AppendReason::StoreUnavailable
+    }
+}
+
+/// A record read back from the journal, with its position.
+#[derive(Debug, Clone)]
+pub struct Journaled {
+    pub seq: i64,
+    pub record: Record,
+    pub reason: AppendReason,
+}
+
+/// The store a journal belongs to: the store's own id (`track_store_identity`) and a
+/// description for messages (the database URL without its password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreIdentity {
+    pub id: String,
+    pub display: String,
+}
+
+impl fmt::Display for StoreIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (store id {})", self.display, self.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {operation} ({path}): {source}")]
+    Sqlite {
+        operation: &'static str,
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "journal {path} is full: {used} bytes in use, --journal-max-bytes is {limit}; \
+         clicks go to the store directly until the applier makes room"
+    )]
+    Full { path: String, used: u64, limit: u64 },
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(
+        "journal {path} holds {depth} records for {journal_store}, not for this store \
+         {this_store}: apply them there (`clicktrack spool replay --spool-path {path} \
+         --database-url <that database>`), or give this store its own --spool-path"
+    )]
+    OtherStore {
+        path: String,
+        depth: u64,
+        journal_store: String,
+        this_store: String,
+    },
+}
+
+impl JournalError {
+    /// `error_type` label of `track_errors_total{operation="spool"}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JournalError::Sqlite {
+                source: sqlx::Error::Database(db),
+                ..
+            } => match db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff)
+            {
+                Some(13) => "disk_full",
+                Some(5 | 6) => "busy",
+                _ => "unavailable",
+            },
+            JournalError::Sqlite { .. } => "unavailable",
+            JournalError::Full { .. } => "full",
+            JournalError::Locked(LockError::Held { .. }) => "locked",
+            JournalError::Locked(LockError::Io { .. }) => "unavailable",
+            JournalError::OtherStore { .. } => "other_store",
+        }
+    }
+
+    /// A configuration problem the operator must fix before the service can start (exit 2).
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Locked(LockError::Held { .. }) | JournalError::OtherStore { .. }
+        )
+    }
+}
+
+/// The journal the pipeline appends to and applies from.
+#[derive(Debug)]
+pub enum Journal {
+    Local(LocalJournal),
+}
+
+impl Journal {
+    /// Where it is, for log lines and messages.
+    pub fn path(&self) -> &Path {
+        match self {
+            Journal::Local(j) => j.path(),
+        }
+    }
+
+    /// Append `records` durably: when this returns `Ok`, they survive a crash.
+    pub async fn append<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Record>,
+        reason: AppendReason,
+    ) -> Result<(), JournalError> {
+        match self {
+            Journal::Local(j) => j.append(records, reason).await,
+        }
+    }
+
+    /// Up to `limit` of the oldest records, in append order.
+    pub async fn oldest(&self, limit: usize) -> Result<Vec<Journaled>, JournalError> {
+        match self {
+            Journal::Local(j) => j.oldest(limit).await,
+        }
+    }
+
+    /// Forget records the store now holds.
+    pub async fn remove(&self, seqs: &[i64]) -> Result<(), JournalError> {
+        match self {
+            Journal::Local(j) => j.remove(seqs).await,
+        }
+    }
+
+    /// Records waiting to be applied, as this process last knew.
+    pub fn depth(&self) -> u64 {
+        match self {
+            Journal::Local(j) => j.depth(),
+        }
+    }
+
+    /// When the oldest waiting record's click arrived (`None`: nothing waits).
+    pub async fn oldest_received_at(&self) -> Result<Option<OffsetDateTime>, JournalError> {
+        match self {
+            Journal::Local(j) => j.oldest_received_at().await,
+        }
+    }
+
+    /// Open again after a failure (a fixed permission, freed disk space); counts what it holds.
+    pub async fn reopen(&self) -> Result<(), JournalError> {
+        match self {
+            Journal::Local(j) => j.open().await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Journal::Local(j) => j.close().await,
+        }
+    }
+}
+
+/// The journal path `serve` and the `spool` commands use: `--spool-path`, or the default for
+/// this database (which differs between databases, so two stores never share one).
+pub fn path_for(given: Option<&Path>, database: &crate::store::DatabaseUrl) -> PathBuf {
+    given.map_or_else(|| default_path(database), Path::to_path_buf)
+}

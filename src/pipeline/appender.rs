@@ -1,0 +1,313 @@
+//! The task that makes accepted clicks durable and answers their requests.
+//!
+//! It takes groups of records from the queue (`batcher`) and commits each group at once:
+//! - `--ack journal`: one append to the journal, one fsync for the whole group, then every
+//!   request of the group is answered and the applier is woken. If the journal cannot be
+//!   written (disk full, a permission, `--journal-max-bytes`), the group goes to the store
+//!   directly, as `--ack store` would; only if that fails too is a 302 sent without a durable
+//!   click, logged and counted as `not_durable`.
+//! - `--ack store`: the group is committed to the store (retries within `--spill-after-ms`);
+//!   what the store cannot take in time is appended to the journal and answered from there.
+//!   After such a failure the store counts as down: groups go straight to the journal, with a
+//!   quick probe at most every `STORE_RETRY_INTERVAL`, so a dead database costs one spill
+//!   delay, not one per group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::batcher::{BatchSettings, next_batch};
+use super::commit::{Budget, Committer, Fate};
+use super::{Ack, AckMode, ApplyLag, Health, Job};
+use crate::domain::Record;
+use crate::journal::{AppendReason, Journal};
+use crate::store::Seen;
+use crate::telemetry::metrics;
+
+/// With nothing to do for this long, check what is broken so `/readyz` stays truthful.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// While the store is down (`--ack store`), how often a group tries it again.
+const STORE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long that try may take: a quick probe, so a store that is still down costs the group
+/// that asks little more than this before it goes to the journal.
+const STORE_RETRY_PROBE: Duration = Duration::from_millis(250);
+/// While the journal cannot be written (`--ack journal`), how often a group tries it again.
+const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the appender and the overflow task share.
+#[derive(Clone)]
+pub struct Shared {
+    pub journal: Arc<Journal>,
+    pub health: Arc<Health>,
+    pub lag: Arc<ApplyLag>,
+    /// Wakes the applier when there is something to apply.
+    pub wake: Arc<Notify>,
+    pub mode: AckMode,
+}
+
+impl Shared {
+    /// Append `records` and tell the applier. `Err` is already logged (once per outage) and
+    /// counted; the journal is then marked not writable.
+    pub async fn append<'a, I>(&self, records: I, reason: AppendReason) -> Result<(), ()>
+    where
+        I: IntoIterator<Item = &'a Record> + Clone,
+    {
+        match self.journal.append(records.clone(), reason).await {
+            Ok(()) => {
+                self.health.set_journal(true);
+                self.lag.appended(records);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                if self.health.journal_ok() {
+                    tracing::error!(
+                        operation = "spool",
+                        error = %e,
+                        kind = e.kind(),
+                        clicks = records.clone().into_iter().count(),
+                        first_click_id = %records.into_iter().next().map(Record::click_id).unwrap_or_default(),
+                        "journal append failed"
+                    );
+                }
+                metrics::error("spool", e.kind());
+                self.health.set_journal(false);
+                Err(())
+            }
+        }
+    }
+
+    /// The answer for records the journal took.
+    pub fn journal_ack(&self) -> Ack {
+        match self.mode {
+            AckMode::Journal => Ack::Journaled,
+            AckMode::Store => Ack::Spooled,
+        }
+    }
+}
+
+pub struct Appender {
+    rx: mpsc::Receiver<Job>,
+    committer: Committer,
+    settings: BatchSettings,
+    shared: Shared,
+    /// While the store is down (`--ack store`): when to try it again.
+    store_retry_at: Instant,
+    /// While the journal cannot be written (`--ack journal`): when to try it again.
+    journal_retry_at: Instant,
+}
+
+impl Appender {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Job>,
+        committer: Committer,
+        settings: BatchSettings,
+        shared: Shared,
+    ) -> Appender {
+        Appender {
+            rx,
+            committer,
+            settings,
+            shared,
+            store_retry_at: Instant::now(),
+            journal_retry_at: Instant::now(),
+        }
+    }
+
+    fn health(&self) -> &Health {
+        &self.shared.health
+    }
+
+    /// Answer groups until every queue handle is dropped and the queue is empty.
+    pub async fn run(mut self) {
+        loop {
+            match next_batch(&mut self.rx, &self.settings, PROBE_INTERVAL).await {
+                None => self.idle().await,
+                Some(batch) if batch.is_empty() => break,
+                Some(batch) => {
+                    metrics::queue_depth(self.rx.len());
+                    metrics::batch_size(batch.len());
+                    let (records, waiters): (Vec<Record>, Vec<_>) =
+                        batch.into_iter().map(|j| (j.record, j.ack)).unzip();
+                    let acks = match self.shared.mode {
+                        AckMode::Journal => self.journal_first(&records).await,
+                        AckMode::Store => self.store_first(records).await,
+                    };
+                    for (waiter, ack) in waiters.into_iter().zip(acks) {
+                        deliver(waiter, ack);
+                    }
+                }
+            }
+        }
+        metrics::queue_depth(0);
+        tracing::info!("appender stopped: queue drained");
+    }
+
+    /// Nothing queued: reopen a journal that failed; with `--ack store`, probe the store.
+    async fn idle(&mut self) {
+        if !self.health().journal_ok() {
+            match self.shared.journal.reopen().await {
+                Ok(()) => self.health().set_journal(true),
+                Err(e) => metrics::error("spool", e.kind()),
+            }
+        }
+        if self.shared.mode == AckMode::Store {
+            match self.committer.probe(self.settings.spill_after).await {
+                Ok(()) => self.health().set_store(true),
+                Err(e) => {
+                    if self.health().store_ok() {
+                        tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
+                    }
+                    metrics::error("probe", e.kind.as_str());
+                    self.store_down();
+                }
+            }
+        }
+    }
+
+    /// `--ack journal`: the journal, or the store if the journal cannot take the group.
+    async fn journal_first(&mut self, records: &[Record]) -> Vec<Ack> {
+        let try_journal = self.health().journal_ok() || Instant::now() >= self.journal_retry_at;
+        if try_journal {
+            if self
+                .shared
+                .append(records, AppendReason::Journal)
+                .await
+                .is_ok()
+            {
+                return vec![Ack::Journaled; records.len()];
+            }
+            self.journal_retry_at = Instant::now() + JOURNAL_RETRY_INTERVAL;
+        }
+        // The ids are looked up (`Seen::Maybe`): an append that reported failure may still
+        // have reached the disk, and then the applier may write these clicks first.
+        let committed = self
+            .committer
+            .commit(records.to_vec(), Seen::Maybe, Budget::retries_only())
+            .await;
+        let mut unwritten = 0;
+        let acks = committed
+            .fates
+            .into_iter()
+            .map(|fate| match fate {
+                Fate::Stored(outcome) => Ack::Stored(outcome),
+                Fate::Unwritten => {
+                    unwritten += 1;
+                    Ack::Failed
+                }
+                Fate::Lost => Ack::Failed,
+            })
+            .collect();
+        if unwritten > 0 {
+            tracing::error!(
+                operation = "spool",
+                clicks = unwritten,
+                "journal not writable and store failing: clicks not recorded"
+            );
+            metrics::clicks_not_written(unwritten);
+            self.health().set_store(false);
+        } else {
+            self.health().set_store(true);
+        }
+        acks
+    }
+
+    /// `--ack store`: the store within `--spill-after-ms`, else the journal.
+    async fn store_first(&mut self, records: Vec<Record>) -> Vec<Ack> {
+        let health = self.shared.health.clone();
+        // With the journal broken there is nowhere better to go: keep trying the store.
+        if !health.store_ok() && health.journal_ok() && !self.store_is_back().await {
+            let ack = self.spill(&records).await;
+            return vec![ack; records.len()];
+        }
+        let budget = if health.journal_ok() {
+            Budget::until(self.settings.spill_after)
+        } else {
+            Budget::retries_only()
+        };
+        let committed = self.committer.commit(records, Seen::Never, budget).await;
+        let unwritten: Vec<Record> = committed
+            .fates
+            .iter()
+            .zip(&committed.records)
+            .filter(|(fate, _)| **fate == Fate::Unwritten)
+            .map(|(_, record)| record.clone())
+            .collect();
+        // Unwritten records exist exactly when the store failed.
+        let spilled = if unwritten.is_empty() {
+            health.set_store(true);
+            Ack::Failed
+        } else {
+            self.store_down();
+            self.spill(&unwritten).await
+        };
+        committed
+            .fates
+            .into_iter()
+            .map(|fate| match fate {
+                Fate::Stored(outcome) => Ack::Stored(outcome),
+                Fate::Unwritten => spilled,
+                Fate::Lost => Ack::Failed,
+            })
+            .collect()
+    }
+
+    /// While the store is down: a quick probe, at most every `STORE_RETRY_INTERVAL`.
+    async fn store_is_back(&mut self) -> bool {
+        if Instant::now() < self.store_retry_at {
+            return false;
+        }
+        let limit = STORE_RETRY_PROBE.min(self.settings.spill_after);
+        match self.committer.probe(limit).await {
+            Ok(()) => {
+                self.health().set_store(true);
+                true
+            }
+            Err(e) => {
+                metrics::error("probe", e.kind.as_str());
+                self.store_down();
+                false
+            }
+        }
+    }
+
+    fn store_down(&mut self) {
+        self.health().set_store(false);
+        self.store_retry_at = Instant::now() + STORE_RETRY_INTERVAL;
+    }
+
+    /// Put records the store could not take into the journal. `Ack::Spooled` when they are on
+    /// disk; `Ack::Failed` when the journal cannot be written either: the one way clicks are
+    /// lost (logged and counted).
+    async fn spill(&self, records: &[Record]) -> Ack {
+        if records.is_empty() {
+            return Ack::Spooled;
+        }
+        match self
+            .shared
+            .append(records, AppendReason::StoreUnavailable)
+            .await
+        {
+            Ok(()) => Ack::Spooled,
+            Err(()) => {
+                tracing::error!(
+                    operation = "spool",
+                    clicks = records.len(),
+                    first_click_id = %records[0].click_id(),
+                    "store down and journal not writable: clicks not recorded"
+                );
+                metrics::clicks_not_written(records.len());
+                Ack::Failed
+            }
+        }
+    }
+}
+
+pub(super) fn deliver(waiter: tokio::sync::oneshot::Sender<Ack>, ack: Ack) {
+    // An Err means the request stopped waiting (ack timeout): nobody to tell.
+    if waiter.send(ack).is_err() {
+        metrics::ack_undelivered();
+    }
+}

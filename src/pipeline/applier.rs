@@ -1,0 +1,296 @@
+//! The one road from the journal into the store: oldest first, in large batches, exactly once.
+//!
+//! A step reads up to `--apply-batch-max-rows` of the oldest records, commits them in one
+//! store transaction with their `click_id`s looked up (`Seen::Maybe`), and only then removes
+//! them from the journal. A crash between the commit and the removal leaves them in the
+//! journal; the next step finds their ids in the store and changes nothing (`AlreadyRecorded`).
+//! The unique index on `click_id` is the arbiter.
+//!
+//! Under load the steps grow by themselves: while one batch commits, the next accumulates.
+//! When the store fails, the records stay where they are (durable) and the applier probes the
+//! store every `STORE_RETRY_INTERVAL`; a step that timed out halves the next step's size, so
+//! a slow store still drains in smaller steps. On shutdown (`drain`), it applies what it can
+//! until the journal is empty or the deadline passes; the rest waits for the next start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::commit::{Budget, Committer, Fate};
+use super::{ApplyLag, Health};
+use crate::journal::{Journal, JournalError};
+use crate::store::{ErrorKind, Outcome, Seen, StoreError};
+use crate::telemetry::metrics;
+
+/// With nothing to apply for this long, probe the store so `/readyz` and
+/// `track_store_ready` stay truthful.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// While the store is down, how often it is probed again.
+const STORE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long such a probe may take.
+const STORE_RETRY_PROBE: Duration = Duration::from_millis(250);
+/// After a journal read fails, how long to wait before reading again.
+const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What one apply step did.
+#[derive(Debug, Default)]
+pub struct ApplyStep {
+    /// Records read from the journal (0: it is empty).
+    pub read: usize,
+    pub recorded: usize,
+    pub already_recorded: usize,
+    pub rejected: usize,
+    /// Records the database refused outright (removed, logged and counted as not written).
+    pub lost: usize,
+    /// The store failed: the records not written stay in the journal.
+    pub store_failure: Option<StoreError>,
+}
+
+impl ApplyStep {
+    pub fn removed(&self) -> usize {
+        self.recorded + self.already_recorded + self.rejected + self.lost
+    }
+
+    /// Add another step's counts (for `clicktrack spool replay`'s summary).
+    pub fn add(&mut self, other: &ApplyStep) {
+        self.read += other.read;
+        self.recorded += other.recorded;
+        self.already_recorded += other.already_recorded;
+        self.rejected += other.rejected;
+        self.lost += other.lost;
+    }
+}
+
+/// Apply up to `limit` of the oldest journal records. Errors are the journal's own; a store
+/// failure is part of the step (`store_failure`), since the records are safe where they are.
+pub async fn apply_step(
+    committer: &Committer,
+    journal: &Journal,
+    limit: usize,
+    budget: Budget,
+) -> Result<ApplyStep, JournalError> {
+    let journaled = journal.oldest(limit).await?;
+    let mut step = ApplyStep {
+        read: journaled.len(),
+        ..ApplyStep::default()
+    };
+    if journaled.is_empty() {
+        return Ok(step);
+    }
+    metrics::apply_batch_size(journaled.len());
+    let (seqs, records): (Vec<i64>, Vec<_>) =
+        journaled.into_iter().map(|j| (j.seq, j.record)).unzip();
+    let committed = committer.commit(records, Seen::Maybe, budget).await;
+    let mut done = Vec::with_capacity(seqs.len());
+    let mut outcomes = Vec::with_capacity(seqs.len());
+    for (seq, fate) in seqs.into_iter().zip(committed.fates) {
+        match fate {
+            Fate::Stored(outcome) => {
+                match outcome {
+                    Outcome::Recorded => step.recorded += 1,
+                    Outcome::AlreadyRecorded => step.already_recorded += 1,
+                    Outcome::Rejected(_) => step.rejected += 1,
+                }
+                outcomes.push(Some(outcome));
+                done.push(seq);
+            }
+            Fate::Lost => {
+                step.lost += 1;
+                outcomes.push(None);
+                done.push(seq);
+            }
+            Fate::Unwritten => {}
+        }
+    }
+    // Counted before the removal: if the removal fails, these are in the store already and a
+    // later step will find them there (already_recorded).
+    metrics::applied(&outcomes);
+    journal.remove(&done).await?;
+    step.store_failure = committed.failure;
+    Ok(step)
+}
+
+/// What the applier is built from.
+pub struct Parts {
+    pub journal: Arc<Journal>,
+    pub committer: Committer,
+    pub health: Arc<Health>,
+    pub lag: Arc<ApplyLag>,
+    /// Woken by every append.
+    pub wake: Arc<Notify>,
+    /// `Some(deadline)`: drain the journal by then and stop.
+    pub drain: watch::Receiver<Option<Instant>>,
+}
+
+pub struct Applier {
+    parts: Parts,
+    max_rows: usize,
+    /// Records per step: halved when a step cannot commit in time, doubled back up to
+    /// `max_rows` when it can.
+    rows: usize,
+    /// How long one step may try the store before the records wait for the next probe.
+    patience: Duration,
+    store_retry_at: Instant,
+}
+
+impl Applier {
+    pub(super) fn new(parts: Parts, max_rows: usize, patience: Duration) -> Applier {
+        Applier {
+            parts,
+            max_rows,
+            rows: max_rows,
+            patience,
+            store_retry_at: Instant::now(),
+        }
+    }
+
+    fn health(&self) -> &Health {
+        &self.parts.health
+    }
+
+    fn journal(&self) -> &Journal {
+        &self.parts.journal
+    }
+
+    /// Apply until told to drain, then until the journal is empty or the deadline passes.
+    pub async fn run(mut self) {
+        self.track_lag().await;
+        loop {
+            let deadline = *self.parts.drain.borrow();
+            if let Some(deadline) = deadline
+                && (self.journal().depth() == 0 || Instant::now() >= deadline)
+            {
+                break;
+            }
+            if !self.health().journal_ok() && self.journal().depth() == 0 {
+                // Nothing to read until the appender gets the journal back.
+                self.wait(Some(JOURNAL_RETRY_INTERVAL)).await;
+            } else if !self.health().store_ok() && !self.store_is_back().await {
+                self.wait(Some(STORE_RETRY_INTERVAL)).await;
+            } else if self.journal().depth() == 0 {
+                if !self.wait(Some(PROBE_INTERVAL)).await {
+                    self.probe().await;
+                }
+            } else {
+                self.step().await;
+            }
+        }
+        let left = self.journal().depth();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                path = %self.journal().path().display(),
+                "stopped with clicks in the journal: they are applied at the next start \
+                 (or by `clicktrack spool replay`)"
+            );
+        } else {
+            tracing::info!("applier stopped: journal empty");
+        }
+    }
+
+    /// Wait for an append, the drain signal, or `limit`. `true` when woken before the limit.
+    async fn wait(&mut self, limit: Option<Duration>) -> bool {
+        let Parts { wake, drain, .. } = &mut self.parts;
+        let draining = drain.borrow().is_some();
+        if draining {
+            // Only the deadline matters now; do not spin while the store is down.
+            if let Some(limit) = limit {
+                tokio::time::sleep(limit.min(Duration::from_millis(100))).await;
+            }
+            return true;
+        }
+        let sleep = tokio::time::sleep(limit.unwrap_or(Duration::MAX));
+        tokio::select! {
+            () = wake.notified() => true,
+            changed = drain.changed() => {
+                if changed.is_err() {
+                    // The pipeline's owner is gone without a drain: nothing will wake us.
+                    tokio::time::sleep(limit.unwrap_or(PROBE_INTERVAL)).await;
+                }
+                true
+            }
+            () = sleep => false,
+        }
+    }
+
+    async fn step(&mut self) {
+        let budget = Budget::until(self.patience);
+        let step = apply_step(&self.parts.committer, self.journal(), self.rows, budget).await;
+        match step {
+            Ok(step) => {
+                if let Some(e) = &step.store_failure {
+                    if e.kind == ErrorKind::TimedOut {
+                        self.rows = (self.rows / 2).max(1);
+                    }
+                    self.store_down();
+                } else if step.read > 0 {
+                    self.rows = (self.rows * 2).min(self.max_rows);
+                    self.health().set_store(true);
+                    tracing::debug!(
+                        applied = step.removed(),
+                        left = self.journal().depth(),
+                        "journal batch applied"
+                    );
+                }
+                self.track_lag().await;
+            }
+            Err(e) => {
+                tracing::error!(operation = "spool", error = %e, kind = e.kind(), "journal read failed");
+                metrics::error("spool", e.kind());
+                tokio::time::sleep(JOURNAL_RETRY_INTERVAL).await;
+            }
+        }
+    }
+
+    /// Tell `track_journal_apply_lag_seconds` when the oldest waiting click arrived.
+    async fn track_lag(&self) {
+        if self.journal().depth() == 0 {
+            self.parts.lag.set_oldest(None);
+            return;
+        }
+        match self.journal().oldest_received_at().await {
+            Ok(oldest) => self.parts.lag.set_oldest(oldest),
+            // Left as it was: the next step tries again; the read error is counted there.
+            Err(e) => tracing::debug!(error = %e, "cannot read the oldest journal record"),
+        }
+    }
+
+    async fn probe(&mut self) {
+        match self.parts.committer.probe(self.patience).await {
+            Ok(()) => self.health().set_store(true),
+            Err(e) => {
+                if self.health().store_ok() {
+                    tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
+                }
+                metrics::error("probe", e.kind.as_str());
+                self.store_down();
+            }
+        }
+    }
+
+    /// While the store is down: a quick probe, at most every `STORE_RETRY_INTERVAL`.
+    async fn store_is_back(&mut self) -> bool {
+        if Instant::now() < self.store_retry_at {
+            return false;
+        }
+        let limit = STORE_RETRY_PROBE.min(self.patience);
+        match self.parts.committer.probe(limit).await {
+            Ok(()) => {
+                self.health().set_store(true);
+                true
+            }
+            Err(e) => {
+                metrics::error("probe", e.kind.as_str());
+                self.store_down();
+                false
+            }
+        }
+    }
+
+    fn store_down(&mut self) {
+        self.health().set_store(false);
+        self.store_retry_at = Instant::now() + STORE_RETRY_INTERVAL;
+    }
+}

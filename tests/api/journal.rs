@@ -1,0 +1,229 @@
+//! The journal-first path (`--ack journal`): a 302 as soon as the click is in the journal on
+//! disk, the store written moments later by the applier; one journal per store and per
+//! process; a journal of the previous release applied by this one; a full journal falls back
+//! to the store; SIGTERM applies within the drain time and leaves the rest for the next start.
+
+use std::time::Duration;
+
+use crate::helpers::{
+    StoreKind, TestApp, TestDb, WriteBlocker, link, metric, serve_command, signal, wait_until,
+};
+use crate::readiness::wait_for_readyz;
+
+/// `serve` on `db` with `journal`, expected to refuse to start: its exit code and stderr.
+fn serve_refused(db: &TestDb, journal: &str) -> (Option<i32>, String) {
+    let out = serve_command(db)
+        .args(["--spool-path", journal, "--allow-host", "example.com"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run clicktrack serve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Clicks to campaign 123 sent while `db`'s store refuses writes: they wait in the journal
+/// until the returned blocker is released.
+async fn clicks_held_in_the_journal(app: &TestApp, db: &TestDb, uids: &[&str]) -> WriteBlocker {
+    let blocker = db.block_writes().await;
+    for uid in uids {
+        assert_eq!(app.track(link(123, uid, 4, "J")).await.status(), 302);
+    }
+    let n = uids.len() as f64;
+    wait_until(
+        app,
+        "the clicks wait in the journal, store seen down",
+        async || {
+            let m = app.metrics_now().await;
+            metric(&m, "track_journal_depth") == n && metric(&m, "track_store_ready") == 0.0
+        },
+    )
+    .await;
+    blocker
+}
+
+crate::store_tests! {
+async fn a_store_that_refuses_writes_does_not_hold_up_a_redirect(db) {
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--spill-after-ms", "300"]);
+    let blocker = db.block_writes().await;
+    for i in 0..5 {
+        assert_eq!(app.track(link(123, &format!("U_J{i}"), 4, "J")).await.status(), 302);
+    }
+    // Answered from the journal as durable clicks, none of them in the store yet.
+    let m = app.metrics_now().await;
+    assert_eq!(
+        metric(&m, r#"track_requests_total{interaction_type="image_click",status="redirected"}"#),
+        5.0
+    );
+    assert_eq!(metric(&m, r#"track_spooled_total{reason="journal"}"#), 5.0);
+    wait_until(&app, "the store is seen down and the lag grows", async || {
+        let m = app.metrics_now().await;
+        metric(&m, "track_store_ready") == 0.0
+            && metric(&m, "track_journal_depth") == 5.0
+            && metric(&m, "track_journal_apply_lag_seconds") > 0.0
+    })
+    .await;
+    let body = wait_for_readyz(&app, 200).await;
+    assert!(body.contains("store: down") && body.contains("journal: ok"), "{body}");
+
+    blocker.release().await;
+    wait_until(&app, "the journal is applied and the lag is back to 0", async || {
+        let m = app.metrics_now().await;
+        metric(&m, "track_journal_depth") == 0.0
+            && metric(&m, "track_journal_apply_lag_seconds") == 0.0
+            && metric(&m, "track_store_ready") == 1.0
+    })
+    .await;
+    assert_eq!(db.count("component_interaction_logs").await, 5);
+    assert_eq!(db.campaign_clicks(123).await, 5);
+    assert_eq!(db.summary("U_J3", 4).await, Some((1, Some("J".into()))));
+    let m = app.metrics().await;
+    assert_eq!(
+        metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#)
+            + metric(&m, r#"track_journal_applied_total{outcome="already_recorded"}"#),
+        5.0
+    );
+    assert!(metric(&m, "track_journal_apply_batch_size_count") >= 1.0);
+    assert!(metric(&m, "track_journal_append_seconds_count") >= 1.0);
+}
+
+async fn a_journal_of_another_store_is_refused_and_applied_by_its_own(db) {
+    let journal = db.spool_path();
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--spill-after-ms", "300"]);
+    let blocker = clicks_held_in_the_journal(&app, &db, &["U_A1", "U_A2", "U_A3"]).await;
+    app.kill9();
+    blocker.release().await;
+
+    // Another store, same journal file: the service does not start, and says whose it is.
+    let other = TestDb::sqlite().await;
+    let (code, stderr) = serve_refused(&other, &journal);
+    assert_eq!(code, Some(2), "{stderr}");
+    let this_store = other.url.as_str();
+    let its_store = db.url.rsplit('/').next().expect("database name");
+    assert!(
+        stderr.contains("holds 3 records") && stderr.contains(this_store) && stderr.contains(its_store),
+        "names both stores: {stderr}"
+    );
+    let replay = other.cli(&["spool", "replay", "--spool-path", &journal]);
+    assert_eq!(replay.status.code(), Some(2), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert_eq!(other.count("component_interaction_logs").await, 0);
+
+    // Its own store takes it.
+    let app = TestApp::spawn(&db, &[]);
+    wait_until(&app, "the held clicks are applied", async || {
+        db.count("component_interaction_logs").await == 3
+    })
+    .await;
+    assert_eq!(db.campaign_clicks(123).await, 3);
+}
+
+async fn a_journal_written_by_the_previous_release_is_applied(db) {
+    // The spool file of the release before the journal: no journal_meta, a v1 record.
+    let path = db.spool_path();
+    let url = format!("sqlite://{path}?mode=rwc");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("create");
+    sqlx::raw_sql(
+        "CREATE TABLE spooled_records (seq INTEGER PRIMARY KEY AUTOINCREMENT, click_id TEXT NOT NULL, \
+             reason TEXT NOT NULL, spooled_at TEXT NOT NULL, record TEXT NOT NULL); \
+         CREATE TABLE unreadable_records (seq INTEGER PRIMARY KEY, reason TEXT NOT NULL, \
+             spooled_at TEXT NOT NULL, record TEXT NOT NULL, error TEXT NOT NULL, moved_at TEXT NOT NULL); \
+         INSERT INTO spooled_records (click_id, reason, spooled_at, record) VALUES \
+           ('0192c6a0-0000-7000-8000-000000000001', 'store_unavailable', '2026-11-30 10:00:01', \
+            '{\"kind\":\"click\",\"v\":1,\"click_id\":\"0192c6a0-0000-7000-8000-000000000001\",\
+\"received_at_ns\":1764496800000000000,\"uid\":\"U_OLD\",\"campaign_id\":123,\"source_campaign_id\":2,\
+\"interaction_type\":\"button_url\",\"target\":\"https://example.com/old\",\"tags\":[\"X\",\"Y\"],\
+\"user_agent\":\"Line/13.1\"}'), \
+           ('0192c6a0-0000-7000-8000-000000000002', 'overflow', '2026-11-30 10:00:02', \
+            '{\"kind\":\"reject\",\"v\":1,\"click_id\":\"0192c6a0-0000-7000-8000-000000000002\",\
+\"received_at_ns\":1764496801000000000,\"reason\":\"invalid_cid\",\"detail\":null,\
+\"query\":\"cid=x&to=https%3A%2F%2Fexample.com%2F\",\"user_agent\":null}');",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("write the old spool");
+    sqlx::Connection::close(conn).await.expect("close");
+
+    let app = TestApp::spawn(&db, &[]);
+    wait_until(&app, "the old journal is applied", async || {
+        db.summary("U_OLD", 2).await.is_some()
+    })
+    .await;
+    assert_eq!(db.summary("U_OLD", 2).await, Some((1, Some("X,Y".into()))));
+    let logged = db.interaction("U_OLD").await;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].1, "button_url");
+    assert_eq!(logged[0].3, "2025-11-30 10:00:00", "the click's own time");
+    assert_eq!(db.rejects_by_reason().await.get("invalid_cid"), Some(&1));
+    assert_eq!(app.metric("track_journal_depth").await, 0.0);
+}
+
+async fn a_full_journal_sends_clicks_to_the_store_directly(db) {
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--journal-max-bytes", "1"]);
+    for i in 0..3 {
+        assert_eq!(app.track(link(123, &format!("U_F{i}"), 1, "F")).await.status(), 302);
+    }
+    // Committed before the 302 (no journal to wait in): in the store at once.
+    assert_eq!(db.campaign_clicks(123).await, 3);
+    let m = app.metrics_now().await;
+    assert_eq!(
+        metric(&m, r#"track_requests_total{interaction_type="image_click",status="redirected"}"#),
+        3.0
+    );
+    assert!(metric(&m, r#"track_errors_total{operation="spool",error_type="full"}"#) >= 1.0);
+    assert_eq!(metric(&m, "track_spool_ready"), 0.0);
+    assert!(metric(&m, "track_journal_bytes") > 1.0);
+    // Still ready: a click now is durable (in the store).
+    let body = wait_for_readyz(&app, 200).await;
+    assert!(body.contains("journal: down") && body.contains("store: ok"), "{body}");
+    assert!(app.logs().contains("is full"), "{}", app.logs());
+}
+
+async fn sigterm_applies_within_the_drain_time_and_leaves_the_rest_for_the_next_start(db) {
+    let mut app = TestApp::spawn(
+        &db,
+        &["--ack", "journal", "--spill-after-ms", "300", "--drain-timeout-ms", "500"],
+    );
+    let blocker = clicks_held_in_the_journal(&app, &db, &["U_D1", "U_D2"]).await;
+    signal(app.pid(), "TERM");
+    let (status, app) =
+        tokio::task::spawn_blocking(move || (app.wait(Duration::from_secs(30)), app))
+            .await
+            .expect("wait for exit");
+    blocker.release().await;
+    assert!(status.success(), "exit 0 after the drain time:\n{}", app.logs());
+    let left: Vec<_> = app
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("stopped with clicks in the journal")))
+        .collect();
+    assert_eq!(left.len(), 1, "{}", app.logs());
+    assert_eq!(left[0]["left"], 2);
+
+    // Next start (the lock holder is gone): applied.
+    let app = TestApp::spawn(&db, &[]);
+    wait_until(&app, "the left clicks are applied", async || {
+        db.count("component_interaction_logs").await == 2
+    })
+    .await;
+}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_journal_exits_2_naming_it() {
+    let db = TestDb::new(StoreKind::Sqlite).await.expect("sqlite");
+    let app = TestApp::spawn(&db, &[]);
+    let journal = db.spool_path();
+    let (code, stderr) = serve_refused(&db, &journal);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&journal) && stderr.contains("in use by another clicktrack process"),
+        "{stderr}"
+    );
+    let replay = db.cli(&["spool", "replay", "--spool-path", &journal]);
+    assert_eq!(replay.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("in use by another"));
+    // The first one is unaffected.
+    assert_eq!(app.track(link(123, "U_FIRST", 1, "A")).await.status(), 302);
+    assert_eq!(db.summary("U_FIRST", 1).await, Some((1, Some("A".into()))));
+}
