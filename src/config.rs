@@ -280,6 +280,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CLICKTRACK_APPLY_BATCH_MAX_ROWS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub apply_batch_max_rows: u32,
 
+    /// Under load, longest the applier waits for a full batch before writing what the journal
+    /// holds, in milliseconds (an idle applier writes a new click at once).
+    #[arg(long, env = "CLICKTRACK_APPLY_MAX_DELAY_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub apply_max_delay_ms: u64,
+
     /// Largest the journal may grow, in bytes (0: no limit). A full journal is not written:
     /// clicks go to the store directly until the applier makes room.
     #[arg(long, env = "CLICKTRACK_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
@@ -457,6 +462,7 @@ impl ServeArgs {
                     spill_after: Duration::from_millis(self.spill_after_ms),
                 },
                 apply_max_rows: self.apply_batch_max_rows as usize,
+                apply_max_delay: Duration::from_millis(self.apply_max_delay_ms),
             },
             keyring,
             require_signature: self.require_signature,

@@ -135,6 +135,9 @@ impl LocalJournal {
                 // for a file lock; each turn is one statement over a whole batch.
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
+                    // A local file cannot hang up; the ping sqlx makes by default on every
+                    // acquire is one more round trip to its worker thread per append.
+                    .test_before_acquire(false)
                     .acquire_timeout(BUSY_TIMEOUT)
                     .connect_with(options)
                     .await
@@ -296,22 +299,22 @@ impl LocalJournal {
         records: impl IntoIterator<Item = &'a Record>,
         reason: AppendReason,
     ) -> Result<(), JournalError> {
-        let rows: Vec<_> = records.into_iter().map(format::encode).collect();
-        let count = rows.len();
+        let records: Vec<&Record> = records.into_iter().collect();
+        let count = records.len();
         if count == 0 {
             return Ok(());
         }
         self.check_room().await?;
         let pool = self.pool().await?;
         let started = std::time::Instant::now();
-        let rows = serde_json::Value::Array(rows);
+        let rows = format::encode_all(records);
         let done = sqlx::query(
             "INSERT INTO spooled_records (click_id, reason, spooled_at, record) \
              SELECT value ->> '$.click_id', ?, ?, value FROM json_each(?)",
         )
         .bind(reason.as_str())
         .bind(db_time(OffsetDateTime::now_utc()))
-        .bind(rows.to_string())
+        .bind(rows)
         .execute(pool)
         .await
         .map_err(self.err("append"))?;

@@ -127,6 +127,10 @@ pub struct Parts {
 pub struct Applier {
     parts: Parts,
     max_rows: usize,
+    /// Under load, how long a step may wait for the journal to hold a full batch.
+    fill_wait: Duration,
+    /// When the last step that applied something ended.
+    last_step: Option<Instant>,
     /// Records per step: halved when a step cannot commit in time, doubled back up to
     /// `max_rows` when it can.
     rows: usize,
@@ -136,10 +140,17 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub(super) fn new(parts: Parts, max_rows: usize, patience: Duration) -> Applier {
+    pub(super) fn new(
+        parts: Parts,
+        max_rows: usize,
+        fill_wait: Duration,
+        patience: Duration,
+    ) -> Applier {
         Applier {
             parts,
             max_rows,
+            fill_wait,
+            last_step: None,
             rows: max_rows,
             patience,
             store_retry_at: Instant::now(),
@@ -170,10 +181,12 @@ impl Applier {
             } else if !self.health().store_ok() && !self.store_is_back().await {
                 self.wait(Some(STORE_RETRY_INTERVAL)).await;
             } else if self.journal().depth() == 0 {
+                self.last_step = None;
                 if !self.wait(Some(PROBE_INTERVAL)).await {
                     self.probe().await;
                 }
             } else {
+                self.fill().await;
                 self.step().await;
             }
         }
@@ -215,6 +228,29 @@ impl Applier {
         }
     }
 
+    /// Under load (the last step ended less than `fill_wait` ago), wait until the journal
+    /// holds a full batch or `fill_wait` has passed since that step. A store transaction costs
+    /// much less per click when it is large (the batch's clicks share their members, summary
+    /// rows and campaign counters: on SQLite 20,000 clicks/s at 256 per batch, 55,000 at
+    /// 4,096), and a busy applier competes with the redirects for the CPU. A click that
+    /// arrives at an idle applier is applied at once.
+    async fn fill(&mut self) {
+        let Some(last) = self.last_step else {
+            return;
+        };
+        let until = last + self.fill_wait;
+        while self.journal().depth() < self.rows as u64 && Instant::now() < until {
+            if self.parts.drain.borrow().is_some() {
+                return;
+            }
+            let Parts { wake, .. } = &self.parts;
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
     async fn step(&mut self) {
         let budget = Budget::until(self.patience);
         let step = apply_step(&self.parts.committer, self.journal(), self.rows, budget).await;
@@ -226,6 +262,7 @@ impl Applier {
                     }
                     self.store_down();
                 } else if step.read > 0 {
+                    self.last_step = Some(Instant::now());
                     self.rows = (self.rows * 2).min(self.max_rows);
                     self.health().set_store(true);
                     tracing::debug!(

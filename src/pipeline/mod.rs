@@ -86,6 +86,8 @@ pub struct PipelineSettings {
     pub batch: BatchSettings,
     /// Most records the applier writes in one store transaction.
     pub apply_max_rows: usize,
+    /// Under load, how long the applier may wait for a full batch.
+    pub apply_max_delay: std::time::Duration,
 }
 
 /// The pipeline's parts: the handle requests use, and the tasks to run.
@@ -115,6 +117,17 @@ pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
     let (drain, drain_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
     let committer = Committer::new(parts.store);
+    // A journal append costs one fsync whatever its size, so the appender never waits for a
+    // group to fill: it syncs what has arrived, and what arrives meanwhile is the next group
+    // (group commit by itself). Waiting `--batch-max-delay-ms` only pays off when each group
+    // is a store transaction (`--ack store`).
+    let append_batch = match settings.mode {
+        AckMode::Journal => BatchSettings {
+            max_delay: std::time::Duration::ZERO,
+            ..batch
+        },
+        AckMode::Store => batch,
+    };
     let shared = appender::Shared {
         journal: parts.journal.clone(),
         health: parts.health.clone(),
@@ -124,8 +137,8 @@ pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
     };
     Pipeline {
         queue: ClickQueue::new(tx.clone(), overflow_tx, batch.ack_timeout),
-        appender: Appender::new(rx, committer.clone(), batch, shared.clone()),
-        overflow: Overflow::new(overflow_rx, tx, batch, shared),
+        appender: Appender::new(rx, committer.clone(), append_batch, shared.clone()),
+        overflow: Overflow::new(overflow_rx, tx, append_batch, shared),
         applier: Applier::new(
             applier::Parts {
                 journal: parts.journal,
@@ -136,6 +149,7 @@ pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
                 drain: drain_rx,
             },
             settings.apply_max_rows,
+            settings.apply_max_delay,
             batch.spill_after,
         ),
         drain,

@@ -6,6 +6,7 @@
 //! every backend writes the same thing.
 
 mod chunks;
+mod members;
 mod mysql;
 mod mysql_schema;
 pub mod plan;

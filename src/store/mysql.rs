@@ -29,6 +29,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::chunks::{fixed_chunks, padded_lists};
+use super::members::{Member, MemberCache, Members};
 use super::plan::{self, BatchPlan};
 use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, message_content, mysql_schema};
 use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
@@ -47,6 +48,7 @@ pub struct MysqlStore {
     pool: MySqlPool,
     /// `ryan_click_demo.last_click_tag`'s capacity, read from the schema at migration.
     tag_capacity: Arc<OnceLock<usize>>,
+    members: MemberCache,
 }
 
 /// Classify a sqlx error by MySQL's error number.
@@ -118,6 +120,7 @@ impl MysqlStore {
         Ok(MysqlStore {
             pool,
             tag_capacity: Arc::default(),
+            members: MemberCache::default(),
         })
     }
 
@@ -208,7 +211,8 @@ impl MysqlStore {
             .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
 
         bump_campaigns(&mut tx, &plan.campaign_increments, &now).await?;
-        let members = ensure_members(&mut tx, &plan.member_uids, &now).await?;
+        let (mut members, unknown) = self.members.split(&plan.member_uids);
+        members.extend(ensure_members(&mut tx, &unknown, &now).await?);
         insert_messages(&mut tx, &plan.clicks, &members).await?;
         upsert_summary_counts(&mut tx, &plan, &members, &now).await?;
         let tags_dropped = merge_summary_tags(&mut tx, &plan, capacity, &now).await?;
@@ -217,15 +221,13 @@ impl MysqlStore {
         insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
 
         tx.commit().await.map_err(err("commit"))?;
+        self.members.remember(&members);
         Ok(BatchResult {
             outcomes: plan.outcomes,
             tags_dropped,
         })
     }
 }
-
-/// A member's id and display name, by LINE uid.
-type Members = HashMap<String, (i64, Option<String>)>;
 
 /// `(?, ?, ...)` with one bound value per item. Bound parameters take the column's collation,
 /// so indexes are used whatever collation the production tables have.
@@ -349,7 +351,7 @@ async fn ensure_members(tx: &mut Tx, uids: &[&str], now: &str) -> Result<Members
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, uid, name)| (uid, (id, name)))
+        .map(|(id, uid, display_name)| (uid, Member { id, display_name }))
         .collect())
 }
 
@@ -361,7 +363,7 @@ async fn insert_messages(
     let rows: Vec<(i64, String, i64, String)> = clicks
         .iter()
         .filter_map(|c| {
-            let (member_id, _) = members.get(c.uid.as_deref()?)?;
+            let member_id = &members.get(c.uid.as_deref()?)?.id;
             Some((
                 *member_id,
                 message_content(c),
@@ -401,7 +403,7 @@ async fn upsert_summary_counts(
         .summaries
         .iter()
         .map(|(&(uid, src), delta)| {
-            let name = members.get(uid).and_then(|(_, name)| name.as_deref());
+            let name = members.get(uid).and_then(|m| m.display_name.as_deref());
             (uid, src, name, delta.clicks, db_time(delta.last_clicked_at))
         })
         .collect();

@@ -16,6 +16,7 @@ use sqlx::{Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::members::{Member, MemberCache, Members};
 use super::plan::{self, BatchPlan};
 use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, message_content};
 use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
@@ -29,6 +30,7 @@ type Tx = Transaction<'static, Sqlite>;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    members: MemberCache,
 }
 
 /// Classify a sqlx error by SQLite's primary result code.
@@ -80,11 +82,16 @@ impl SqliteStore {
         // One connection: the writer is the only user, and SQLite has one writer anyway.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file cannot hang up: no ping round trip before every batch.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
             .map_err(err("open database"))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            members: MemberCache::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -167,7 +174,8 @@ impl SqliteStore {
         let plan = BatchPlan::new(records, &already, &known);
         let now = db_time(OffsetDateTime::now_utc());
 
-        let members = ensure_members(&mut tx, &plan.member_uids, &now).await?;
+        let (mut members, unknown) = self.members.split(&plan.member_uids);
+        members.extend(ensure_members(&mut tx, &unknown, &now).await?);
         bump_campaigns(&mut tx, &plan.campaign_increments, &now).await?;
         insert_messages(&mut tx, &plan.clicks, &members).await?;
         let tags_dropped = upsert_summaries(&mut tx, &plan, &members, &now).await?;
@@ -176,15 +184,13 @@ impl SqliteStore {
         insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
 
         tx.commit().await.map_err(err("commit"))?;
+        self.members.remember(&members);
         Ok(BatchResult {
             outcomes: plan.outcomes,
             tags_dropped,
         })
     }
 }
-
-/// A member's id and display name, by LINE uid.
-type Members = HashMap<String, (i64, Option<String>)>;
 
 // Rows travel as ONE JSON array parameter, unpacked by `json_each`: one statement per table per
 // batch whatever its size, and one prepared statement per kind. Every statement is a round
@@ -277,7 +283,7 @@ async fn ensure_members(tx: &mut Tx, uids: &[&str], now: &str) -> Result<Members
     .map_err(err("read members"))?;
     Ok(rows
         .into_iter()
-        .map(|(id, uid, name)| (uid, (id, name)))
+        .map(|(id, uid, display_name)| (uid, Member { id, display_name }))
         .collect())
 }
 
@@ -315,7 +321,7 @@ async fn insert_messages(
     let rows: Vec<(i64, String, i64, String)> = clicks
         .iter()
         .filter_map(|c| {
-            let (member_id, _) = members.get(c.uid.as_deref()?)?;
+            let member_id = &members.get(c.uid.as_deref()?)?.id;
             Some((
                 *member_id,
                 message_content(c),
@@ -375,7 +381,7 @@ async fn upsert_summaries(
             SummaryRow(
                 uid,
                 src,
-                members.get(uid).and_then(|(_, name)| name.as_deref()),
+                members.get(uid).and_then(|m| m.display_name.as_deref()),
                 delta.clicks,
                 db_time(delta.last_clicked_at),
                 merged.value,
