@@ -3,17 +3,21 @@
 # in the same run, against a bare redirect server on the same stack; then the database totals
 # are checked against the 302s clicktrack answered.
 #
-#   scripts/bench.sh                 # SQLite, 10 s per run, at 50 and 200 connections
+#   scripts/bench.sh                 # SQLite, --ack journal, 15 s per run, 50 and 200 connections
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
+#   scripts/bench.sh --ack store     # 302 only after the store commit (the previous behaviour)
+#   scripts/bench.sh --all           # both stores x both modes, one after the other
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   scripts/bench.sh --stats         # the stats step instead: API latency over 1,000,000
 #                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
 #   BENCH_DURATION=30 scripts/bench.sh
 #   BENCH_KEEP=/tmp/bench scripts/bench.sh   # keep the logs, wrk output and spool file there
 #
-# Prints req/s, p50/p99 latency, the ratio clicktrack/bare, clicktrack's peak RSS, and
-# EXACT or MISMATCH for the totals. Needs wrk (apt-get install wrk), and sqlite3 or the
-# mariadb client.
+# Prints req/s, p50/p99 latency, the ratio clicktrack/bare; after each clicktrack run, what the
+# journal still held when the load stopped, how long the applier took to empty it and at what
+# rate; clicktrack's peak RSS; EXACT or MISMATCH for the totals; and the store's apply ceiling
+# without HTTP at the default apply batch (examples/apply_ceiling.rs). Needs wrk (apt-get
+# install wrk), and sqlite3 or the mariadb client.
 #
 # --outage: three runs at the first connection count instead of the comparison: before,
 # during an outage (MySQL: a proxy between clicktrack and the server is cut, see
@@ -24,19 +28,34 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 store=sqlite
+ack=journal
 outage=0
 stats=0
+all=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) store="$2"; shift 2 ;;
+    --ack) ack="$2"; shift 2 ;;
     --outage) outage=1; shift ;;
     --stats) stats=1; shift ;;
-    *) echo "usage: $0 [--store sqlite|mysql] [--outage | --stats]" >&2; exit 2 ;;
+    --all) all=1; shift ;;
+    *) echo "usage: $0 [--store sqlite|mysql] [--ack journal|store] [--outage | --stats | --all]" >&2; exit 2 ;;
   esac
 done
 if [ "$stats" = 1 ]; then exec scripts/bench/stats.sh "$store"; fi
+if [ "$all" = 1 ]; then
+  for s in sqlite mysql; do
+    for a in journal store; do
+      echo "===== store $s, --ack $a"
+      "$0" --store "$s" --ack "$a"
+      echo
+    done
+  done
+  exit 0
+fi
+case "$ack" in journal|store) ;; *) echo "bench: --ack is journal or store" >&2; exit 2 ;; esac
 mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
-duration="${BENCH_DURATION:-10}"
+duration="${BENCH_DURATION:-15}"
 connections="${BENCH_CONNECTIONS:-50 200}"
 threads="${BENCH_THREADS:-2}"
 port="${BENCH_PORT:-18080}"
@@ -53,7 +72,7 @@ for tool in wrk "$client" curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install $tool)" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin clicktrack --example bare_redirect --example db_proxy
+cargo build --release --quiet --bin clicktrack --example bare_redirect --example db_proxy --example apply_ceiling
 bin=target/release/clicktrack
 bare=target/release/examples/bare_redirect
 
@@ -93,7 +112,7 @@ done
 # the benchmark measures the durable write path, so every request is a click to record.
 "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
   --database-url "$serve_db_url" --spool-path "$work/spool.db" --allow-host example.com \
-  --dedup-window-ms 0 --log-format json 2>"$work/serve.log" &
+  --dedup-window-ms 0 --ack "$ack" --log-format json 2>"$work/serve.log" &
 ct_pid=$!
 pids+=("$ct_pid")
 "$bare" "127.0.0.1:$bare_port" 2>/dev/null &
@@ -173,14 +192,21 @@ PY
   drain=$(awk -v a="$restored" -v b="$(cat "$work/drained")" 'BEGIN { printf "%.2f", b - a }')
   echo "spooled during the outage: $spooled clicks; spool empty $drain s after the store came back"
 else
-echo "clicktrack benchmark: store $store, ${duration}s per run, wrk -t$threads, seed mix, durable commits"
+echo "clicktrack benchmark: store $store, --ack $ack, ${duration}s per run, wrk -t$threads, seed mix, durable acknowledgements"
 printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
 for c in $connections; do
   read -r b_rps b_p50 b_p99 b_reqs b_non b_err < <(run bare "$bare_port" "$c")
   read -r c_rps c_p50 c_p99 c_reqs c_non c_err < <(run clicktrack "$port" "$c")
+  drain_from=$(date +%s.%N)
+  backlog=$(metric_sum '^track_journal_depth ')
+  while [ "$(metric_sum '^track_journal_depth ')" != 0 ]; do sleep 0.05; done
+  drain_s=$(awk -v a="$drain_from" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" bare "$b_rps" "$b_p50" "$b_p99" "$b_reqs" "$b_non"
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" clicktrack "$c_rps" "$c_p50" "$c_p99" "$c_reqs" "$c_non"
-  awk -v c="$c_rps" -v b="$b_rps" -v n="$c" 'BEGIN { printf "%-6s ratio clicktrack/bare = %.2f\n", n, c / b }'
+  awk -v c="$c_rps" -v b="$b_rps" -v n="$c" -v cp="$c_p99" -v bp="$b_p99" \
+    'BEGIN { printf "%-6s ratio clicktrack/bare = %.2f req/s, p99 %.1f x\n", n, c / b, cp / (bp > 0 ? bp : 1) }'
+  awk -v n="$c" -v d="$backlog" -v s="$drain_s" \
+    'BEGIN { printf "%-6s journal at the end of the run: %d clicks, empty %.2f s later (%s clicks/s applied)\n", n, d, s, (d > 0 && s > 0) ? sprintf("%.0f", d / s) : "-" }'
   wrk_total=$((wrk_total + c_reqs))
   total_conns=$((total_conns + c))
   [ "$c_non" = 0 ] || bad=1
@@ -222,4 +248,17 @@ if [ "$logs" = "$written" ] && [ "$campaigns" = "$written" ] && [ "$summaries" =
 else
   echo "totals: MISMATCH"
   exit 1
+fi
+
+# The store's own pace, no HTTP: the applier's batches written back to back.
+if [ "$outage" = 0 ]; then
+  if [ "$store" = sqlite ]; then ceiling_url="sqlite://$work/ceiling.db"; else
+    mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_ceiling; CREATE DATABASE clicktrack_ceiling"
+    ceiling_url="mysql://$mysql_server/clicktrack_ceiling"
+  fi
+  for id in 123 456 789; do
+    "$bin" campaign add --id "$id" --name "bench $id" --database-url "$ceiling_url" --log-format json >/dev/null
+  done
+  target/release/examples/apply_ceiling "$ceiling_url" "${BENCH_CEILING_CLICKS:-200000}" 4096
+  [ "$store" = sqlite ] || mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_ceiling"
 fi

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS journal_meta (
 ";
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Records removed per statement (see `remove`).
+const REMOVE_CHUNK: usize = 512;
 /// How often the file's size is measured against `--journal-max-bytes` while appending.
 const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -70,6 +72,10 @@ pub struct JournalStatus {
 pub struct LocalJournal {
     path: PathBuf,
     pool: OnceCell<SqlitePool>,
+    /// A second connection for the applier's reads: in WAL mode it reads the last committed
+    /// state without waiting for an append, so reading a batch of thousands never delays a
+    /// redirect.
+    reader: OnceCell<SqlitePool>,
     /// The store this process applies the journal to: set for `serve` and `spool replay`,
     /// which lock the file and bind it to their store when they open it; `None` for readers.
     owner: Option<StoreIdentity>,
@@ -101,6 +107,7 @@ impl LocalJournal {
         LocalJournal {
             path,
             pool: OnceCell::new(),
+            reader: OnceCell::new(),
             owner,
             lock: std::sync::Mutex::new(None),
             depth: AtomicU64::new(0),
@@ -153,6 +160,26 @@ impl LocalJournal {
                     return Err(e);
                 }
                 Ok(pool)
+            })
+            .await
+    }
+
+    /// The read connection (opened after the writer, which creates the file and tables).
+    async fn reader(&self) -> Result<&SqlitePool, JournalError> {
+        self.pool().await?;
+        self.reader
+            .get_or_try_init(|| async {
+                let options = SqliteConnectOptions::new()
+                    .filename(&self.path)
+                    .read_only(true)
+                    .busy_timeout(BUSY_TIMEOUT);
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .test_before_acquire(false)
+                    .acquire_timeout(BUSY_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(self.err("open for reading"))
             })
             .await
     }
@@ -330,7 +357,7 @@ impl LocalJournal {
     /// newer format) is moved to `unreadable_records`, logged and counted, so it can neither
     /// block the FIFO nor vanish.
     pub async fn oldest(&self, limit: usize) -> Result<Vec<Journaled>, JournalError> {
-        let pool = self.pool().await?;
+        let pool = self.reader().await?;
         let rows: Vec<(i64, String, String)> =
             sqlx::query_as("SELECT seq, reason, record FROM spooled_records ORDER BY seq LIMIT ?")
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -353,7 +380,7 @@ impl LocalJournal {
 
     /// When the oldest record's click arrived.
     pub async fn oldest_received_at(&self) -> Result<Option<OffsetDateTime>, JournalError> {
-        let pool = self.pool().await?;
+        let pool = self.reader().await?;
         let oldest: Option<(String,)> =
             sqlx::query_as("SELECT record FROM spooled_records ORDER BY seq LIMIT 1")
                 .fetch_optional(pool)
@@ -388,13 +415,16 @@ impl LocalJournal {
     }
 
     /// Remove applied records (after their store transaction committed).
+    /// Remove applied records (after their store transaction committed), in pieces of
+    /// `REMOVE_CHUNK`: each piece is a short transaction of its own, so an append waiting for
+    /// the connection waits for one piece, not for the removal of a whole batch of thousands.
     pub async fn remove(&self, seqs: &[i64]) -> Result<(), JournalError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
         let pool = self.pool().await?;
-        let mut conn = pool.acquire().await.map_err(self.err("remove"))?;
-        self.delete(&mut conn, seqs).await
+        for chunk in seqs.chunks(REMOVE_CHUNK) {
+            let mut conn = pool.acquire().await.map_err(self.err("remove"))?;
+            self.delete(&mut conn, chunk).await?;
+        }
+        Ok(())
     }
 
     async fn delete(
@@ -459,6 +489,9 @@ impl LocalJournal {
     }
 
     pub async fn close(&self) {
+        if let Some(reader) = self.reader.get() {
+            reader.close().await;
+        }
         if let Some(pool) = self.pool.get() {
             pool.close().await;
         }

@@ -9,7 +9,7 @@
 //! - `--ack store`: the group is committed to the store (retries within `--spill-after-ms`);
 //!   what the store cannot take in time is appended to the journal and answered from there.
 //!   After such a failure the store counts as down: groups go straight to the journal, with a
-//!   quick probe at most every `STORE_RETRY_INTERVAL`, so a dead database costs one spill
+//!   quick probe at most every half second (`probe.rs`), so a dead database costs one spill
 //!   delay, not one per group.
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::batcher::{BatchSettings, next_batch};
 use super::commit::{Budget, Committer, Fate};
+use super::probe::StoreWatch;
 use super::{Ack, AckMode, ApplyLag, Health, Job};
 use crate::domain::Record;
 use crate::journal::{AppendReason, Journal};
@@ -28,11 +29,6 @@ use crate::telemetry::metrics;
 
 /// With nothing to do for this long, check what is broken so `/readyz` stays truthful.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// While the store is down (`--ack store`), how often a group tries it again.
-const STORE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
-/// How long that try may take: a quick probe, so a store that is still down costs the group
-/// that asks little more than this before it goes to the journal.
-const STORE_RETRY_PROBE: Duration = Duration::from_millis(250);
 /// While the journal cannot be written (`--ack journal`), how often a group tries it again.
 const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -94,7 +90,7 @@ pub struct Appender {
     settings: BatchSettings,
     shared: Shared,
     /// While the store is down (`--ack store`): when to try it again.
-    store_retry_at: Instant,
+    store: StoreWatch,
     /// While the journal cannot be written (`--ack journal`): when to try it again.
     journal_retry_at: Instant,
 }
@@ -111,7 +107,7 @@ impl Appender {
             committer,
             settings,
             shared,
-            store_retry_at: Instant::now(),
+            store: StoreWatch::new(),
             journal_retry_at: Instant::now(),
         }
     }
@@ -154,16 +150,10 @@ impl Appender {
             }
         }
         if self.shared.mode == AckMode::Store {
-            match self.committer.probe(self.settings.spill_after).await {
-                Ok(()) => self.health().set_store(true),
-                Err(e) => {
-                    if self.health().store_ok() {
-                        tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
-                    }
-                    metrics::error("probe", e.kind.as_str());
-                    self.store_down();
-                }
-            }
+            let health = &self.shared.health;
+            self.store
+                .probe(&self.committer, health, self.settings.spill_after)
+                .await;
         }
     }
 
@@ -218,7 +208,13 @@ impl Appender {
     async fn store_first(&mut self, records: Vec<Record>) -> Vec<Ack> {
         let health = self.shared.health.clone();
         // With the journal broken there is nowhere better to go: keep trying the store.
-        if !health.store_ok() && health.journal_ok() && !self.store_is_back().await {
+        if !health.store_ok()
+            && health.journal_ok()
+            && !self
+                .store
+                .is_back(&self.committer, &health, self.settings.spill_after)
+                .await
+        {
             let ack = self.spill(&records).await;
             return vec![ack; records.len()];
         }
@@ -254,28 +250,8 @@ impl Appender {
             .collect()
     }
 
-    /// While the store is down: a quick probe, at most every `STORE_RETRY_INTERVAL`.
-    async fn store_is_back(&mut self) -> bool {
-        if Instant::now() < self.store_retry_at {
-            return false;
-        }
-        let limit = STORE_RETRY_PROBE.min(self.settings.spill_after);
-        match self.committer.probe(limit).await {
-            Ok(()) => {
-                self.health().set_store(true);
-                true
-            }
-            Err(e) => {
-                metrics::error("probe", e.kind.as_str());
-                self.store_down();
-                false
-            }
-        }
-    }
-
     fn store_down(&mut self) {
-        self.health().set_store(false);
-        self.store_retry_at = Instant::now() + STORE_RETRY_INTERVAL;
+        self.store.down(&self.shared.health);
     }
 
     /// Put records the store could not take into the journal. `Ack::Spooled` when they are on

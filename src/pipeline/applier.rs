@@ -8,7 +8,7 @@
 //!
 //! Under load the steps grow by themselves: while one batch commits, the next accumulates.
 //! When the store fails, the records stay where they are (durable) and the applier probes the
-//! store every `STORE_RETRY_INTERVAL`; a step that timed out halves the next step's size, so
+//! store every half second (`probe.rs`); a step that timed out halves the next step's size, so
 //! a slow store still drains in smaller steps. On shutdown (`drain`), it applies what it can
 //! until the journal is empty or the deadline passes; the rest waits for the next start.
 
@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::commit::{Budget, Committer, Fate};
+use super::probe::StoreWatch;
 use super::{ApplyLag, Health};
 use crate::journal::{Journal, JournalError};
 use crate::store::{ErrorKind, Outcome, Seen, StoreError};
@@ -27,10 +28,6 @@ use crate::telemetry::metrics;
 /// With nothing to apply for this long, probe the store so `/readyz` and
 /// `track_store_ready` stay truthful.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// While the store is down, how often it is probed again.
-const STORE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
-/// How long such a probe may take.
-const STORE_RETRY_PROBE: Duration = Duration::from_millis(250);
 /// After a journal read fails, how long to wait before reading again.
 const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -136,7 +133,7 @@ pub struct Applier {
     rows: usize,
     /// How long one step may try the store before the records wait for the next probe.
     patience: Duration,
-    store_retry_at: Instant,
+    store: StoreWatch,
 }
 
 impl Applier {
@@ -153,7 +150,7 @@ impl Applier {
             last_step: None,
             rows: max_rows,
             patience,
-            store_retry_at: Instant::now(),
+            store: StoreWatch::new(),
         }
     }
 
@@ -178,12 +175,20 @@ impl Applier {
             if !self.health().journal_ok() && self.journal().depth() == 0 {
                 // Nothing to read until the appender gets the journal back.
                 self.wait(Some(JOURNAL_RETRY_INTERVAL)).await;
-            } else if !self.health().store_ok() && !self.store_is_back().await {
-                self.wait(Some(STORE_RETRY_INTERVAL)).await;
+            } else if !self.health().store_ok()
+                && !self
+                    .store
+                    .is_back(&self.parts.committer, &self.parts.health, self.patience)
+                    .await
+            {
+                self.wait(Some(StoreWatch::retry_interval())).await;
             } else if self.journal().depth() == 0 {
                 self.last_step = None;
                 if !self.wait(Some(PROBE_INTERVAL)).await {
-                    self.probe().await;
+                    let Parts {
+                        committer, health, ..
+                    } = &self.parts;
+                    self.store.probe(committer, health, self.patience).await;
                 }
             } else {
                 self.fill().await;
@@ -294,40 +299,7 @@ impl Applier {
         }
     }
 
-    async fn probe(&mut self) {
-        match self.parts.committer.probe(self.patience).await {
-            Ok(()) => self.health().set_store(true),
-            Err(e) => {
-                if self.health().store_ok() {
-                    tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
-                }
-                metrics::error("probe", e.kind.as_str());
-                self.store_down();
-            }
-        }
-    }
-
-    /// While the store is down: a quick probe, at most every `STORE_RETRY_INTERVAL`.
-    async fn store_is_back(&mut self) -> bool {
-        if Instant::now() < self.store_retry_at {
-            return false;
-        }
-        let limit = STORE_RETRY_PROBE.min(self.patience);
-        match self.parts.committer.probe(limit).await {
-            Ok(()) => {
-                self.health().set_store(true);
-                true
-            }
-            Err(e) => {
-                metrics::error("probe", e.kind.as_str());
-                self.store_down();
-                false
-            }
-        }
-    }
-
     fn store_down(&mut self) {
-        self.health().set_store(false);
-        self.store_retry_at = Instant::now() + STORE_RETRY_INTERVAL;
+        self.store.down(&self.parts.health);
     }
 }

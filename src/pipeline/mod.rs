@@ -20,6 +20,7 @@ mod commit;
 mod health;
 mod lag;
 mod overflow;
+mod probe;
 mod queue;
 
 pub use appender::Appender;

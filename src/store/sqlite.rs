@@ -78,7 +78,7 @@ impl SqliteStore {
             // page and halved throughput (profiled). In memory it is only RAM.
             .pragma("temp_store", "memory")
             // 64 MiB of page cache: the hot indexes (members, summaries) stay in memory.
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-16384");
         // One connection: the writer is the only user, and SQLite has one writer anyway.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)

@@ -1,0 +1,80 @@
+//! Watching a store that failed: when to try it again, and the quick probe that decides.
+//!
+//! The appender (`--ack store`) and the applier both stop sending batches to a store that
+//! failed, and probe it at most every `RETRY_INTERVAL` instead: a dead database then costs
+//! one probe per interval, not a timed-out transaction per batch. The probe is short, so a
+//! store that is still down costs whoever asks little more than `RETRY_PROBE`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Health;
+use super::commit::Committer;
+use crate::telemetry::metrics;
+
+/// While the store is down, how often it is probed again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long such a probe may take.
+const RETRY_PROBE: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub struct StoreWatch {
+    retry_at: Instant,
+}
+
+impl StoreWatch {
+    pub fn new() -> StoreWatch {
+        StoreWatch {
+            retry_at: Instant::now(),
+        }
+    }
+
+    pub fn retry_interval() -> Duration {
+        RETRY_INTERVAL
+    }
+
+    /// The store failed: mark it down and wait `RETRY_INTERVAL` before the next probe.
+    pub fn down(&mut self, health: &Health) {
+        health.set_store(false);
+        self.retry_at = Instant::now() + RETRY_INTERVAL;
+    }
+
+    /// While the store is down: a quick probe, at most every `RETRY_INTERVAL`.
+    pub async fn is_back(
+        &mut self,
+        committer: &Committer,
+        health: &Health,
+        limit: Duration,
+    ) -> bool {
+        if Instant::now() < self.retry_at {
+            return false;
+        }
+        match committer.probe(RETRY_PROBE.min(limit)).await {
+            Ok(()) => {
+                health.set_store(true);
+                true
+            }
+            Err(e) => {
+                metrics::error("probe", e.kind.as_str());
+                self.down(health);
+                false
+            }
+        }
+    }
+
+    /// With nothing else to do: check the store so `/readyz` and `track_store_ready` stay
+    /// truthful (the first failure is logged; every one is counted).
+    pub async fn probe(&mut self, committer: &Committer, health: &Health, limit: Duration) {
+        match committer.probe(limit).await {
+            Ok(()) => health.set_store(true),
+            Err(e) => {
+                if health.store_ok() {
+                    tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
+                }
+                metrics::error("probe", e.kind.as_str());
+                self.down(health);
+            }
+        }
+    }
+}
