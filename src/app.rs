@@ -19,7 +19,7 @@ use crate::dedup::Dedup;
 use crate::http::api::ApiState;
 use crate::http::{self, AppState, LinkChecks};
 use crate::journal::{Journal, LocalJournal, StoreIdentity};
-use crate::pipeline::{self, ApplyLag, Health};
+use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
 use crate::stats::StatsReader;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Exporter, Sampler, metrics};
@@ -44,6 +44,8 @@ pub enum AppError {
     Journal(#[from] crate::journal::JournalError),
     #[error("stats: {0}")]
     Stats(#[from] crate::stats::StatsError),
+    #[error(transparent)]
+    ApplierThread(#[from] applier_thread::ApplierThreadError),
     #[error("metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("{what} failed: {source}")]
@@ -84,10 +86,22 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let mode = settings.pipeline.mode;
     let health = Arc::new(Health::new(mode, true, journal_ok));
     let lag = Arc::new(ApplyLag::default());
-    let exporter = Exporter::new(metrics_handle, samplers(&store, &lag));
+    let (applier_store, applier_thread) = applier_thread::start(
+        settings.database.clone(),
+        settings.connect,
+        settings.apply_nice,
+    )
+    .await?;
+    // The pool that carries the clicks: the applier's with --ack journal, else the appender's.
+    let busy_pool = match mode {
+        AckMode::Journal => applier_store.clone(),
+        AckMode::Store => store.clone(),
+    };
+    let exporter = Exporter::new(metrics_handle, samplers(&busy_pool, &lag));
     let pipeline = pipeline::build(
         pipeline::Parts {
             store: store.clone(),
+            applier_store,
             journal: journal.clone(),
             health: health.clone(),
             lag,
@@ -97,7 +111,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let queue = pipeline.queue;
     let appender = tokio::spawn(pipeline.appender.run());
     let overflow = tokio::spawn(pipeline.overflow.run());
-    let applier = tokio::spawn(pipeline.applier.run());
+    let applier = applier_thread.run(pipeline.applier);
 
     let public = bind("--listen", settings.listen).await?;
     let admin = bind("--admin-listen", settings.admin_listen).await?;
@@ -166,6 +180,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         batch_max_rows = batch.max_rows,
         batch_max_delay_ms = batch.max_delay.as_millis() as u64,
         apply_batch_max_rows = settings.pipeline.apply_max_rows,
+        apply_nice = settings.apply_nice,
         queue_capacity = batch.queue_capacity,
         signing_keys = signing_keys,
         require_signature = settings.require_signature,

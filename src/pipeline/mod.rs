@@ -15,6 +15,7 @@
 
 mod appender;
 pub mod applier;
+pub mod applier_thread;
 mod batcher;
 mod commit;
 mod health;
@@ -103,7 +104,10 @@ pub struct Pipeline {
 
 /// The shared state the pipeline's tasks are built from.
 pub struct Parts {
+    /// The store the appender writes to when it must (`--ack store`, or no journal).
     pub store: Store,
+    /// The applier's own connection to the same store (opened on its thread).
+    pub applier_store: Store,
     pub journal: Arc<Journal>,
     pub health: Arc<Health>,
     pub lag: Arc<ApplyLag>,
@@ -143,7 +147,7 @@ pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
         applier: Applier::new(
             applier::Parts {
                 journal: parts.journal,
-                committer,
+                committer: Committer::new(parts.applier_store),
                 health: parts.health,
                 lag: parts.lag,
                 wake,

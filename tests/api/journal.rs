@@ -227,3 +227,48 @@ async fn a_second_process_on_the_same_journal_exits_2_naming_it() {
     assert_eq!(app.track(link(123, "U_FIRST", 1, "A")).await.status(), 302);
     assert_eq!(db.summary("U_FIRST", 1).await, Some((1, Some("A".into()))));
 }
+
+/// The nice value of each of `pid`'s threads, by thread name.
+#[cfg(target_os = "linux")]
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("threads") {
+        let dir = task.expect("thread").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let nice = after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(i64::MIN);
+        threads.push((name.trim().to_owned(), nice));
+    }
+    threads
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applier_and_its_store_connection_run_below_the_redirects() {
+    let db = TestDb::new(StoreKind::Sqlite).await.expect("sqlite");
+    let app = TestApp::spawn(&db, &["--apply-nice", "7"]);
+    assert_eq!(app.track(link(123, "U_NICE", 1, "A")).await.status(), 302);
+    assert_eq!(db.summary("U_NICE", 1).await, Some((1, Some("A".into()))));
+    let threads = thread_nice(app.pid());
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    assert_eq!(nice_of("clicktrack-appl"), [7], "{threads:?}");
+    // The store's SQLite worker was started by the applier's thread; the journal's were not.
+    let workers = nice_of("sqlx-sqlite");
+    assert!(workers.contains(&7) && workers.contains(&0), "{threads:?}");
+    assert!(
+        nice_of("tokio-rt-worker").iter().all(|n| *n == 0),
+        "{threads:?}"
+    );
+}

@@ -1,0 +1,124 @@
+//! The applier's own thread, at a lower CPU priority than the redirects.
+//!
+//! During a burst the redirects and the applier compete for the same cores, and every
+//! millisecond the applier takes is a millisecond a waiting redirect does not get. The journal
+//! exists so that the database can lag behind a burst: the applier runs on a thread of its
+//! own with a higher nice value (`--apply-nice`), and so does its store connection (on SQLite
+//! the store's worker thread is started from this thread and inherits its priority). The
+//! scheduler then gives the applier the cores the redirects leave idle: full speed between
+//! bursts, little during one (the journal grows and `track_journal_apply_lag_seconds` shows
+//! it). On MySQL the database server does most of the applier's work and keeps its own
+//! priority.
+
+use std::future::Future;
+
+use tokio::sync::oneshot;
+
+use super::Applier;
+use crate::store::{ConnectOptions, DatabaseUrl, Store, StoreError};
+
+/// The thread, waiting for its applier.
+pub struct ApplierThread {
+    applier: oneshot::Sender<Applier>,
+    done: oneshot::Receiver<()>,
+}
+
+/// Why the applier's thread could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplierThreadError {
+    #[error("cannot start the applier's thread: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("database (applier's connection): {0}")]
+    Store(#[from] StoreError),
+    #[error("the applier's thread stopped before it finished (see the log line before)")]
+    Gone,
+}
+
+/// Start the thread at `nice` and open the applier's store from it.
+pub async fn start(
+    database: DatabaseUrl,
+    options: ConnectOptions,
+    nice: i32,
+) -> Result<(Store, ApplierThread), ApplierThreadError> {
+    let (store_tx, store_rx) = oneshot::channel::<Result<Store, StoreError>>();
+    let (applier_tx, applier_rx) = oneshot::channel::<Applier>();
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("clicktrack-applier".into())
+        .spawn(move || {
+            lower_priority(nice);
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(operation = "applier", error = %e, "cannot start the applier's runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let store = match Store::connect(&database, options).await {
+                    Ok(store) => store,
+                    Err(e) => {
+                        let _ = store_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if store_tx.send(Ok(store.clone())).is_err() {
+                    return;
+                }
+                if let Ok(applier) = applier_rx.await {
+                    applier.run().await;
+                }
+                // Closed here: its connections belong to this thread's runtime.
+                store.close().await;
+                let _ = done_tx.send(());
+            });
+        })?;
+    let store = store_rx.await.map_err(|_| ApplierThreadError::Gone)??;
+    Ok((
+        store,
+        ApplierThread {
+            applier: applier_tx,
+            done: done_rx,
+        },
+    ))
+}
+
+impl ApplierThread {
+    /// Run `applier` on the thread; resolves when it has stopped (after its drain).
+    pub fn run(self, applier: Applier) -> impl Future<Output = Result<(), ApplierThreadError>> {
+        let sent = self.applier.send(applier).is_ok();
+        async move {
+            if !sent {
+                return Err(ApplierThreadError::Gone);
+            }
+            self.done.await.map_err(|_| ApplierThreadError::Gone)
+        }
+    }
+}
+
+/// Raise the calling thread's nice value (Linux: per thread, inherited by threads it starts).
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+        let result = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+        };
+        if result != 0 {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the applier's priority: it competes with the redirects"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::debug!(nice, "--apply-nice is only applied on Linux");
+}
