@@ -314,8 +314,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CLICKTRACK_ACK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub ack_timeout_ms: u64,
 
-    /// Longest a batch keeps retrying the database before it goes to the spool (and its
-    /// requests are answered), in milliseconds. Keep it well under --ack-timeout-ms.
+    /// With --ack store, longest a batch keeps retrying the database before it goes to the
+    /// journal (and its requests are answered); also how long one applier transaction may try
+    /// before the database counts as down. In milliseconds, well under --ack-timeout-ms.
     #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub spill_after_ms: u64,
 
@@ -417,7 +418,7 @@ impl ServeArgs {
                 "--spill-after-ms",
                 format!(
                     "{} ms is not below --ack-timeout-ms ({} ms): requests would stop waiting \
-                     before their clicks reach the spool",
+                     before their clicks reach the journal",
                     self.spill_after_ms, self.ack_timeout_ms
                 ),
             ));

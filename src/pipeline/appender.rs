@@ -150,9 +150,17 @@ impl Appender {
             }
         }
         if self.shared.mode == AckMode::Store {
-            let health = &self.shared.health;
+            let Shared {
+                health, journal, ..
+            } = &self.shared;
+            let nothing_waits = || journal.depth() == 0;
             self.store
-                .probe(&self.committer, health, self.settings.spill_after)
+                .probe(
+                    &self.committer,
+                    health,
+                    self.settings.spill_after,
+                    nothing_waits,
+                )
                 .await;
         }
     }
@@ -231,13 +239,15 @@ impl Appender {
             .filter(|(fate, _)| **fate == Fate::Unwritten)
             .map(|(_, record)| record.clone())
             .collect();
-        // Unwritten records exist exactly when the store failed.
+        // Unwritten records exist exactly when the store failed. Appended before the store is
+        // marked down, so a probe passing meanwhile sees them waiting (see `StoreWatch::probe`).
         let spilled = if unwritten.is_empty() {
             health.set_store(true);
             Ack::Failed
         } else {
+            let ack = self.spill(&unwritten).await;
             self.store_down();
-            self.spill(&unwritten).await
+            ack
         };
         committed
             .fates

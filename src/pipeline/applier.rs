@@ -188,7 +188,10 @@ impl Applier {
                     let Parts {
                         committer, health, ..
                     } = &self.parts;
-                    self.store.probe(committer, health, self.patience).await;
+                    let journal = &self.parts.journal;
+                    self.store
+                        .probe(committer, health, self.patience, || journal.depth() == 0)
+                        .await;
                 }
             } else {
                 self.fill().await;

@@ -4,7 +4,7 @@
 //! batch with jittered exponential backoff; that is safe because a store write is idempotent
 //! by `click_id`. A batch the database refuses is bisected until the refused click is alone,
 //! and that click is set aside in `track_rejects` with the database's reason: one bad row never
-//! takes the others down. Used for live batches and for replaying the spool alike.
+//! takes the others down. Used by the applier and, with `--ack store`, for live groups alike.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -19,9 +19,9 @@ use crate::telemetry::metrics;
 const MAX_RETRIES: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_millis(10);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
-/// Longest one attempt may take, so a hung connection can never hold the writer forever.
+/// Longest one attempt may take, so a hung connection can never hold the applier forever.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// "Cannot reach the database" this many times in a row, with a spool to fall back on: stop
+/// "Cannot reach the database" this many times in a row, with a journal to fall back on: stop
 /// retrying. One such error is often a stale pooled connection (the retry gets a fresh one);
 /// two in a row is an outage, and every further retry only delays the redirects.
 const UNREACHABLE_LIMIT: u32 = 2;
@@ -47,14 +47,14 @@ pub struct Committed {
     pub failure: Option<StoreError>,
 }
 
-/// How long a batch may keep trying before the caller falls back to the spool.
+/// How long a batch may keep trying before the caller falls back to the journal.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     deadline: Option<Instant>,
 }
 
 impl Budget {
-    /// Retry until `limit` has passed (then the spool takes the batch).
+    /// Retry until `limit` has passed (then the journal keeps the batch).
     pub fn until(limit: Duration) -> Budget {
         Budget {
             deadline: Some(Instant::now() + limit),
@@ -129,7 +129,7 @@ impl Committer {
                 }
                 Err(e) => {
                     // The store is failing: this range and everything still pending stay
-                    // unwritten, for the caller to spool.
+                    // unwritten, for the caller to keep in (or append to) the journal.
                     let unwritten = range.len() + pending.iter().map(|r| r.len()).sum::<usize>();
                     tracing::warn!(
                         operation = "write_batch",
@@ -225,7 +225,7 @@ impl Committer {
             tracing::debug!(error = %error, retries, rows = records.len(), "retrying batch");
             let pause = backoff(retries);
             if budget.deadline.is_some_and(|d| Instant::now() + pause >= d) {
-                // No time left for another attempt: hand the batch to the spool now.
+                // No time left for another attempt: hand the batch back now.
                 return Err(error);
             }
             tokio::time::sleep(pause).await;

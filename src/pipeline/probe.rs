@@ -64,10 +64,20 @@ impl StoreWatch {
     }
 
     /// With nothing else to do: check the store so `/readyz` and `track_store_ready` stay
-    /// truthful (the first failure is logged; every one is counted).
-    pub async fn probe(&mut self, committer: &Committer, health: &Health, limit: Duration) {
+    /// truthful (the first failure is logged; every one is counted). A passing probe marks
+    /// the store up only when `nothing_waits`: with records in the journal, the applier's next
+    /// batch is the real test (on MySQL a probe passes while a row lock still blocks writes).
+    pub async fn probe(
+        &mut self,
+        committer: &Committer,
+        health: &Health,
+        limit: Duration,
+        nothing_waits: impl Fn() -> bool,
+    ) {
         match committer.probe(limit).await {
-            Ok(()) => health.set_store(true),
+            // Asked after the probe: a batch may have failed and gone to the journal meanwhile.
+            Ok(()) if nothing_waits() => health.set_store(true),
+            Ok(()) => {}
             Err(e) => {
                 if health.store_ok() {
                     tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");

@@ -1,6 +1,6 @@
 //! The store: where batches of records become rows in the five tables (SPEC §2).
 //!
-//! `Store` is the interface the writer uses; each backend implements the same operations in
+//! `Store` is the interface the applier (and the appender with `--ack store`) uses; each backend implements the same operations in
 //! its own file with its own SQL next to it. What a batch *means* (which counters move by how
 //! much, which summaries change, which clicks are rejected) is decided once, in `plan`, so
 //! every backend writes the same thing.
@@ -41,7 +41,7 @@ pub enum Seen {
     Maybe,
 }
 
-/// How the writer should react to a failed batch.
+/// How the caller should react to a failed batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Lock contention or a busy database: retry the whole batch.
@@ -100,7 +100,7 @@ impl StoreError {
     }
 }
 
-/// A written batch: one outcome per record, in order, and what else the writer should count.
+/// A written batch: one outcome per record, in order, and what else the caller should count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchResult {
     pub outcomes: Vec<Outcome>,
@@ -132,7 +132,7 @@ impl DatabaseUrl {
             Some(("sqlite", rest)) => {
                 let path = rest.trim_start_matches("//");
                 if path.is_empty() || path.starts_with(":memory:") || rest.starts_with(":memory:") {
-                    // An in-memory database would vanish with the writer's connection.
+                    // An in-memory database would vanish with its connection.
                     return Err(DatabaseUrlError::MissingPath(url.to_owned()));
                 }
                 Ok(DatabaseUrl::Sqlite(url.to_owned()))
@@ -171,7 +171,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// One store per process, owned by the writer.
+/// A connection pool to the store (the applier and the appender each hold one).
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),

@@ -15,7 +15,7 @@
 //!   6. interaction logs, their per-click tags (`track_click_tags`, new keys only: uuid v7
 //!      click ids), then rejects.
 //!
-//! Deadlock (1213), lock wait timeout (1205) and 1020 are retried by the writer as a whole
+//! Deadlock (1213), lock wait timeout (1205) and 1020 are retried by the caller (`pipeline/commit.rs`) as a whole
 //! transaction; that is safe because the batch is idempotent by `click_id`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

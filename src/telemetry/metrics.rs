@@ -63,7 +63,7 @@ pub mod status {
     /// 302 with `--ack store`, click durable in the journal because the store was down or the
     /// queue full; applied later.
     pub const SPOOLED: &str = "spooled";
-    /// 302 sent before the click was durable: store and spool both failed, the ack timed out
+    /// 302 sent before the click was durable: journal and store both failed, the ack timed out
     /// (it may still be written), or the writer stopped.
     pub const NOT_DURABLE: &str = "not_durable";
     /// 302, a repeat of a click within the de-duplication window: not recorded.
@@ -182,7 +182,7 @@ fn describe() {
     );
     describe_counter!(
         QUEUE_FULL,
-        "Requests that found the queue full (their clicks overflow into the spool)."
+        "Requests that found the queue full (their clicks overflow into the journal)."
     );
     describe_histogram!(BATCH_SIZE, "Records per group taken from the queue.");
     describe_histogram!(

@@ -197,14 +197,12 @@ impl TestDb {
                 let Ok(text) = answer.text().await else {
                     break;
                 };
-                let depth = metric(&text, "track_journal_depth");
-                let store_ready = metric(&text, "track_store_ready");
-                if depth == 0.0 || store_ready == 0.0 {
+                if settled(&text) {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "the journal of the app at {admin} did not drain: {depth} records left"
+                    "the journal of the app at {admin} did not drain:\n{text}"
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -649,11 +647,16 @@ impl TestApp {
             .expect("request /__track")
     }
 
-    /// `/metrics` once the journal is applied (or the store is seen down): what every click
-    /// sent so far did, including its store outcome.
+    /// `/metrics` once the journal is applied (or the store is down): what every click sent so
+    /// far did, including its store outcome. The scrape returned is the one that showed it.
     pub async fn metrics(&self) -> String {
-        self.settled().await;
-        self.metrics_now().await
+        let mut text = String::new();
+        wait_until(self, "the journal is applied", async || {
+            text = self.metrics_now().await;
+            settled(&text)
+        })
+        .await;
+        text
     }
 
     /// `/metrics` as it is at this moment.
@@ -670,11 +673,7 @@ impl TestApp {
 
     /// Wait until this app's journal is empty or its store is down (30 s at most).
     pub async fn settled(&self) {
-        wait_until(self, "the journal is applied", async || {
-            let m = self.metrics_now().await;
-            metric(&m, "track_journal_depth") == 0.0 || metric(&m, "track_store_ready") == 0.0
-        })
-        .await;
+        self.metrics().await;
     }
 
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
@@ -749,6 +748,11 @@ fn ready_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
         v.get("public_addr")?.as_str()?.parse().ok()?,
         v.get("admin_addr")?.as_str()?.parse().ok()?,
     ))
+}
+
+/// An app's scrape shows nothing left to apply: an empty journal, or a store it sees down.
+fn settled(metrics: &str) -> bool {
+    metric(metrics, "track_journal_depth") == 0.0 || metric(metrics, "track_store_ready") == 0.0
 }
 
 /// The value of one series in a Prometheus text exposition (`name{labels}` exactly as printed).

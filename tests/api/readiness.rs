@@ -57,7 +57,7 @@ async fn a_store_that_refuses_writes_sends_clicks_to_the_spool_until_it_is_back(
     );
     // The click is safe in the spool, so the instance stays in the load balancer.
     let body = wait_for_readyz(&app, 200).await;
-    assert!(body.contains("store: down") && body.contains("journal: ok"), "{body}");
+    assert!(body.contains("store: down") && body.contains("journal: ok"), "{body}\n{}", app.logs());
 
     // The lock goes away: the spool is replayed, the store is ready again.
     blocker.release().await;
