@@ -61,7 +61,11 @@ pub async fn start(
                 let store = match Store::connect(&database, options).await {
                     Ok(store) => store,
                     Err(e) => {
-                        let _ = store_tx.send(Err(e));
+                        // The starting side reports it (`start` returns it); if it is gone,
+                        // the process is stopping anyway.
+                        if store_tx.send(Err(e)).is_err() {
+                            tracing::debug!("applier's store failed after start-up was abandoned");
+                        }
                         return;
                     }
                 };
@@ -73,7 +77,9 @@ pub async fn start(
                 }
                 // Closed here: its connections belong to this thread's runtime.
                 store.close().await;
-                let _ = done_tx.send(());
+                if done_tx.send(()).is_err() {
+                    tracing::debug!("applier stopped after its owner stopped waiting");
+                }
             });
         })?;
     let store = store_rx.await.map_err(|_| ApplierThreadError::Gone)??;
