@@ -3,6 +3,7 @@
 //! phone-sized window. Signs in, opens the campaign, checks the numbers, the chart and the
 //! breakdowns, and saves a screenshot whose path it prints (the CI artifact).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +43,8 @@ impl Browser {
             .expect("free port")
             .port();
         let driver = Command::new(CHROMEDRIVER)
+            // A process group of its own: the browser it starts is ended with it (below).
+            .process_group(0)
             .arg(format!("--port={port}"))
             // A zone that is not UTC, to see the page convert the API's UTC times.
             .env("TZ", "Asia/Tokyo")
@@ -190,11 +193,34 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// The process group of the driver and every browser process it started.
+    fn group(&self) -> u32 {
+        self.driver.id()
+    }
+}
+
+/// Whether any process of group `pgid` is still running.
+fn group_alive(pgid: u32) -> bool {
+    Command::new("pgrep")
+        .args(["-g", &pgid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The driver takes its browser down with it.
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Killing the driver alone leaves its Chromium processes running: end the group.
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.group())])
+            .status();
+        if !killed.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("could not end the browser's process group: {killed:?}");
+        }
+        if let Err(e) = self.driver.wait() {
+            eprintln!("could not reap chromedriver: {e}");
+        }
     }
 }
 
@@ -301,4 +327,20 @@ async fn dashboard_shows_a_campaign_in_a_real_browser() {
     browser.screenshot(&path).await;
     println!("dashboard screenshot: {}", path.display());
     eprintln!("dashboard screenshot: {}", path.display());
+
+    // Nothing of the browser outlives the test.
+    let group = browser.group();
+    assert!(
+        group_alive(group),
+        "the browser's processes are found while it runs"
+    );
+    drop(browser);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive(group) {
+        assert!(
+            Instant::now() < deadline,
+            "browser processes left running (group {group})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
