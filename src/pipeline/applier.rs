@@ -174,17 +174,17 @@ impl Applier {
             }
             if !self.health().journal_ok() && self.journal().depth() == 0 {
                 // Nothing to read until the appender gets the journal back.
-                self.wait(Some(JOURNAL_RETRY_INTERVAL)).await;
+                self.wait(JOURNAL_RETRY_INTERVAL).await;
             } else if !self.health().store_ok()
                 && !self
                     .store
                     .is_back(&self.parts.committer, &self.parts.health, self.patience)
                     .await
             {
-                self.wait(Some(StoreWatch::retry_interval())).await;
+                self.wait(StoreWatch::retry_interval()).await;
             } else if self.journal().depth() == 0 {
                 self.last_step = None;
-                if !self.wait(Some(PROBE_INTERVAL)).await {
+                if !self.wait(PROBE_INTERVAL).await {
                     let Parts {
                         committer, health, ..
                     } = &self.parts;
@@ -212,27 +212,23 @@ impl Applier {
     }
 
     /// Wait for an append, the drain signal, or `limit`. `true` when woken before the limit.
-    async fn wait(&mut self, limit: Option<Duration>) -> bool {
+    async fn wait(&mut self, limit: Duration) -> bool {
         let Parts { wake, drain, .. } = &mut self.parts;
-        let draining = drain.borrow().is_some();
-        if draining {
+        if drain.borrow().is_some() {
             // Only the deadline matters now; do not spin while the store is down.
-            if let Some(limit) = limit {
-                tokio::time::sleep(limit.min(Duration::from_millis(100))).await;
-            }
+            tokio::time::sleep(limit.min(Duration::from_millis(100))).await;
             return true;
         }
-        let sleep = tokio::time::sleep(limit.unwrap_or(Duration::MAX));
         tokio::select! {
             () = wake.notified() => true,
             changed = drain.changed() => {
                 if changed.is_err() {
                     // The pipeline's owner is gone without a drain: nothing will wake us.
-                    tokio::time::sleep(limit.unwrap_or(PROBE_INTERVAL)).await;
+                    tokio::time::sleep(limit).await;
                 }
                 true
             }
-            () = sleep => false,
+            () = tokio::time::sleep(limit) => false,
         }
     }
 

@@ -40,7 +40,9 @@ impl StoreWatch {
         self.retry_at = Instant::now() + RETRY_INTERVAL;
     }
 
-    /// While the store is down: a quick probe, at most every `RETRY_INTERVAL`.
+    /// While the store is down: a quick probe, at most every `RETRY_INTERVAL`. `true` means
+    /// "worth a try", not "up": a probe can pass while the rows a batch needs are still
+    /// locked, so only a committed batch marks the store up again (no flapping readiness).
     pub async fn is_back(
         &mut self,
         committer: &Committer,
@@ -52,7 +54,7 @@ impl StoreWatch {
         }
         match committer.probe(RETRY_PROBE.min(limit)).await {
             Ok(()) => {
-                health.set_store(true);
+                self.retry_at = Instant::now() + RETRY_INTERVAL;
                 true
             }
             Err(e) => {
