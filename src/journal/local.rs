@@ -358,20 +358,16 @@ impl LocalJournal {
     /// block the FIFO nor vanish.
     pub async fn oldest(&self, limit: usize) -> Result<Vec<Journaled>, JournalError> {
         let pool = self.reader().await?;
-        let rows: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT seq, reason, record FROM spooled_records ORDER BY seq LIMIT ?")
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, record FROM spooled_records ORDER BY seq LIMIT ?")
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(pool)
                 .await
                 .map_err(self.err("read"))?;
         let mut records = Vec::with_capacity(rows.len());
-        for (seq, reason, json) in rows {
+        for (seq, json) in rows {
             match format::decode(&json) {
-                Ok(record) => records.push(Journaled {
-                    seq,
-                    record,
-                    reason: AppendReason::parse(&reason),
-                }),
+                Ok(record) => records.push(Journaled { seq, record }),
                 Err(e) => self.set_aside(seq, &e).await?,
             }
         }

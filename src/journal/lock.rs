@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct JournalLock {
     _file: File,
-    path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +56,7 @@ impl JournalLock {
                 }
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(JournalLock { _file: file, path }),
+            Ok(()) => Ok(JournalLock { _file: file }),
             Err(TryLockError::WouldBlock) => {
                 let (journal, lock) = describe();
                 Err(LockError::Held { journal, lock })
@@ -71,10 +70,6 @@ impl JournalLock {
                 })
             }
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -26,15 +26,14 @@ pub use lock::{JournalLock, LockError};
 
 use crate::domain::Record;
 
-/// Why records were appended (`track_spooled_total{reason}`). It also says whether a record
-/// may already be in the store: only one whose store attempt failed may have committed late.
+/// Why records were appended (`track_spooled_total{reason}`, and the `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendReason {
-    /// The normal path of `--ack journal`: never tried against the store.
+    /// The normal path of `--ack journal`.
     Journal,
-    /// The store failed or was known to be down (`--ack store`); the attempt may have committed.
+    /// The store failed or was known to be down (`--ack store`).
     StoreUnavailable,
-    /// The in-memory queue was full: never tried against the store.
+    /// The in-memory queue was full.
     Overflow,
 }
 
@@ -52,20 +51,6 @@ impl AppendReason {
             AppendReason::Overflow => "overflow",
         }
     }
-
-    /// The reason stored with a record. An unknown one (a newer release) counts as "may be
-    /// stored", which only costs a lookup.
-    pub fn parse(s: &str) -> AppendReason {
-        AppendReason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .unwrap_or(AppendReason::StoreUnavailable)
-    }
-
-    /// Whether a store attempt was made for the record before it was appended.
-    pub fn may_be_stored(self) -> bool {
-        self == AppendReason::StoreUnavailable
-    }
 }
 
 /// A record read back from the journal, with its position.
@@ -73,7 +58,6 @@ impl AppendReason {
 pub struct Journaled {
     pub seq: i64,
     pub record: Record,
-    pub reason: AppendReason,
 }
 
 /// The store a journal belongs to: the store's own id (`track_store_identity`) and a
