@@ -1,4 +1,4 @@
-//! What makes two clicks "the same click" (SPEC §3, last row): the same member (or, for an
+//! What makes two clicks "the same click" (docs/link-contract.md): the same member (or, for an
 //! anonymous click, the same client address and User-Agent), campaign, source, type, target
 //! and tags. The key is a hash of those, so it has a fixed size in memory and in Redis and
 //! carries no uid in clear.

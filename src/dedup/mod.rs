@@ -1,4 +1,4 @@
-//! De-duplication (SPEC §3): a repeat of the same click within `--dedup-window-ms` of the
+//! De-duplication (docs/guarantees.md): a repeat of the same click within `--dedup-window-ms` of the
 //! first (a double tap, a client retry, the same tap reaching two instances) is redirected but
 //! not recorded, and counted (`track_duplicates_total`).
 //!

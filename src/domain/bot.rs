@@ -1,4 +1,4 @@
-//! Which requests are bots: link-preview fetchers, crawlers and plain HTTP clients (SPEC §1,
+//! Which requests are bots: link-preview fetchers, crawlers and plain HTTP clients (docs/link-contract.md,
 //! §4a). They get the redirect, but a preview LINE fetches when a message is sent is not a
 //! member clicking, so they are counted (`track_bot_hits_total{kind}`) and not recorded.
 //!

@@ -1,4 +1,4 @@
-//! The fixed set of interaction types a link may carry in `type` (SPEC §1).
+//! The fixed set of interaction types a link may carry in `type` (docs/link-contract.md).
 //!
 //! This is the one place the set is defined: the parser, the metrics labels and the schema's
 //! CHECK constraint are all derived from or tested against `InteractionType::ALL`.

@@ -1,4 +1,4 @@
-//! Pure rules of the link contract (SPEC §1, §4a): no I/O, no clocks, no globals.
+//! Pure rules of the link contract (docs/link-contract.md): no I/O, no clocks, no globals.
 //!
 //! Everything that decides whether a request is a click, and what that click is, lives here so
 //! it can be tested exhaustively without a server or a database.

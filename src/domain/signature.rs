@@ -1,4 +1,4 @@
-//! Signed links (SPEC §4): `sig` proves clicktrack minted the link, so a signed link may point
+//! Signed links (docs/link-contract.md): `sig` proves clicktrack minted the link, so a signed link may point
 //! at any http(s) target, and nobody can forge one (no open redirect, no invented members).
 //!
 //! `sig = KID "." base64url(HMAC-SHA256(secret, canonical)[..16])`, where `canonical` is every

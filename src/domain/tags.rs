@@ -4,9 +4,9 @@
 //! `last_click_tag` becomes the existing tags followed by each new tag once, in arrival order.
 //! Stores call `merge_tags` while they hold the summary row, so the result is exact.
 
-/// At most this many tags on one click (SPEC §4a).
+/// At most this many tags on one click (docs/link-contract.md).
 pub const MAX_TAGS_PER_CLICK: usize = 20;
-/// At most this many bytes per tag (SPEC §4a).
+/// At most this many bytes per tag (docs/link-contract.md).
 pub const MAX_TAG_BYTES: usize = 64;
 /// The capacity of `ryan_click_demo.last_click_tag` in the schema clicktrack creates.
 pub const LAST_CLICK_TAG_MAX_BYTES: usize = 1024;

@@ -1,4 +1,4 @@
-//! The redirect policy (SPEC §4): which `to` values clicktrack will send a browser to.
+//! The redirect policy (docs/link-contract.md): which `to` values clicktrack will send a browser to.
 //!
 //! An endpoint that redirects anywhere is an open redirect (CWE-601). A target must be an
 //! absolute http(s) URL without userinfo, whose host (as the `url` crate parses it, after IDNA,

@@ -3,7 +3,7 @@
 //! Public (`--listen`): `/__track`, `/healthz`, `/readyz`: what browsers and load balancers
 //! see. Admin (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`, the API (`/api/...`) and
 //! the campaign dashboard (`/dashboard`):
-//! for operators only, so metrics and the API are never exposed on the public port (SPEC §4a).
+//! for operators only, so metrics and the API are never exposed on the public port (docs/link-contract.md).
 
 mod admin;
 pub mod api;

@@ -1,4 +1,4 @@
-//! `GET /__track`: check the link, record the click, redirect (SPEC §1, §4).
+//! `GET /__track`: check the link, record the click, redirect (docs/link-contract.md).
 //!
 //! Order matters. A link too long to be ours gets 414, a bad signature 403, a refused target
 //! 400, and nothing else happens. A good link always gets its 302, whatever else is true; HEAD

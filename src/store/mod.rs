@@ -1,4 +1,4 @@
-//! The store: where batches of records become rows in the five tables (SPEC §2).
+//! The store: where batches of records become rows in the five tables (docs/what-a-click-writes.md).
 //!
 //! `Store` is the interface the applier (and the appender with `--ack store`) uses; each backend implements the same operations in
 //! its own file with its own SQL next to it. What a batch *means* (which counters move by how

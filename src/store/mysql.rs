@@ -1,7 +1,7 @@
 //! The production store: MySQL 8 / MariaDB 10.11, on the existing schema, several instances.
 //!
 //! Every transaction runs at READ COMMITTED and takes its locks in one fixed order, the same
-//! on every instance (DESIGN "a MySQL batch that stays exact across instances"):
+//! on every instance (docs/design.md, "Exact across instances"):
 //!   1. campaign counters, ascending id: the exclusive lock first, because the interaction
 //!      log's foreign key later takes a shared lock on the same row (shared-then-upgrade is the
 //!      classic two-writer deadlock);

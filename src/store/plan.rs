@@ -1,4 +1,4 @@
-//! What one batch changes, decided once for every backend (DESIGN "aggregate inside the batch").
+//! What one batch changes, decided once for every backend (docs/design.md, "Large batches are the cheap ones").
 //!
 //! Given the batch's records, the click ids the store already holds and the campaigns that
 //! exist, the plan says: which clicks are written, which are set aside and why, how much each

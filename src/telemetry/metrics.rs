@@ -1,6 +1,6 @@
 //! Every metric clicktrack exports: names, labels, help texts, and the one function that
 //! changes each. Everything is registered at start-up with its known label values, so a
-//! counter at 0 is visible before its first event (SPEC §4a).
+//! counter at 0 is visible before its first event (README, "Metrics").
 //!
 //! Labels are bounded sets: interaction types, statuses, reasons, operations and error kinds.
 //! No campaign id, uid or target ever becomes a label.
