@@ -1,11 +1,12 @@
 //! The binary's edge: parse the command line, start logging, run, map errors to exit codes
-//! (0 ok, 2 bad configuration, 1 runtime failure).
+//! (0 ok, 2 bad configuration, 1 runtime failure): a log record for `serve`, one plain line on
+//! stderr for the other commands.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use clicktrack::app::AppError;
-use clicktrack::config::Cli;
+use clicktrack::config::{Cli, Command};
 use clicktrack::{commands, telemetry};
 
 fn main() -> ExitCode {
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `serve` reports through its log like everything else it does; the other commands are
+    // run by a person, who gets one plain line.
+    let serve = matches!(cli.command, Command::Serve(_));
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -31,7 +35,11 @@ fn main() -> ExitCode {
                 _ => 1,
             };
             // Each error's Display already carries its cause.
-            tracing::error!(error = %e, "clicktrack failed");
+            if serve {
+                tracing::error!(error = %e, "clicktrack failed");
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(code)
         }
     }

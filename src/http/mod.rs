@@ -57,6 +57,7 @@ pub fn public_router(state: AppState) -> Router {
 
 pub fn admin_router(health: Arc<Health>, metrics: Exporter, api: api::ApiState) -> Router {
     let router = Router::new()
+        .route("/", get(admin::index))
         .route("/metrics", get(admin::metrics))
         .with_state(metrics)
         .merge(health::router(health))

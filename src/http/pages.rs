@@ -63,6 +63,12 @@ pub fn too_long() -> Response<Body> {
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    // The reasons are error messages (lower-case, for logs and the CLI); a page shows a sentence.
+    let mut chars = message.chars();
+    let message: String = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

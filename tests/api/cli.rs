@@ -58,7 +58,11 @@ async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
     }
     let out = db.cli(&["campaign", "add", "--id", "123", "--name", "again"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("campaign 123 already exists"));
+    // A command's own error is one plain line, not a log record.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: campaign 123 already exists\n"
+    );
     let out = db.cli(&["campaign", "add", "--id", "7", "--name", "Spring sale"]);
     assert!(out.status.success());
     assert_eq!(

@@ -89,3 +89,22 @@ async fn a_store_that_refuses_writes_sends_clicks_to_the_spool_until_it_is_back(
     assert_eq!(db.summary("U_NEXT", 9).await, Some((1, Some("N".into()))));
 }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_says_what_it_serves_and_the_public_one_does_not() {
+    let db = crate::helpers::TestDb::sqlite().await;
+    let app = TestApp::spawn(&db, &[]);
+    let index = app
+        .client
+        .get(format!("http://{}/", app.admin_addr))
+        .send()
+        .await
+        .expect("admin /");
+    assert_eq!(index.status(), 200);
+    let body = index.text().await.expect("body");
+    for path in ["/dashboard", "/metrics", "/api/", "/readyz"] {
+        assert!(body.contains(path), "{body}");
+    }
+    let public = app.client.get(app.url("/")).send().await.expect("public /");
+    assert_eq!(public.status(), 404);
+}

@@ -59,6 +59,8 @@ async fn bad_targets_get_400_without_location_and_nothing_is_recorded() {
         assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
         let body = resp.text().await.expect("body");
         assert!(body.contains("This link cannot be opened"), "{body}");
+        // The reason is a sentence: "<p>The target ...", never "<p>the target ...".
+        assert!(body.contains("<p>The "), "{body}");
         assert!(
             !body.contains("evil"),
             "the page must not echo the input: {body}"
