@@ -73,10 +73,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
 
     let store = Store::connect(&settings.database, settings.connect).await?;
     store.migrate().await?;
-    let identity = StoreIdentity {
-        id: store.identity().await?,
-        display: settings.database.to_string(),
-    };
+    let identity = StoreIdentity::of(&store, &settings.database).await?;
     let journal = Arc::new(Journal::Local(LocalJournal::owned(
         &settings.journal_path,
         identity,

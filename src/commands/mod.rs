@@ -123,10 +123,7 @@ async fn spool_replay(args: &SpoolArgs) -> Result<(), AppError> {
     let database = args.db.database()?;
     let store = Store::connect(&database, args.db.connect_options()).await?;
     store.migrate().await?;
-    let identity = StoreIdentity {
-        id: store.identity().await?,
-        display: database.to_string(),
-    };
+    let identity = StoreIdentity::of(&store, &database).await?;
     // Owned: locked (never while a `serve` applies it) and checked against this store.
     let journal = Journal::Local(LocalJournal::owned(path, identity, 0));
     journal.reopen().await?;

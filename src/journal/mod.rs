@@ -68,6 +68,19 @@ pub struct StoreIdentity {
     pub display: String,
 }
 
+impl StoreIdentity {
+    /// The identity of `store`, reached at `database`.
+    pub async fn of(
+        store: &crate::store::Store,
+        database: &crate::store::DatabaseUrl,
+    ) -> Result<StoreIdentity, crate::store::StoreError> {
+        Ok(StoreIdentity {
+            id: store.identity().await?,
+            display: database.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for StoreIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (store id {})", self.display, self.id)

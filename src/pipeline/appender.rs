@@ -232,12 +232,13 @@ impl Appender {
             Budget::retries_only()
         };
         let committed = self.committer.commit(records, Seen::Never, budget).await;
+        let fates = committed.fates;
         let unwritten: Vec<Record> = committed
-            .fates
-            .iter()
-            .zip(&committed.records)
-            .filter(|(fate, _)| **fate == Fate::Unwritten)
-            .map(|(_, record)| record.clone())
+            .records
+            .into_iter()
+            .zip(&fates)
+            .filter(|(_, fate)| **fate == Fate::Unwritten)
+            .map(|(record, _)| record)
             .collect();
         // Unwritten records exist exactly when the store failed. Appended before the store is
         // marked down, so a probe passing meanwhile sees them waiting (see `StoreWatch::probe`).
@@ -249,8 +250,7 @@ impl Appender {
             self.store_down();
             ack
         };
-        committed
-            .fates
+        fates
             .into_iter()
             .map(|fate| match fate {
                 Fate::Stored(outcome) => Ack::Stored(outcome),
