@@ -43,7 +43,8 @@ async fn a_store_that_refuses_writes_sends_clicks_to_the_spool_until_it_is_back(
         "bounded by --spill-after-ms, not by the database's lock timeout ({:?})",
         started.elapsed()
     );
-    let m = app.metrics().await;
+    // The store is blocked on purpose: read the metrics as they are, not once applied.
+    let m = app.metrics_now().await;
     assert_eq!(
         metric(&m, r#"track_requests_total{interaction_type="image_click",status="spooled"}"#),
         1.0
