@@ -147,6 +147,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         admin_token: settings.admin_token.as_deref().map(Arc::from),
         keys: keys.clone(),
         stats: StatsReader::connect(&settings.database)?,
+        auth_failures: Arc::default(),
     };
     let state = AppState {
         queue,
@@ -163,8 +164,10 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let public_app = http::public_router(state).into_make_service_with_connect_info::<SocketAddr>();
     let public_server =
         axum::serve(public, public_app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_server = axum::serve(admin, http::admin_router(health, exporter, api))
-        .with_graceful_shutdown(stopped(stop_rx));
+    // The peer address names who sent a refused admin token.
+    let admin_app = http::admin_router(health, exporter, api)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let admin_server = axum::serve(admin, admin_app).with_graceful_shutdown(stopped(stop_rx));
 
     let batch = settings.pipeline.batch;
     tracing::info!(

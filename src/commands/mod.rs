@@ -3,6 +3,7 @@
 
 mod stats;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::app::{self, AppError};
@@ -53,27 +54,72 @@ fn print_link(args: &LinkArgs) -> Result<(), AppError> {
     };
     let url = spec
         .signed_url(&args.base_url, &keys)
-        .map_err(|e| ConfigError::new(link_error_flag(&e), e))?;
+        .map_err(|e| ConfigError::new(link_error_flag(&e), e.problem()))?;
     println!("{url}");
     Ok(())
 }
 
 /// The flag to blame for a link that cannot be minted.
 pub fn link_error_flag(e: &LinkError) -> &'static str {
-    match e {
-        LinkError::NoSigningKey => "--signing-key",
-        LinkError::BaseUrl(_) => "--base-url",
-        LinkError::Target(_) => "--to",
-        LinkError::Field(_) => "--cid/--uid/--src/--type/--tag",
+    match e.field() {
+        None => "--signing-key",
+        Some("base_url") => "--base-url",
+        Some("to") => "--to",
+        Some("cid") => "--cid",
+        Some("uid") => "--uid",
+        Some("src") => "--src",
+        Some("type") => "--type",
+        Some("tag") => "--tag",
+        Some(_) => "--cid/--uid/--src/--type/--tag",
     }
 }
 
 async fn migrate(db: &DbArgs) -> Result<(), AppError> {
-    let store = Store::connect(&db.database()?, db.connect_options()).await?;
-    store.migrate().await?;
+    let database = db.database()?;
+    let store = Store::connect(&database, db.connect_options()).await?;
+    let changed = async {
+        let before = store.schema_objects().await?;
+        store.migrate().await?;
+        let after = store.schema_objects().await?;
+        Ok::<_, AppError>(describe_migration(&before, &after))
+    }
+    .await;
     store.close().await;
-    tracing::info!(database = %db.database()?, "schema is up to date");
+    println!("{database}: {}", changed?);
     Ok(())
+}
+
+/// What `migrate` changed, in one sentence: the tables it created, then the columns and
+/// indexes it added to tables that were there before (migrations never drop anything).
+fn describe_migration(before: &BTreeSet<String>, after: &BTreeSet<String>) -> String {
+    let added: Vec<&String> = after.difference(before).collect();
+    if added.is_empty() {
+        return "schema already up to date, nothing changed".to_owned();
+    }
+    let new_tables: Vec<&str> = added
+        .iter()
+        .filter_map(|o| o.strip_prefix("table "))
+        .collect();
+    // A column or index of a table created just now is part of "created table T".
+    let on_new_table = |object: &str| {
+        let name = object.split_once(' ').map_or(object, |(_, name)| name);
+        new_tables
+            .iter()
+            .any(|t| name.split_once('.').is_some_and(|(table, _)| table == *t))
+    };
+    let mut parts = Vec::new();
+    if !new_tables.is_empty() {
+        parts.push(format!("created tables {}", new_tables.join(", ")));
+    }
+    let extras: Vec<&str> = added
+        .iter()
+        .filter(|o| !o.starts_with("table ") && !on_new_table(o))
+        .map(|o| o.as_str())
+        .collect();
+    if !extras.is_empty() {
+        parts.push(format!("added {}", extras.join(", ")));
+    }
+    format!("{}; nothing dropped", parts.join("; "))
 }
 
 async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
@@ -156,4 +202,47 @@ async fn spool_replay(args: &SpoolArgs) -> Result<(), AppError> {
         left
     );
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn migrate_says_what_it_created_and_added() {
+        let old = set(&[
+            "table members",
+            "column members.id",
+            "table logs",
+            "column logs.id",
+        ]);
+        assert_eq!(
+            describe_migration(&old, &old),
+            "schema already up to date, nothing changed"
+        );
+        let new = set(&[
+            "table members",
+            "column members.id",
+            "table logs",
+            "column logs.id",
+            "column logs.click_id",
+            "index logs.idx_click",
+            "table track_rejects",
+            "column track_rejects.id",
+            "index track_rejects.idx_time",
+        ]);
+        assert_eq!(
+            describe_migration(&old, &new),
+            "created tables track_rejects; added column logs.click_id, index logs.idx_click; \
+             nothing dropped"
+        );
+        assert_eq!(
+            describe_migration(&BTreeSet::new(), &old),
+            "created tables logs, members; nothing dropped"
+        );
+    }
 }

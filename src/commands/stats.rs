@@ -11,7 +11,9 @@ use crate::stats::window::Window;
 use crate::stats::{StatsReader, export, report};
 
 pub async fn print(args: &StatsArgs) -> Result<(), AppError> {
-    let reader = StatsReader::connect(&args.db.database()?)?;
+    let database = args.db.database()?;
+    crate::store::Store::check_readable(&database).await?;
+    let reader = StatsReader::connect(&database)?;
     let result = run(&reader, args).await;
     reader.close().await;
     result

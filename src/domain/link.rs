@@ -6,10 +6,11 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::RedirectPolicy;
-use super::click::tracking_fields;
+use super::click::{MAX_UID_CHARS, tracking_fields};
 use super::query::TrackParams;
 use super::signature::Keyring;
+use super::tags::{MAX_TAG_BYTES, MAX_TAGS_PER_CLICK};
+use super::{InteractionType, RedirectPolicy, RejectReason};
 
 /// Escaped in a minted link: everything but the unreserved characters.
 const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
@@ -36,12 +37,68 @@ pub struct LinkSpec {
 pub enum LinkError {
     #[error("no --signing-key is configured: links cannot be signed")]
     NoSigningKey,
-    #[error("base URL: {0}")]
+    #[error("base_url: {0}")]
     BaseUrl(&'static str),
     #[error("to: {0}")]
     Target(#[from] super::TargetError),
-    #[error("{0}")]
-    Field(String),
+    /// A field `/__track` would not accept: its name in the link and what is wrong with it.
+    #[error("{field}: {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl LinkError {
+    /// The link field at fault (`base_url`, `to`, `cid`, `uid`, `src`, `type`, `tag`).
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            LinkError::NoSigningKey => None,
+            LinkError::BaseUrl(_) => Some("base_url"),
+            LinkError::Target(_) => Some("to"),
+            LinkError::Field { field, .. } => Some(field),
+        }
+    }
+
+    /// What is wrong, without the field's name (the caller names it its own way).
+    pub fn problem(&self) -> String {
+        match self {
+            LinkError::NoSigningKey => self.to_string(),
+            LinkError::BaseUrl(problem) => (*problem).to_owned(),
+            LinkError::Target(e) => e.to_string(),
+            LinkError::Field { problem, .. } => problem.clone(),
+        }
+    }
+
+    /// A field `/__track` would set aside for `reason`, explained.
+    fn set_aside(reason: RejectReason, spec: &LinkSpec) -> LinkError {
+        let (field, problem) = match reason {
+            RejectReason::MissingCampaign
+            | RejectReason::InvalidCampaign
+            | RejectReason::UnknownCampaign => ("cid", "must be a positive campaign id".to_owned()),
+            RejectReason::InvalidUid => ("uid", "must be printable ASCII".to_owned()),
+            RejectReason::UidTooLong => ("uid", format!("longer than {MAX_UID_CHARS} characters")),
+            RejectReason::UnknownType => (
+                "type",
+                format!(
+                    "unknown type {:?}; one of {}",
+                    spec.interaction_type.as_deref().unwrap_or(""),
+                    InteractionType::ALL.map(|t| t.to_string()).join(", ")
+                ),
+            ),
+            RejectReason::TooManyTags => ("tag", format!("more than {MAX_TAGS_PER_CLICK} tags")),
+            RejectReason::TagTooLong => {
+                ("tag", format!("a tag is longer than {MAX_TAG_BYTES} bytes"))
+            }
+            RejectReason::RepeatedParameter
+            | RejectReason::BadEncoding
+            | RejectReason::RefusedByDatabase => (
+                "link",
+                format!("/__track would set the link aside ({})", reason.as_str()),
+            ),
+        };
+        LinkError::Field { field, problem }
+    }
 }
 
 impl LinkSpec {
@@ -59,10 +116,10 @@ impl LinkSpec {
         }
         if let Some(src) = self.src {
             if src < 0 || src > i64::from(i32::MAX) {
-                return Err(LinkError::Field(format!(
-                    "src {src}: a source campaign id is 0 to {}",
-                    i32::MAX
-                )));
+                return Err(LinkError::Field {
+                    field: "src",
+                    problem: format!("{src} is not a source campaign id (0 to {})", i32::MAX),
+                });
             }
             push("src", &src.to_string());
         }
@@ -76,12 +133,7 @@ impl LinkSpec {
         let query = parts.join("&");
 
         let params = TrackParams::parse(&query);
-        tracking_fields(&params).map_err(|reason| {
-            LinkError::Field(format!(
-                "the link would be set aside by /__track: {}",
-                reason.as_str()
-            ))
-        })?;
+        tracking_fields(&params).map_err(|reason| LinkError::set_aside(reason, self))?;
         // Signed links may go to any host, but only to a well-formed http(s) address.
         RedirectPolicy::default().check_signed(self.to.clone())?;
         Ok(query)

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -137,7 +138,10 @@ impl LocalJournal {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(BUSY_TIMEOUT);
+                    .busy_timeout(BUSY_TIMEOUT)
+                    // sqlx's slow-statement warning is several lines of SQL; a slow append
+                    // shows in track_journal_append_seconds and its failure is logged once.
+                    .disable_statement_logging();
                 // One connection: appends and removals take turns on it without ever waiting
                 // for a file lock; each turn is one statement over a whole batch.
                 let pool = SqlitePoolOptions::new()
@@ -172,7 +176,8 @@ impl LocalJournal {
                 let options = SqliteConnectOptions::new()
                     .filename(&self.path)
                     .read_only(true)
-                    .busy_timeout(BUSY_TIMEOUT);
+                    .busy_timeout(BUSY_TIMEOUT)
+                    .disable_statement_logging();
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .test_before_acquire(false)

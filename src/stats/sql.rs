@@ -120,12 +120,15 @@ pub const SQLITE: Dialect = Dialect {
         WHERE l.line_id = ? ORDER BY l.triggered_at DESC, l.id DESC LIMIT ?",
     member_summaries: "SELECT source_campaign_id, total_clicks, last_clicked_at, last_click_tag \
         FROM ryan_click_demo WHERE line_id = ? ORDER BY source_campaign_id",
-    // ORDER BY triggered_at alone: the index's own order, so rows stream without a sort.
+    // Arrival order: by time (the index's own order, so rows stream), and within one second
+    // by click_id (uuid v7, time-ordered; the index would order those by type). SQLite sorts
+    // only each second's rows ("last 2 terms of ORDER BY"). Flask-era rows have no click_id:
+    // their id keeps them in insertion order.
     clicks: range_query!(
         "SELECT click_id, triggered_at, line_id, interaction_type, interaction_value, \
             (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
              WHERE t.click_id = component_interaction_logs.click_id), user_agent",
-        " ORDER BY triggered_at"
+        " ORDER BY triggered_at, click_id, id"
     ),
 };
 
@@ -178,7 +181,7 @@ pub const MYSQL: Dialect = Dialect {
             (SELECT GROUP_CONCAT(t.tag ORDER BY t.tag SEPARATOR ',') FROM track_click_tags t \
              WHERE t.click_id = CONVERT(component_interaction_logs.click_id USING utf8mb4) \
                  COLLATE utf8mb4_unicode_ci), user_agent",
-        " ORDER BY triggered_at"
+        " ORDER BY triggered_at, click_id, id"
     ),
 };
 

@@ -12,6 +12,7 @@ mod mysql_schema;
 pub mod plan;
 mod sqlite;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use time::OffsetDateTime;
@@ -87,6 +88,17 @@ impl StoreError {
             self.kind,
             ErrorKind::Transient | ErrorKind::Unavailable | ErrorKind::TimedOut
         )
+    }
+
+    /// The store at `place` (a file, or host:port/database) could not be opened: sqlx's own
+    /// message names neither, and an operator's first question is "which one, and why".
+    pub fn cannot_open(place: impl fmt::Display, cause: impl fmt::Display) -> StoreError {
+        StoreError {
+            kind: ErrorKind::Unavailable,
+            code: None,
+            operation: "open database",
+            source: format!("{place}: {cause}").into(),
+        }
     }
 
     /// `operation` did not finish within `limit`.
@@ -196,6 +208,15 @@ impl Store {
         }
     }
 
+    /// For readers that open no pool of their own first (`clicktrack stats`): fail at once,
+    /// naming the file or server and the cause, when the store is not there to read.
+    pub async fn check_readable(url: &DatabaseUrl) -> Result<(), StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(url) => sqlite::check_exists(url),
+            DatabaseUrl::Mysql(url) => mysql::check_reachable_url(url).await,
+        }
+    }
+
     /// Create or upgrade the schema.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
@@ -216,6 +237,17 @@ impl Store {
             Store::Sqlite(s) => s.write_batch(records, seen).await,
             Store::Mysql(s) => s.write_batch(records, seen).await,
         }
+    }
+
+    /// Every table, column and index of the schema, as `table T`, `column T.C`, `index T.I`
+    /// (clicktrack's migration bookkeeping left out): `migrate` compares them before and after
+    /// to say what it changed.
+    pub async fn schema_objects(&self) -> Result<BTreeSet<String>, StoreError> {
+        let names = match self {
+            Store::Sqlite(s) => s.schema_objects().await?,
+            Store::Mysql(s) => s.schema_objects().await?,
+        };
+        Ok(names.into_iter().collect())
     }
 
     /// Succeeds when the store would accept a write now.

@@ -23,8 +23,10 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
-use sqlx::{MySql, QueryBuilder, Transaction};
+use sqlx::mysql::{
+    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+};
+use sqlx::{ConnectOptions, Connection, MySql, QueryBuilder, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -92,12 +94,49 @@ pub(super) fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreE
     }
 }
 
+/// How long `connect` waits for the server's first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection before the pool is built, so that an unreachable or refusing server fails
+/// at once with its address and the cause (the pool would retry for its whole acquire
+/// timeout and then report only "pool timed out").
+async fn check_reachable(options: &MySqlConnectOptions) -> Result<(), StoreError> {
+    let place = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let place = format!("{place}/{}", options.get_database().unwrap_or(""));
+    match tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => {
+            // Closing politely is a courtesy; the server copes if it fails.
+            if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing the reachability check's connection");
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(StoreError::cannot_open(place, e)),
+        Err(_) => Err(StoreError::cannot_open(
+            place,
+            format_args!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// See `Store::check_readable`.
+pub(super) async fn check_reachable_url(url: &str) -> Result<(), StoreError> {
+    let options = MySqlConnectOptions::from_str(url).map_err(err("parse database url"))?;
+    check_reachable(&options).await
+}
+
 impl MysqlStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<MysqlStore, StoreError> {
         let options = MySqlConnectOptions::from_str(url)
             .map_err(err("parse database url"))?
             .charset("utf8mb4")
-            .collation(COLLATION);
+            .collation(COLLATION)
+            // See store/sqlite.rs: one line per event, logged where the failure is handled.
+            .disable_statement_logging();
+        check_reachable(&options).await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
@@ -141,6 +180,23 @@ impl MysqlStore {
             tracing::debug!("tag capacity already known");
         }
         Ok(())
+    }
+
+    /// See `Store::schema_objects`.
+    pub async fn schema_objects(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT CONCAT('table ', table_name) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() \
+             UNION ALL \
+             SELECT CONCAT('column ', table_name, '.', column_name) FROM information_schema.columns \
+             WHERE table_schema = DATABASE() \
+             UNION \
+             SELECT CONCAT('index ', table_name, '.', index_name) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("read schema"))
     }
 
     pub fn pool(&self) -> &MySqlPool {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{ConnectOptions, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -65,6 +65,20 @@ fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
+/// See `Store::check_readable`.
+pub(super) fn check_exists(url: &str) -> Result<(), StoreError> {
+    let options = SqliteConnectOptions::from_str(url).map_err(err("parse database url"))?;
+    let file = options.get_filename();
+    if file.is_file() {
+        Ok(())
+    } else {
+        Err(StoreError::cannot_open(
+            file.display(),
+            "no such database file (check --database-url)",
+        ))
+    }
+}
+
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
@@ -80,7 +94,20 @@ impl SqliteStore {
             // 8 MiB of page cache per connection: the hot index pages (members, summaries, the
             // right edge of the logs) stay in memory, the rest comes from the OS page cache.
             // 64 MiB made no difference to the apply rate and put the RSS over 100 MiB.
-            .pragma("cache_size", "-8192");
+            .pragma("cache_size", "-8192")
+            // sqlx's slow-statement warning is a multi-line dump of SQL, once per statement of
+            // a stalled batch; the stall shows in track_batch_commit_seconds and the batch's
+            // failure is logged once, on one line, where it is handled.
+            .disable_statement_logging();
+        let file = options.get_filename().to_owned();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::cannot_open(
+                file.display(),
+                format_args!("the directory {} does not exist", dir.display()),
+            ));
+        }
         // One connection per pool: its user (the applier, or the appender with --ack store)
         // writes one batch at a time, and SQLite has one writer anyway.
         let pool = SqlitePoolOptions::new()
@@ -90,7 +117,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
-            .map_err(err("open database"))?;
+            .map_err(|e| StoreError::cannot_open(file.display(), e))?;
         Ok(SqliteStore {
             pool,
             members: MemberCache::default(),
@@ -107,6 +134,22 @@ impl SqliteStore {
                 operation: "migrate",
                 source: Box::new(source),
             })
+    }
+
+    /// See `Store::schema_objects`.
+    pub async fn schema_objects(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT m.type || ' ' || m.name FROM sqlite_master m \
+             WHERE m.type IN ('table', 'index') AND m.name NOT LIKE 'sqlite_%' \
+               AND m.name NOT LIKE '_sqlx%' \
+             UNION ALL \
+             SELECT 'column ' || m.name || '.' || c.name \
+             FROM sqlite_master m, pragma_table_info(m.name) c \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("read schema"))
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -49,6 +49,9 @@ pub const DEDUP_FALLBACKS: &str = "track_dedup_fallbacks_total";
 pub const DEDUP_REDIS_READY: &str = "track_dedup_redis_ready";
 pub const BOT_HITS: &str = "track_bot_hits_total";
 pub const SIGNATURE_FAILURES: &str = "track_signature_failures_total";
+pub const ADMIN_AUTH_FAILURES: &str = "track_admin_auth_failures_total";
+/// `reason` values of `track_admin_auth_failures_total`.
+pub const ADMIN_AUTH_FAILURE_REASONS: [&str; 2] = ["missing", "wrong"];
 
 /// `status` values of `track_requests_total`.
 pub mod status {
@@ -260,6 +263,10 @@ fn describe() {
         "Links refused with 403 because of their signature, by reason."
     );
     describe_counter!(
+        ADMIN_AUTH_FAILURES,
+        "Admin API requests refused with 401: no bearer token (missing) or a wrong one (wrong)."
+    );
+    describe_counter!(
         SPOOL_REPLAYED,
         "Journal records applied to the store, by outcome (recorded, already_recorded, rejected); kept for dashboards of earlier releases."
     );
@@ -337,6 +344,9 @@ fn register(queue_capacity: usize) {
     for reason in std::iter::once("unsigned").chain(reasons) {
         counter!(SIGNATURE_FAILURES, "reason" => reason).absolute(0);
     }
+    for reason in ADMIN_AUTH_FAILURE_REASONS {
+        counter!(ADMIN_AUTH_FAILURES, "reason" => reason).absolute(0);
+    }
     for state in ["idle", "in_use", "max"] {
         gauge!(DB_POOL, "state" => state).set(0.0);
     }
@@ -366,6 +376,10 @@ pub fn bot_hit(kind: &'static str) {
 
 pub fn signature_failure(reason: &'static str) {
     counter!(SIGNATURE_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn admin_auth_failure(reason: &'static str) {
+    counter!(ADMIN_AUTH_FAILURES, "reason" => reason).increment(1);
 }
 
 pub fn db_pool(stats: PoolStats) {

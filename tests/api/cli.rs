@@ -1,7 +1,7 @@
 //! The command line's contract: exit codes (0 ok, 2 bad configuration naming the flag,
 //! 1 runtime failure), `migrate` and `campaign add`.
 
-use crate::helpers::{TestDb, serve_command};
+use crate::helpers::{StoreKind, TestDb, serve_command};
 
 /// `serve` with `args`, on random ports unless `args` names its own `--listen`.
 fn serve_output(db: &TestDb, args: &[&str]) -> std::process::Output {
@@ -52,10 +52,28 @@ async fn a_listen_address_in_use_is_a_runtime_failure() {
 
 #[tokio::test]
 async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
-    let db = TestDb::sqlite().await;
-    for _ in 0..2 {
-        db.cli_ok(&["migrate"]);
+    let db = TestDb::empty(StoreKind::Sqlite).await.expect("sqlite");
+    // It says what it did: the first run creates the tables, the second changes nothing.
+    let first = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
+    for table in [
+        "campaigns",
+        "members",
+        "messages",
+        "ryan_click_demo",
+        "component_interaction_logs",
+    ] {
+        assert!(first.contains(table), "{first}");
     }
+    assert!(
+        first.contains("created tables") && first.contains("nothing dropped"),
+        "{first}"
+    );
+    let second = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
+    assert!(
+        second.ends_with(": schema already up to date, nothing changed\n"),
+        "{second}"
+    );
+    db.cli_ok(&["campaign", "add", "--id", "123", "--name", "first"]);
     let out = db.cli(&["campaign", "add", "--id", "123", "--name", "again"]);
     assert_eq!(out.status.code(), Some(1));
     // A command's own error is one plain line, not a log record.
@@ -71,4 +89,47 @@ async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
     );
     let out = db.cli(&["campaign", "add", "--id", "0", "--name", "zero"]);
     assert_eq!(out.status.code(), Some(2), "ids are positive");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_with_its_cause_at_once() {
+    let db = TestDb::sqlite().await;
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mysql = format!("mysql://root@127.0.0.1:{port}/test");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no-such-dir").join("x.db");
+    let sqlite = format!("sqlite://{}", missing.display());
+    for (url, named, cause) in [
+        (mysql.as_str(), format!("127.0.0.1:{port}/test"), "refused"),
+        (
+            sqlite.as_str(),
+            missing.display().to_string(),
+            "does not exist",
+        ),
+    ] {
+        for command in ["migrate", "stats"] {
+            let started = std::time::Instant::now();
+            let out = db.cli(&[command, "--database-url", url]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command} {url}: {stderr}");
+            assert!(
+                stderr.starts_with("error: ") && stderr.contains(&named),
+                "{command} names {named}: {stderr}"
+            );
+            let cause = if command == "stats" && url.starts_with("sqlite") {
+                "no such database file"
+            } else {
+                cause
+            };
+            assert!(stderr.contains(cause), "{command} says why: {stderr}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{command} fails fast, not after a pool timeout"
+            );
+        }
+    }
 }

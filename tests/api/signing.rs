@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::helpers::{BIN, TestApp, TestDb, wait_until};
+use crate::helpers::{BIN, TestApp, TestDb, metric, wait_until};
 
 const OLD: &str = "old:0123456789abcdef-old";
 const NEW: &str = "new:fedcba9876543210-new";
@@ -240,16 +240,44 @@ async fn the_link_api_needs_its_token_and_mints_what_the_cli_mints() {
         "to": PARTNER, "cid": 123, "uid": "U_API", "type": "flex_click", "tag": "X",
         "expires_in": "30d",
     });
-    for (token, status) in [(None, 401), (Some("wrong-token-0123456789"), 401)] {
+    // A guessing attempt: every refusal counted, one warning line (rate-limited) naming it.
+    let guesses = [None, Some("wrong-token-0123456789")].repeat(5);
+    for token in guesses {
         let mut request = app.client.post(&api).json(&body);
         if let Some(t) = token {
             request = request.bearer_auth(t);
         }
         let r = request.send().await.expect("post");
-        assert_eq!(r.status(), status);
+        assert_eq!(r.status(), 401);
         let json: serde_json::Value = r.json().await.expect("JSON error");
         assert!(json["error"].as_str().is_some_and(|e| e.contains("token")));
     }
+    let m = app.metrics_now().await;
+    for reason in ["missing", "wrong"] {
+        let series = format!("track_admin_auth_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&m, &series), 5.0, "{series}");
+    }
+    let warnings: Vec<_> = app
+        .log_lines()
+        .into_iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bearer token refused"))
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", app.logs());
+    assert_eq!(warnings[0]["level"], "WARN");
+    assert_eq!(warnings[0]["path"], "/api/links");
+    assert!(
+        warnings[0]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    );
+    assert!(
+        !app.logs().contains("wrong-token-0123456789"),
+        "a guessed token was logged"
+    );
     let r = app
         .client
         .post(&api)
@@ -283,7 +311,7 @@ async fn the_link_api_needs_its_token_and_mints_what_the_cli_mints() {
         ),
         (
             serde_json::json!({"base_url": "x", "to": PARTNER, "cid": 1}),
-            "base URL",
+            "base_url",
         ),
         (
             serde_json::json!({"base_url": "http://x", "to": PARTNER, "cid": 1, "expires_in": "soon"}),
@@ -340,11 +368,25 @@ async fn the_link_api_needs_its_token_and_mints_what_the_cli_mints() {
 #[test]
 fn the_link_command_refuses_what_the_endpoint_would_and_never_prints_a_secret() {
     let base = ["--base-url", "https://t.example.com", "--cid", "123"];
-    let cases: [(&[&str], &[&str], &str); 5] = [
+    let cases: [(&[&str], &[&str], &str); 6] = [
         (&[], &["--to", PARTNER], "--signing-key"),
         (&["k1:short"], &["--to", PARTNER], "--signing-key"),
-        (&[NEW], &["--to", "javascript:alert(1)"], "--to"),
-        (&[NEW], &["--to", PARTNER, "--type", "poke"], "unknown_type"),
+        (
+            &[NEW],
+            &["--to", "javascript:alert(1)"],
+            "error: invalid value for --to: the target is not an absolute http or https address\n",
+        ),
+        (
+            &[NEW],
+            &["--to", PARTNER, "--type", "poke"],
+            "error: invalid value for --type: unknown type \"poke\"; one of image_click, button_url, \
+             carousel_click, imagemap_click, richmenu_click, flex_click, text_link\n",
+        ),
+        (
+            &[NEW],
+            &["--to", PARTNER, "--uid", "U 1"],
+            "invalid value for --uid: must be printable",
+        ),
         (
             &[NEW],
             &["--to", PARTNER, "--expires-in", "soon"],

@@ -297,6 +297,9 @@ store_tests! {
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order: {times:?}");
         let new = &rows[5..];
         assert!(new.iter().all(|r| r[0].len() == 36 && r[6] == BROWSER_UA), "{new:?}");
+        // Arrival order, also within one second (click ids are time-ordered uuid v7).
+        let ids: Vec<&str> = new.iter().map(|r| r[0].as_str()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "arrival order: {new:?}");
         let mut tags: Vec<&str> = new.iter().map(|r| r[5].as_str()).collect();
         tags.sort();
         assert_eq!(tags, ["", "A", "A,B", "A,B", "B", "B", "B,C", "C"]);

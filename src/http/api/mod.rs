@@ -7,11 +7,13 @@
 mod links;
 mod stats;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Uri;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
@@ -22,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::signature::Keyring;
 use crate::stats::StatsReader;
+use crate::telemetry::metrics;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -29,6 +32,44 @@ pub struct ApiState {
     pub admin_token: Option<Arc<str>>,
     pub keys: Arc<Keyring>,
     pub stats: StatsReader,
+    pub auth_failures: Arc<AuthFailures>,
+}
+
+/// At most one warning per this interval about refused tokens, however many arrive.
+const AUTH_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refused admin tokens: every one is counted (`track_admin_auth_failures_total`), and a
+/// warning names the latest peer and how many were refused since the last warning, at most
+/// once a minute, so a guessing attempt shows in the logs without flooding them.
+#[derive(Debug, Default)]
+pub struct AuthFailures {
+    /// Refused since the last warning, and when that warning was written.
+    state: Mutex<(u64, Option<Instant>)>,
+}
+
+impl AuthFailures {
+    fn refused(&self, reason: &'static str, peer: Option<SocketAddr>, path: &str) {
+        metrics::admin_auth_failure(reason);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 += 1;
+        if state
+            .1
+            .is_some_and(|last| last.elapsed() < AUTH_WARNING_INTERVAL)
+        {
+            return;
+        }
+        let refused = std::mem::take(&mut state.0);
+        state.1 = Some(Instant::now());
+        drop(state);
+        tracing::warn!(
+            reason,
+            peer = peer.map(|p| p.to_string()),
+            path,
+            refused,
+            "admin API request with a missing or wrong bearer token refused \
+             (at most one such line a minute; every one is counted)"
+        );
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -90,10 +131,21 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
     let given = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     // Constant time: the comparison says nothing about how much of a guess was right.
-    if !bool::from(given.ct_eq(expected.as_bytes())) {
+    let reason = match given {
+        None => Some("missing"),
+        Some(given) if !bool::from(given.ct_eq(expected.as_bytes())) => Some("wrong"),
+        Some(_) => None,
+    };
+    if let Some(reason) = reason {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        state
+            .auth_failures
+            .refused(reason, peer, request.uri().path());
         return ApiError::Unauthorized.into_response();
     }
     next.run(request).await
