@@ -4,6 +4,20 @@
 "use strict";
 
 const TOKEN_KEY = "clicktrack.token";
+const HOUR = 3600 * 1000;
+const DAY = 24 * HOUR;
+// Interaction types as a marketer names them (the raw id stays in the tooltip).
+const TYPE_LABELS = {
+  image_click: "Image",
+  button_url: "Button",
+  carousel_click: "Carousel",
+  imagemap_click: "Image map",
+  richmenu_click: "Rich menu",
+  flex_click: "Flex message",
+  text_link: "Text link",
+};
+// Bars get their number printed above them when there are at most this many.
+const MAX_VALUE_LABELS = 31;
 const $ = (id) => document.getElementById(id);
 const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
@@ -46,9 +60,22 @@ function el(tag, text, className) {
 
 function fmt(n) { return Number(n).toLocaleString(); }
 
+// `section` is "sign-in", "list", "detail", or "none" (an error alone, with the way back).
 function show(section) {
   for (const id of ["sign-in", "list", "detail"]) $(id).hidden = id !== section;
   $("sign-out").hidden = section === "sign-in";
+  $("back").hidden = section === "sign-in" || section === "list";
+}
+
+// "Last N days" in whole buckets as the API groups them (UTC hours for a day, UTC days
+// beyond): N days give N bars (24 for one day), the last one being the current bucket.
+function period(days) {
+  const to = Math.floor(Date.now() / 1000) * 1000 + 1000;
+  const step = days <= 1 ? HOUR : DAY;
+  const count = days <= 1 ? 24 : days;
+  const from = Math.floor((to - 1000) / step) * step - (count - 1) * step;
+  const iso = (t) => new Date(t).toISOString().slice(0, 19) + "Z";
+  return "from=" + encodeURIComponent(iso(from)) + "&to=" + encodeURIComponent(iso(to));
 }
 
 async function showList() {
@@ -71,7 +98,7 @@ async function showList() {
   $("no-campaigns").hidden = campaigns.length > 0;
 }
 
-function bars(listId, items, label) {
+function bars(listId, items, label, title = label) {
   const list = $(listId);
   list.replaceChildren();
   const max = Math.max(1, ...items.map((i) => i.clicks));
@@ -80,7 +107,7 @@ function bars(listId, items, label) {
     const fill = el("span", undefined, "fill");
     fill.style.width = (100 * item.clicks / max).toFixed(1) + "%";
     const name = el("span", label(item));
-    name.title = label(item);
+    name.title = title(item);
     li.append(fill, name, el("span", fmt(item.clicks), "n"));
     list.append(li);
   }
@@ -110,24 +137,41 @@ function chart(series, bucket) {
   $("bucket").textContent = "(per " + bucket + ", " + zone + ")";
   $("axis-start").textContent = series.length ? localTime(series[0].start) : "";
   $("axis-end").textContent = series.length ? localTime(series[series.length - 1].start) : "";
+  // The scale, and each bar's count when there is room to print it.
+  $("y-max").textContent = fmt(max);
+  $("y-mid").textContent = max >= 2 ? fmt(max / 2) : "";
+  const values = $("chart-values");
+  values.replaceChildren(...series.map((p) =>
+    el("span", series.length <= MAX_VALUE_LABELS && p.clicks > 0 ? fmt(p.clicks) : "")));
+}
+
+// Nothing of the previous campaign may show while the next one loads, or if it fails.
+function clearDetail() {
+  $("campaign-title").textContent = "";
+  for (const id of ["total-clicks", "unique-members", "anonymous-clicks", "clicked-count",
+    "bucket", "axis-start", "axis-end", "y-max", "y-mid"]) $(id).textContent = "";
+  for (const id of ["chart", "chart-values", "by-type", "by-tag", "top-targets"]) {
+    $(id).replaceChildren();
+  }
+  $("top-members").tBodies[0].replaceChildren();
 }
 
 async function showCampaign(id) {
-  show("detail");
-  const days = Number($("range").value);
-  const to = new Date(Date.now() + 1000);
-  const from = new Date(to.getTime() - days * 86400 * 1000);
-  const query = "from=" + encodeURIComponent(from.toISOString().slice(0, 19) + "Z") +
-    "&to=" + encodeURIComponent(to.toISOString().slice(0, 19) + "Z");
+  clearDetail();
+  const query = period(Number($("range").value));
   const stats = await (await api("/api/campaigns/" + id + "/stats?" + query)).json();
+  show("detail");
   $("campaign-title").textContent = "#" + stats.campaign.id + " " + stats.campaign.name;
   $("total-clicks").textContent = fmt(stats.totals.clicks);
   $("unique-members").textContent = fmt(stats.totals.unique_members);
   $("anonymous-clicks").textContent = fmt(stats.totals.anonymous_clicks);
   $("clicked-count").textContent = fmt(stats.campaign.clicked_count);
   chart(stats.series, stats.bucket);
-  bars("by-type", stats.by_type.filter((t) => t.clicks > 0), (t) => t.name);
+  bars("by-type", stats.by_type.filter((t) => t.clicks > 0),
+    (t) => TYPE_LABELS[t.name] || t.name, (t) => t.name);
   bars("by-tag", stats.by_tag, (t) => t.name);
+  const tagged = stats.by_tag.reduce((sum, t) => sum + t.clicks, 0);
+  $("tag-note").hidden = tagged <= stats.totals.clicks;
   bars("top-targets", stats.top_targets, (t) => t.name);
   const body = $("top-members").tBodies[0];
   body.replaceChildren();
@@ -158,6 +202,7 @@ async function route() {
   try {
     if (match) await showCampaign(match[1]); else await showList();
   } catch (e) {
+    if (token()) show("none");
     showError(e.message);
   }
 }

@@ -21,6 +21,15 @@ pub enum Bucket {
 }
 
 impl Bucket {
+    /// `hour` for windows up to two days, `day` beyond.
+    fn for_span(span: Duration) -> Bucket {
+        if span <= Duration::days(2) {
+            Bucket::Hour
+        } else {
+            Bucket::Day
+        }
+    }
+
     fn step(self) -> Duration {
         match self {
             Bucket::Hour => Duration::HOUR,
@@ -75,10 +84,20 @@ impl Window {
         Window::new(from, to, bucket)
     }
 
-    /// The last `span` up to now (the CLI's `--since`).
+    /// The last `span` up to now (the CLI's `--since`), in whole buckets: "the last 7 days"
+    /// is today and the 6 days before it (7 rows, not a partial 8th), "the last day" this hour
+    /// and the 23 before it. A span shorter than one bucket is that span.
     pub fn since(span: Duration, now: OffsetDateTime) -> Result<Window, String> {
         let to = end_of_now(now);
-        Window::new(to - span, to, None)
+        let start = to - span;
+        let bucket = Bucket::for_span(span);
+        let floor = bucket.floor(start);
+        let from = if floor == start || floor + bucket.step() >= to {
+            start
+        } else {
+            floor + bucket.step()
+        };
+        Window::new(from, to, Some(bucket))
     }
 
     /// Without a bucket: `hour` for windows up to two days, `day` beyond.
@@ -87,11 +106,7 @@ impl Window {
         to: OffsetDateTime,
         bucket: Option<Bucket>,
     ) -> Result<Window, String> {
-        let bucket = bucket.unwrap_or(if to - from <= Duration::days(2) {
-            Bucket::Hour
-        } else {
-            Bucket::Day
-        });
+        let bucket = bucket.unwrap_or(Bucket::for_span(to - from));
         let window = Window { from, to, bucket };
         let count = window.bucket_count();
         if count > MAX_BUCKETS {
@@ -244,6 +259,22 @@ mod tests {
         let too_many = err(Some("2026-01-01"), Some("2026-12-01"), Some("hour"));
         assert!(too_many.contains("at most 2000"), "{too_many}");
         assert!(Window::parse(Some("2026-01-01"), Some("2026-12-01"), None, NOW).is_ok());
+    }
+
+    #[test]
+    fn since_is_whole_buckets_ending_with_the_current_one() {
+        let week = Window::since(Duration::days(7), NOW).expect("valid");
+        assert_eq!(week.bucket, Bucket::Day);
+        assert_eq!(week.from, datetime!(2026-11-19 00:00 UTC));
+        assert_eq!(week.buckets().len(), 7);
+        let day = Window::since(Duration::days(1), NOW).expect("valid");
+        assert_eq!(day.bucket, Bucket::Hour);
+        assert_eq!(day.from, datetime!(2026-11-24 11:00 UTC));
+        assert_eq!(day.buckets().len(), 24);
+        // Shorter than a bucket: just that span.
+        let minutes = Window::since(Duration::minutes(10), NOW).expect("valid");
+        assert_eq!(minutes.from, datetime!(2026-11-25 10:20:16 UTC));
+        assert_eq!(minutes.buckets().len(), 1);
     }
 
     #[test]

@@ -343,7 +343,7 @@ store_tests! {
             assert_eq!(cli[key], api[key], "{key}");
         }
         assert_eq!(cli["bucket"], "hour");
-        assert_eq!(cli["series"].as_array().map(Vec::len), Some(25));
+        assert_eq!(cli["series"].as_array().map(Vec::len), Some(24), "1d: 24 whole hours");
 
         let out = db.cli_ok(&["stats", "--campaign", "123"]);
         let text = String::from_utf8_lossy(&out.stdout);
