@@ -585,8 +585,13 @@ impl TestApp {
         if !args.contains(&"--dedup-window-ms") {
             cmd.args(["--dedup-window-ms", "0"]);
         }
+        // Random ports, unless the test needs a fixed one (a restart on the same address).
+        for flag in ["--listen", "--admin-listen"] {
+            if !args.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = cmd
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())

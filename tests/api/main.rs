@@ -10,6 +10,7 @@ mod existing_schema;
 mod hostile;
 mod idempotency;
 mod journal;
+mod nginx;
 mod observability;
 mod proxy;
 mod readiness;
