@@ -188,7 +188,7 @@ async fn behind_nginx_clicks_reach_clicktrack_with_the_real_client_address() {
         .fetch_all(&pool)
         .await
         .expect("click ids");
-    assert_eq!(stored, [request_id.clone()]);
+    assert_eq!(stored, std::slice::from_ref(&request_id));
     assert!(
         nginx
             .access_log()
