@@ -298,10 +298,10 @@ async fn restarting_clicktrack_behind_nginx_loses_and_doubles_no_click() {
             }
         }
     };
-    for i in 0..2 {
+    for (i, slot) in apps.iter_mut().enumerate() {
         at_least(sent.load(Ordering::Relaxed) + 200).await;
         // SIGTERM: stop accepting, finish what was accepted, apply the journal, exit 0.
-        let mut app = apps[i].take().expect("running");
+        let mut app = slot.take().expect("running");
         signal(app.pid(), "TERM");
         assert!(
             app.wait(Duration::from_secs(15)).success(),
@@ -309,7 +309,7 @@ async fn restarting_clicktrack_behind_nginx_loses_and_doubles_no_click() {
             app.logs()
         );
         at_least(sent.load(Ordering::Relaxed) + 200).await;
-        apps[i] = Some(spawn(i));
+        *slot = Some(spawn(i));
     }
     at_least(sent.load(Ordering::Relaxed) + 200).await;
     stop.store(true, Ordering::Relaxed);
