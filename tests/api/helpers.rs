@@ -548,24 +548,36 @@ impl TestApp {
     /// Serve `db` with exactly these policy and tuning flags (and the database's spool, unless
     /// they name one).
     pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
-        TestApp::spawn_at(db, &db.url, args, "info")
+        TestApp::spawn_at(db, &db.url, args, "info", &[])
     }
 
     /// Like `spawn`, with this `RUST_LOG` filter instead of `info`.
     pub fn spawn_logging(db: &TestDb, filter: &str, extra: &[&str]) -> TestApp {
         let mut args = vec!["--allow-host", ALLOWED_HOST];
         args.extend_from_slice(extra);
-        TestApp::spawn_at(db, &db.url, &args, filter)
+        TestApp::spawn_at(db, &db.url, &args, filter, &[])
     }
 
     /// Serve `db`, reached at `database_url` (e.g. through a proxy), allowing `ALLOWED_HOST`.
     pub fn spawn_via(db: &TestDb, database_url: &str, extra: &[&str]) -> TestApp {
         let mut args = vec!["--allow-host", ALLOWED_HOST];
         args.extend_from_slice(extra);
-        TestApp::spawn_at(db, database_url, &args, "info")
+        TestApp::spawn_at(db, database_url, &args, "info", &[])
     }
 
-    fn spawn_at(db: &TestDb, database_url: &str, args: &[&str], log_filter: &str) -> TestApp {
+    /// Serve `db` configured by environment variables (as systemd's EnvironmentFile does);
+    /// the test's database, journal and random ports are given as flags, which win.
+    pub fn spawn_with_env(db: &TestDb, env: &[(String, String)]) -> TestApp {
+        TestApp::spawn_at(db, &db.url, &[], "info", env)
+    }
+
+    fn spawn_at(
+        db: &TestDb,
+        database_url: &str,
+        args: &[&str],
+        log_filter: &str,
+        env: &[(String, String)],
+    ) -> TestApp {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -593,6 +605,7 @@ impl TestApp {
         }
         let mut child = cmd
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
