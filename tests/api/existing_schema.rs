@@ -7,7 +7,7 @@ use crate::helpers::{StoreKind, TestApp, TestDb, link, metric};
 /// The tables as the old app created them (the seed's DDL; members, messages and campaigns
 /// with the columns its SQL uses, plus columns clicktrack does not know about). Note the
 /// narrower ENUM, the nullable counter and the 255-character tag column.
-const OLD_APP_SCHEMA: &str = "
+pub const OLD_APP_SCHEMA: &str = "
 CREATE TABLE campaigns (
     id BIGINT PRIMARY KEY AUTO_INCREMENT,
     name VARCHAR(255) NOT NULL,

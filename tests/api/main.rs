@@ -12,6 +12,7 @@ mod hostile;
 mod idempotency;
 mod journal;
 mod locust;
+mod migrating;
 mod nginx;
 mod observability;
 mod proxy;

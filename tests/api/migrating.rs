@@ -1,0 +1,172 @@
+//! docs/migrating-from-flask.md, executed: every block it marks "(run by the test)" runs here,
+//! in order, on a MariaDB database holding the old app's schema and rows, and what the page
+//! says each one prints or changes is checked.
+
+use std::process::Command;
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::existing_schema::OLD_APP_SCHEMA;
+use crate::helpers::*;
+
+const DOC: &str = include_str!("../../docs/migrating-from-flask.md");
+const MARK: &str = "*(run by the test)*";
+
+/// The fenced blocks that follow the mark, as (language, body), in page order.
+fn marked_blocks() -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut lines = DOC.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != MARK {
+            continue;
+        }
+        let fence = lines.next().expect("a block after the mark");
+        let lang = fence
+            .strip_prefix("```")
+            .expect("the mark is followed by a fence");
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        blocks.push((lang.to_owned(), body.join("\n")));
+    }
+    blocks
+}
+
+/// The page's sample output of `migrate`, after the database URL.
+fn documented_migrate_output() -> String {
+    let start = DOC.find("```text\n").expect("sample output") + "```text\n".len();
+    let text = &DOC[start..];
+    let line = text.lines().next().expect("a line");
+    line.split_once(": ")
+        .expect("URL: what changed")
+        .1
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flask_cut_over_guide_runs_as_written() {
+    let Some(db) = TestDb::empty(StoreKind::Mysql).await else {
+        return;
+    };
+    db.execute(OLD_APP_SCHEMA).await;
+    let blocks = marked_blocks();
+    assert_eq!(
+        blocks.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(),
+        ["sql", "sh", "sql", "sh", "sh", "sql"],
+        "the page's runnable steps changed: update this test with it"
+    );
+    let mut app: Option<TestApp> = None;
+    for (lang, body) in &blocks {
+        if lang == "sql" {
+            // MySQL's own driver: the page's sums are DECIMAL, which sqlx's Any driver refuses.
+            db.settled().await;
+            let pool = sqlx::MySqlPool::connect(&db.url).await.expect("connect");
+            let rows = sqlx::query(AssertSqlSafe(body.trim().trim_end_matches(';').to_owned()))
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            if body.contains("HAVING COUNT(*) > 1") {
+                assert!(rows.is_empty(), "the old rows have no duplicate member");
+            }
+            if body.contains("flask_rows") {
+                // A click the Flask route wrote this hour, and the one sent to clicktrack.
+                let sql = format!(
+                    "SELECT CAST(SUM(flask_rows) AS SIGNED), CAST(SUM(clicktrack_rows) AS SIGNED) \
+                     FROM ({}) q WHERE campaign_id = 123",
+                    body.trim().trim_end_matches(';')
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("sums");
+                assert_eq!((row.get::<i64, _>(0), row.get::<i64, _>(1)), (1, 1));
+            }
+            pool.close().await;
+            continue;
+        }
+        for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["clicktrack", "migrate", rest @ ..] => {
+                    let args: Vec<&str> = rest
+                        .iter()
+                        .map(|w| {
+                            if *w == "\"$DATABASE_URL\"" {
+                                db.url.as_str()
+                            } else {
+                                w
+                            }
+                        })
+                        .collect();
+                    let out = Command::new(BIN)
+                        .arg("migrate")
+                        .args(&args)
+                        .output()
+                        .expect("run");
+                    let stdout = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        out.status.success(),
+                        "{line}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    let said = stdout
+                        .trim_end()
+                        .split_once(": ")
+                        .expect("URL: what changed")
+                        .1;
+                    assert_eq!(
+                        said,
+                        documented_migrate_output(),
+                        "the page shows what migrate prints"
+                    );
+                    // The Flask route keeps writing its rows on the migrated schema (rollback).
+                    db.execute(
+                        "INSERT INTO component_interaction_logs (line_id, campaign_id, \
+                         interaction_type, interaction_value, triggered_at) VALUES \
+                         ('U_FLASK', 123, 'image_click', 'https://hotel.example.com/', UTC_TIMESTAMP())",
+                    )
+                    .await;
+                }
+                ["clicktrack", "serve", rest @ ..] => {
+                    // The test's own database and ports instead of the page's.
+                    let mut args = Vec::new();
+                    let mut skip_value = false;
+                    for w in rest {
+                        if skip_value {
+                            skip_value = false;
+                        } else if ["--database-url", "--listen", "--admin-listen"].contains(w) {
+                            skip_value = true;
+                        } else {
+                            args.push(*w);
+                        }
+                    }
+                    app = Some(TestApp::spawn_with_policy(&db, &args));
+                }
+                ["curl", ..] => {
+                    let app = app.as_ref().expect("serve runs before curl");
+                    let url = line
+                        .split('\'')
+                        .find(|s| s.starts_with("http://"))
+                        .expect("URL");
+                    let url = url.replace("127.0.0.1:8080", &app.addr.to_string());
+                    let r = app.client.get(url).send().await.expect("click");
+                    assert_eq!(r.status(), 302, "the page says it prints 302");
+                }
+                _ => panic!("a runnable line this test does not know: {line}"),
+            }
+        }
+    }
+    let mut app = app.expect("the page starts clicktrack");
+    // The type the old ENUM lacked was recorded, not set aside.
+    assert_eq!(db.interaction("U_CUTOVER_TEST").await.len(), 1);
+    assert_eq!(db.count("track_rejects").await, 0);
+    // Rollback: SIGTERM applies the journal and exits 0.
+    signal(app.pid(), "TERM");
+    assert!(
+        app.wait(Duration::from_secs(15)).success(),
+        "{}",
+        app.logs()
+    );
+}
