@@ -314,12 +314,20 @@ async fn a_full_queue_overflows_into_the_spool_and_loses_nothing(db) {
     let overflowed = metric(&m, r#"track_spooled_total{reason="overflow"}"#);
     assert!(overflowed > 0.0, "the queue overflowed");
     assert!(metric(&m, "track_queue_full_total") >= overflowed);
-    // With --ack store only the overflow goes through the journal; with --ack journal all.
-    let through_journal = if journal_mode() { ledger.redirected.len() as f64 } else { overflowed };
-    assert_eq!(appended_total(&m), through_journal);
+    // With --ack journal every click goes through the journal. With --ack store the overflow
+    // does, and so does a batch the store did not commit within --spill-after-ms (on a loaded
+    // machine, some); such a batch may still commit late, and its replay then finds it there.
+    let appended = appended_total(&m);
+    if journal_mode() {
+        assert_eq!(appended, ledger.redirected.len() as f64);
+    } else {
+        assert_eq!(metric(&m, r#"track_spooled_total{reason="journal"}"#), 0.0);
+        assert!(appended >= overflowed, "{appended} appended, {overflowed} overflowed");
+    }
     assert_eq!(
-        metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#),
-        through_journal,
+        metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#)
+            + metric(&m, r#"track_journal_applied_total{outcome="already_recorded"}"#),
+        appended,
         "every journaled click applied once"
     );
     eprintln!("overflow: {} redirects, {overflowed} through the spool", ledger.redirected.len());
