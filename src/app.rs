@@ -18,7 +18,7 @@ use crate::config::{ConfigError, Settings};
 use crate::dedup::Dedup;
 use crate::http::api::ApiState;
 use crate::http::{self, AppState, LinkChecks};
-use crate::journal::{Journal, LocalJournal, StoreIdentity};
+use crate::journal::{Journal, LocalJournal, NatsJournal, StoreIdentity};
 use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
 use crate::stats::StatsReader;
 use crate::store::{Store, StoreError};
@@ -74,11 +74,26 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let store = Store::connect(&settings.database, settings.connect).await?;
     store.migrate().await?;
     let identity = StoreIdentity::of(&store, &settings.database).await?;
-    let journal = Arc::new(Journal::Local(LocalJournal::owned(
-        &settings.journal_path,
-        identity,
-        settings.journal_max_bytes,
-    )));
+    let journal = Arc::new(match &settings.nats {
+        Some(nats) => {
+            if !settings.nats_server_syncs {
+                tracing::warn!(
+                    nats = %nats.display(),
+                    "JetStream acknowledges a write once it is in the memory of the stream's \
+                     replicas, not on their disks, unless the servers run with \
+                     `sync_interval: always` (docs/scale-out.md): a click is then safe from an \
+                     instance's death but not from every NATS server losing power at once. \
+                     Start with --nats-server-syncs once they do"
+                );
+            }
+            Journal::Nats(NatsJournal::connect(nats, &identity).await?)
+        }
+        None => Journal::Local(LocalJournal::owned(
+            &settings.journal_path,
+            identity,
+            settings.journal_max_bytes,
+        )),
+    });
     let journal_ok = open_journal(&journal).await?;
     let mode = settings.pipeline.mode;
     let health = Arc::new(Health::new(mode, true, journal_ok));
@@ -175,7 +190,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         admin_addr = %admin_addr,
         database = %settings.database,
         ack = mode.as_str(),
-        journal = %settings.journal_path.display(),
+        journal = %journal.path().display(),
         journal_depth = journal.depth(),
         batch_max_rows = batch.max_rows,
         batch_max_delay_ms = batch.max_delay.as_millis() as u64,

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dedup::{DedupSettings, RedisSettings};
 use crate::domain::RedirectPolicy;
 use crate::domain::signature::{Keyring, SigningKey};
+use crate::journal::NatsSettings;
 use crate::pipeline::{AckMode, BatchSettings, PipelineSettings};
 use crate::store::{ConnectOptions, DatabaseUrl};
 use crate::telemetry::LogFormat;
@@ -291,6 +292,39 @@ pub struct ServeArgs {
     #[arg(long, env = "CLICKTRACK_APPLY_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub apply_nice: i32,
 
+    /// NATS server URL(s) (repeat the flag or separate with commas for a cluster): the journal
+    /// is then a JetStream stream shared by every instance instead of the local file. User and
+    /// password or token go in the URL (nats://USER:PASS@HOST:4222) and are never printed.
+    #[arg(long = "nats-url", env = "CLICKTRACK_NATS_URL", value_delimiter = ',')]
+    pub nats_urls: Vec<String>,
+
+    /// The JetStream stream of the journal (created if missing, checked if present).
+    #[arg(long, env = "CLICKTRACK_NATS_STREAM", default_value = "clicktrack")]
+    pub nats_stream: String,
+
+    /// The subject clicks are published on (the stream's only subject).
+    #[arg(
+        long,
+        env = "CLICKTRACK_NATS_SUBJECT",
+        default_value = "clicktrack.clicks"
+    )]
+    pub nats_subject: String,
+
+    /// Replicas of a stream clicktrack creates (1 on one server; 3 in a production cluster).
+    #[arg(long, env = "CLICKTRACK_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
+
+    /// How long a fetched click may wait unacked before the stream gives it to another
+    /// instance (one that died while applying it), in milliseconds.
+    #[arg(long, env = "CLICKTRACK_NATS_ACK_WAIT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub nats_ack_wait_ms: u64,
+
+    /// The NATS servers sync every write to disk before they acknowledge it
+    /// (`sync_interval: always`); clicktrack cannot check this itself and warns at start
+    /// until told so.
+    #[arg(long, env = "CLICKTRACK_NATS_SERVER_SYNCS")]
+    pub nats_server_syncs: bool,
+
     /// Largest the journal may grow, in bytes (0: no limit). A full journal is not written:
     /// clicks go to the store directly until the applier makes room.
     #[arg(long, env = "CLICKTRACK_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
@@ -397,6 +431,9 @@ pub struct Settings {
     pub connect: ConnectOptions,
     pub journal_path: std::path::PathBuf,
     pub journal_max_bytes: u64,
+    /// `Some`: the journal is this JetStream stream, not the local file.
+    pub nats: Option<NatsSettings>,
+    pub nats_server_syncs: bool,
     pub drain_timeout: Duration,
     pub apply_nice: i32,
     pub policy: RedirectPolicy,
@@ -451,11 +488,38 @@ impl ServeArgs {
                 })
             }
         };
+        let nats = if self.nats_urls.is_empty() {
+            None
+        } else {
+            for url in &self.nats_urls {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    ConfigError::new(
+                        "--nats-url",
+                        format!("not a URL ({e}); e.g. nats://127.0.0.1:4222"),
+                    )
+                })?;
+                if !matches!(parsed.scheme(), "nats" | "tls") || parsed.host_str().is_none() {
+                    return Err(ConfigError::new(
+                        "--nats-url",
+                        "must be nats://HOST[:PORT] or tls://HOST[:PORT]",
+                    ));
+                }
+            }
+            Some(NatsSettings {
+                urls: self.nats_urls.clone(),
+                stream: self.nats_stream.clone(),
+                subject: self.nats_subject.clone(),
+                replicas: usize::from(self.nats_replicas),
+                ack_wait: Duration::from_millis(self.nats_ack_wait_ms),
+            })
+        };
         Ok(Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
             journal_path: self.spool.path(&database),
             journal_max_bytes: self.journal_max_bytes,
+            nats,
+            nats_server_syncs: self.nats_server_syncs,
             apply_nice: self.apply_nice,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             database,

@@ -91,6 +91,12 @@ pub fn encode_all<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
     serde_json::to_string(&all).unwrap_or_default()
 }
 
+/// One record's journal JSON (a JetStream message's payload).
+pub fn encode_one(record: &Record) -> String {
+    // Strings, integers and vectors always serialize.
+    serde_json::to_string(&encoded(record)).unwrap_or_default()
+}
+
 /// The journal JSON of one record.
 #[cfg(test)]
 fn encode(record: &Record) -> serde_json::Value {

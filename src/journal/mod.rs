@@ -7,13 +7,15 @@
 //! idempotently by `click_id` and only then removes them, so a crash between the two replays a
 //! record as "already recorded", never twice.
 //!
-//! `Journal` is the interface the pipeline uses. Today it has one implementation, the local
-//! SQLite file (`local.rs`); a replicated log (a broker) is a second variant with the same
-//! five operations: append, oldest, remove, depth, close.
+//! `Journal` is the interface the pipeline uses, with two implementations: the local SQLite
+//! file (`local.rs`, one per process) and a NATS JetStream stream shared by every instance
+//! (`nats.rs`, `--nats-url`). Both have the same five operations: append, oldest, remove,
+//! depth, close.
 
 mod format;
 mod local;
 mod lock;
+mod nats;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use time::OffsetDateTime;
 pub use format::DecodeError;
 pub use local::{JournalStatus, LocalJournal, default_path};
 pub use lock::{JournalLock, LockError};
+pub use nats::{NatsJournal, NatsSettings};
 
 use crate::domain::Record;
 
@@ -114,6 +117,16 @@ pub enum JournalError {
         journal_store: String,
         this_store: String,
     },
+    #[error("NATS {operation}: {message}")]
+    Nats {
+        operation: &'static str,
+        message: String,
+    },
+    #[error(
+        "NATS stream {stream} could lose acknowledged clicks or mix stores: {problems} \
+         (docs/scale-out.md)"
+    )]
+    UnsafeStream { stream: String, problems: String },
 }
 
 impl JournalError {
@@ -137,6 +150,8 @@ impl JournalError {
             JournalError::Locked(LockError::Held { .. }) => "locked",
             JournalError::Locked(LockError::Io { .. }) => "unavailable",
             JournalError::OtherStore { .. } => "other_store",
+            JournalError::Nats { .. } => "unavailable",
+            JournalError::UnsafeStream { .. } => "unsafe_stream",
         }
     }
 
@@ -144,7 +159,9 @@ impl JournalError {
     pub fn is_misconfiguration(&self) -> bool {
         matches!(
             self,
-            JournalError::Locked(LockError::Held { .. }) | JournalError::OtherStore { .. }
+            JournalError::Locked(LockError::Held { .. })
+                | JournalError::OtherStore { .. }
+                | JournalError::UnsafeStream { .. }
         )
     }
 }
@@ -153,6 +170,7 @@ impl JournalError {
 #[derive(Debug)]
 pub enum Journal {
     Local(LocalJournal),
+    Nats(NatsJournal),
 }
 
 impl Journal {
@@ -160,6 +178,7 @@ impl Journal {
     pub fn path(&self) -> &Path {
         match self {
             Journal::Local(j) => j.path(),
+            Journal::Nats(j) => j.path(),
         }
     }
 
@@ -171,6 +190,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         match self {
             Journal::Local(j) => j.append(records, reason).await,
+            Journal::Nats(j) => j.append(records, reason).await,
         }
     }
 
@@ -178,6 +198,7 @@ impl Journal {
     pub async fn oldest(&self, limit: usize) -> Result<Vec<Journaled>, JournalError> {
         match self {
             Journal::Local(j) => j.oldest(limit).await,
+            Journal::Nats(j) => j.oldest(limit).await,
         }
     }
 
@@ -185,6 +206,7 @@ impl Journal {
     pub async fn remove(&self, seqs: &[i64]) -> Result<(), JournalError> {
         match self {
             Journal::Local(j) => j.remove(seqs).await,
+            Journal::Nats(j) => j.remove(seqs).await,
         }
     }
 
@@ -192,6 +214,7 @@ impl Journal {
     pub fn depth(&self) -> u64 {
         match self {
             Journal::Local(j) => j.depth(),
+            Journal::Nats(j) => j.depth(),
         }
     }
 
@@ -199,6 +222,7 @@ impl Journal {
     pub async fn oldest_received_at(&self) -> Result<Option<OffsetDateTime>, JournalError> {
         match self {
             Journal::Local(j) => j.oldest_received_at().await,
+            Journal::Nats(j) => Ok(j.oldest_received_at()),
         }
     }
 
@@ -206,12 +230,15 @@ impl Journal {
     pub async fn reopen(&self) -> Result<(), JournalError> {
         match self {
             Journal::Local(j) => j.open().await,
+            // The client reconnects by itself.
+            Journal::Nats(_) => Ok(()),
         }
     }
 
     pub async fn close(&self) {
         match self {
             Journal::Local(j) => j.close().await,
+            Journal::Nats(j) => j.close().await,
         }
     }
 }

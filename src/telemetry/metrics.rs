@@ -50,6 +50,9 @@ pub const DEDUP_REDIS_READY: &str = "track_dedup_redis_ready";
 pub const BOT_HITS: &str = "track_bot_hits_total";
 pub const SIGNATURE_FAILURES: &str = "track_signature_failures_total";
 pub const ADMIN_AUTH_FAILURES: &str = "track_admin_auth_failures_total";
+pub const NATS_CONSUMER_PENDING: &str = "track_nats_consumer_pending";
+pub const NATS_ACK_PENDING: &str = "track_nats_consumer_ack_pending";
+pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
 /// `reason` values of `track_admin_auth_failures_total`.
 pub const ADMIN_AUTH_FAILURE_REASONS: [&str; 2] = ["missing", "wrong"];
 
@@ -262,6 +265,20 @@ fn describe() {
         SIGNATURE_FAILURES,
         "Links refused with 403 because of their signature, by reason."
     );
+    describe_gauge!(
+        NATS_CONSUMER_PENDING,
+        "With --nats-url: messages in the stream the shared consumer has not delivered yet \
+         (its num_pending, the consumer lag)."
+    );
+    describe_gauge!(
+        NATS_ACK_PENDING,
+        "With --nats-url: messages delivered to some instance and not acked yet (num_ack_pending)."
+    );
+    describe_counter!(
+        NATS_REDELIVERED,
+        "With --nats-url: messages this instance received again (another delivery was not acked \
+         in time: an instance died or was slow)."
+    );
     describe_counter!(
         ADMIN_AUTH_FAILURES,
         "Admin API requests refused with 401: no bearer token (missing) or a wrong one (wrong)."
@@ -347,6 +364,9 @@ fn register(queue_capacity: usize) {
     for reason in ADMIN_AUTH_FAILURE_REASONS {
         counter!(ADMIN_AUTH_FAILURES, "reason" => reason).absolute(0);
     }
+    gauge!(NATS_CONSUMER_PENDING).set(0.0);
+    gauge!(NATS_ACK_PENDING).set(0.0);
+    counter!(NATS_REDELIVERED).absolute(0);
     for state in ["idle", "in_use", "max"] {
         gauge!(DB_POOL, "state" => state).set(0.0);
     }
@@ -376,6 +396,15 @@ pub fn bot_hit(kind: &'static str) {
 
 pub fn signature_failure(reason: &'static str) {
     counter!(SIGNATURE_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn nats_consumer(pending: u64, ack_pending: usize) {
+    gauge!(NATS_CONSUMER_PENDING).set(pending as f64);
+    gauge!(NATS_ACK_PENDING).set(ack_pending as f64);
+}
+
+pub fn nats_redelivered() {
+    counter!(NATS_REDELIVERED).increment(1);
 }
 
 pub fn admin_auth_failure(reason: &'static str) {

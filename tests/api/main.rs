@@ -13,6 +13,7 @@ mod idempotency;
 mod journal;
 mod locust;
 mod migrating;
+mod nats;
 mod nginx;
 mod observability;
 mod proxy;

@@ -1,0 +1,406 @@
+//! The JetStream journal (`--nats-url`) with a real nats-server of the test's own (free ports,
+//! its own store directory, stopped by pid): two instances exact on one stream and one
+//! database, kill -9 of an instance holding fetched-but-unacked clicks, NATS restarted under
+//! load, the stream's de-duplication, and an unsafe stream refused.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::helpers::*;
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A nats-server with JetStream, on ports and a store directory of its own.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    monitor: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// `None` (with the reason printed) only when nats-server is missing outside CI.
+    pub async fn start() -> Option<NatsServer> {
+        if !Path::new(NATS_SERVER).exists() {
+            skip(
+                "nats-server",
+                "nats-server is not installed (Debian package nats-server)",
+            );
+            return None;
+        }
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            monitor: free_port(),
+            dir: tempfile::tempdir().expect("store dir"),
+        };
+        server.run().await;
+        Some(server)
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        // Ready when its health endpoint says JetStream is up.
+        let http = reqwest::Client::new();
+        let health = format!("http://127.0.0.1:{}/healthz", self.monitor);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(&health).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop (SIGTERM: it flushes its store) and start again on the same port and directory.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.run().await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            if let Err(e) = child.wait() {
+                eprintln!("could not reap nats-server: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Flags for an instance on `server`'s stream: redeliveries after 2 s, so a test does not wait
+/// for the 30 s default.
+fn nats_args(server: &NatsServer) -> Vec<String> {
+    // Journal mode whatever CLICKTRACK_TEST_ACK says: these tests are about the journal.
+    [
+        "--ack",
+        "journal",
+        "--nats-ack-wait-ms",
+        "2000",
+        "--nats-url",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([server.url()])
+    .collect()
+}
+
+fn spawn_on(db: &TestDb, server: &NatsServer, extra: &[&str]) -> TestApp {
+    let args = nats_args(server);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    TestApp::spawn(db, &all)
+}
+
+crate::store_tests! {
+// Two instances, one stream, one database: every click once, every counter exact, and both
+// instances apply (the consumer is shared).
+async fn two_instances_on_one_stream_stay_exact(db) {
+    let Some(server) = NatsServer::start().await else { return };
+    let apps = [spawn_on(&db, &server, &[]), spawn_on(&db, &server, &[])];
+    let clients = (0..20).map(|w| {
+        let app = &apps[w % 2];
+        async move {
+            let mut ok = 0u32;
+            for i in 0..20 {
+                let hot = app.track(link(CAMPAIGNS[0], "U_HOT", 1, &format!("T{}", (w + i) % 10))).await;
+                let own = app.track(link(CAMPAIGNS[1], &format!("U_OWN_{w}"), 2, "Z")).await;
+                ok += u32::from(hot.status() == 302) + u32::from(own.status() == 302);
+            }
+            ok
+        }
+    });
+    let ok: u32 = join_all(clients).await.into_iter().sum();
+    assert_eq!(ok, 800);
+    assert_eq!(db.campaign_clicks(CAMPAIGNS[0]).await, 400);
+    assert_eq!(db.campaign_clicks(CAMPAIGNS[1]).await, 400);
+    assert_eq!(db.summary("U_HOT", 1).await.map(|s| s.0), Some(400));
+    let tags = db.summary("U_HOT", 1).await.and_then(|s| s.1).expect("tags");
+    assert_eq!(tags.split(',').count(), 10, "each tag once: {tags}");
+    assert_eq!(db.summary("U_OWN_7", 2).await, Some((20, Some("Z".into()))));
+    assert_eq!(db.count("component_interaction_logs").await, 800);
+    assert_eq!(db.count("members").await, 21);
+    let mut applied = 0.0;
+    for app in &apps {
+        let m = app.metrics().await;
+        applied += metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#);
+        assert_eq!(metric(&m, "track_journal_depth"), 0.0);
+        assert_eq!(metric(&m, "track_nats_consumer_pending"), 0.0);
+    }
+    assert_eq!(applied, 800.0, "each click applied once, by one instance or the other");
+}
+
+// kill -9 of an instance that holds fetched-but-unacked clicks (the store is blocked, so it
+// cannot commit them) while more clicks are in flight: the survivor applies them once the
+// stream redelivers them, and every click that got a 302 is recorded exactly once.
+async fn kill_9_of_an_instance_holding_unacked_clicks_loses_none(db) {
+    let Some(server) = NatsServer::start().await else { return };
+    let victim = spawn_on(&db, &server, &[]);
+    let survivor = spawn_on(&db, &server, &[]);
+    let blocker = db.block_writes().await;
+    // Clicks to the victim; its applier fetches them and cannot commit.
+    let mut redirected = 0;
+    for i in 0..30 {
+        let r = victim.track(link(123, &format!("U_V{i}"), 1, "V")).await;
+        redirected += u32::from(r.status() == 302);
+    }
+    wait_until(&victim, "the victim holds unacked clicks", async || {
+        metric(&victim.metrics_now().await, "track_nats_consumer_ack_pending") > 0.0
+    })
+    .await;
+    // More clicks in flight at the moment of the kill: each either got its 302 or failed.
+    let in_flight: Vec<_> = (0..40)
+        .map(|i| {
+            let client = victim.client.clone();
+            let uid = format!("U_F{i}");
+            let url = victim.url(&format!("/__track?{}", link(123, &uid, 1, "F")));
+            async move {
+                let ok = client.get(url).send().await.is_ok_and(|r| r.status() == 302);
+                (uid, ok)
+            }
+        })
+        .collect();
+    let kill = async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        victim.kill9();
+    };
+    let (answers, ()) = tokio::join!(join_all(in_flight), kill);
+    blocker.release().await;
+    // The survivor gets the victim's clicks after the ack wait (2 s) and applies them. A click
+    // in flight at the kill may be recorded without its 302 having left (it was durable
+    // already); one that got its 302 must be there; none may be there twice.
+    let redirected_in_flight: Vec<&str> =
+        answers.iter().filter(|(_, ok)| *ok).map(|(uid, _)| uid.as_str()).collect();
+    let at_least = i64::from(redirected) + redirected_in_flight.len() as i64;
+    wait_until(&survivor, "the survivor applied every click", async || {
+        db.campaign_clicks(123).await >= at_least
+    })
+    .await;
+    for i in 0..30 {
+        assert_eq!(db.interaction(&format!("U_V{i}")).await.len(), 1, "U_V{i}");
+    }
+    for (uid, ok) in &answers {
+        let rows = db.interaction(uid).await.len();
+        assert!(rows <= 1, "{uid} recorded {rows} times");
+        assert!(!ok || rows == 1, "{uid} got its 302 and is not recorded");
+    }
+    let total = db.count("component_interaction_logs").await;
+    assert_eq!(db.campaign_clicks(123).await, total, "the counter agrees with the rows");
+    let m = survivor.metrics().await;
+    assert!(
+        metric(&m, "track_nats_redelivered_total") >= 1.0,
+        "the survivor applied clicks the victim had fetched"
+    );
+}
+}
+
+// NATS restarted while clicks keep coming: every request gets its 302 (the clicks meanwhile go
+// to the store directly), and each is recorded once, including those published just before
+// the restart and applied after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_under_load_loses_nothing() {
+    let Some(mut server) = NatsServer::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let app = Arc::new(spawn_on(&db, &server, &[]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (app, stop, sent) = (app.clone(), stop.clone(), sent.clone());
+            tokio::spawn(async move {
+                let mut bad = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = app.track(link(123, &format!("U_{w}_{i}"), 1, "N")).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if r.status() != 302 {
+                        bad.push(r.status().as_u16());
+                    }
+                    i += 1;
+                }
+                bad
+            })
+        })
+        .collect();
+    let at_least = |n: u64| {
+        let sent = sent.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while sent.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "clicks stopped flowing");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    at_least(200).await;
+    server.restart().await;
+    at_least(sent.load(Ordering::Relaxed) + 200).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut bad = Vec::new();
+    for w in workers {
+        bad.extend(w.await.expect("worker"));
+    }
+    assert!(bad.is_empty(), "statuses other than 302: {bad:?}");
+    let sent = sent.load(Ordering::Relaxed) as i64;
+    assert_eq!(
+        db.count("component_interaction_logs").await,
+        sent,
+        "{}",
+        app.logs()
+    );
+    assert_eq!(db.campaign_clicks(123).await, sent);
+    // After the restart the journal is NATS again, not the store directly.
+    let m = app.metrics().await;
+    assert_eq!(metric(&m, "track_spool_ready"), 1.0);
+}
+
+// A publisher retry (the same click_id published twice) is one message in the stream and one
+// row in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_drops_a_click_published_twice() {
+    use clicktrack::journal::{AppendReason, NatsJournal, NatsSettings, StoreIdentity};
+    use clicktrack::store::{ConnectOptions, DatabaseUrl, Store};
+
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let url = DatabaseUrl::parse(&db.url).expect("url");
+    let store = Store::connect(&url, ConnectOptions { max_connections: 1 })
+        .await
+        .expect("store");
+    let identity = StoreIdentity::of(&store, &url).await.expect("identity");
+    let settings = NatsSettings {
+        urls: vec![server.url()],
+        stream: "clicktrack".into(),
+        subject: "clicktrack.clicks".into(),
+        replicas: 1,
+        ack_wait: Duration::from_secs(2),
+    };
+    let publisher = NatsJournal::connect(&settings, &identity)
+        .await
+        .expect("journal");
+    let click = click_record("U_TWICE", "T");
+    for _ in 0..2 {
+        publisher
+            .append([&click], AppendReason::Journal)
+            .await
+            .expect("published");
+    }
+    publisher.close().await;
+    // An instance applies the stream: one click.
+    let app = spawn_on(&db, &server, &[]);
+    wait_until(&app, "the click is applied", async || {
+        db.campaign_clicks(123).await >= 1
+    })
+    .await;
+    assert_eq!(db.count("component_interaction_logs").await, 1);
+    let m = app.metrics().await;
+    assert_eq!(
+        metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"track_journal_applied_total{outcome="already_recorded"}"#
+        ),
+        0.0,
+        "the second publish never reached the stream"
+    );
+    store.close().await;
+}
+
+// A stream that could drop acknowledged clicks is refused at start (exit 2, every reason); the
+// sync warning is printed until --nats-server-syncs says the servers sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_stream_is_refused_and_unsynced_servers_are_warned_about() {
+    use async_nats::jetstream::stream::{Config, StorageType};
+
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(Config {
+        name: "clicktrack".into(),
+        subjects: vec!["clicktrack.clicks".into()],
+        storage: StorageType::Memory,
+        max_age: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await
+    .expect("create a memory stream");
+    let out = serve_command(&db)
+        .args([
+            "--nats-url",
+            &server.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for reason in [
+        "memory storage",
+        "retention",
+        "max_age",
+        "not created by clicktrack",
+    ] {
+        assert!(stderr.contains(reason), "{reason}: {stderr}");
+    }
+    js.delete_stream("clicktrack").await.expect("delete");
+
+    let app = spawn_on(&db, &server, &[]);
+    assert!(
+        app.logs().contains("sync_interval: always"),
+        "{}",
+        app.logs()
+    );
+    drop(app);
+    let app = spawn_on(&db, &server, &["--nats-server-syncs"]);
+    assert!(
+        !app.logs().contains("sync_interval: always"),
+        "{}",
+        app.logs()
+    );
+}
