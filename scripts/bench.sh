@@ -6,6 +6,9 @@
 #   scripts/bench.sh                 # SQLite, --ack journal, 15 s per run, 50 and 200 connections
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
 #   scripts/bench.sh --ack store     # 302 only after the store commit (the previous behaviour)
+#   scripts/bench.sh --journal nats  # the JetStream journal: a nats-server of its own, two
+#                                    # instances on two ports sharing the stream (BENCH_INSTANCES=1
+#                                    # for one), wrk split between them
 #   scripts/bench.sh --all           # both stores x both modes, one after the other
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   scripts/bench.sh --stats         # the stats step instead: API latency over 1,000,000
@@ -29,6 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 store=sqlite
 ack=journal
+journal=local
 outage=0
 stats=0
 all=0
@@ -36,10 +40,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --store) store="$2"; shift 2 ;;
     --ack) ack="$2"; shift 2 ;;
+    --journal) journal="$2"; shift 2 ;;
     --outage) outage=1; shift ;;
     --stats) stats=1; shift ;;
     --all) all=1; shift ;;
-    *) echo "usage: $0 [--store sqlite|mysql] [--ack journal|store] [--outage | --stats | --all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--store sqlite|mysql] [--ack journal|store] [--journal local|nats] [--outage | --stats | --all]" >&2; exit 2 ;;
   esac
 done
 if [ "$stats" = 1 ]; then exec scripts/bench/stats.sh "$store"; fi
@@ -54,6 +59,13 @@ if [ "$all" = 1 ]; then
   exit 0
 fi
 case "$ack" in journal|store) ;; *) echo "bench: --ack is journal or store" >&2; exit 2 ;; esac
+case "$journal" in local|nats) ;; *) echo "bench: --journal is local or nats" >&2; exit 2 ;; esac
+if [ "$journal" = nats ]; then
+  command -v nats-server >/dev/null || { echo "bench: nats-server is required (apt-get install nats-server)" >&2; exit 1; }
+  instances="${BENCH_INSTANCES:-2}"
+else
+  instances=1
+fi
 mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
 duration="${BENCH_DURATION:-15}"
 connections="${BENCH_CONNECTIONS:-50 200}"
@@ -108,21 +120,42 @@ for id in 123 456 789; do
   "$bin" campaign add --id "$id" --name "bench $id" --database-url "$db_url" --log-format json >/dev/null
 done
 
+wait_up() {
+  for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench: $1 did not come up" >&2; cat "$work"/serve*.log >&2; exit 1
+}
+
+journal_flags=()
+if [ "$journal" = nats ]; then
+  nats_port=$((port + 20))
+  nats_monitor=$((port + 21))
+  nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" -js -sd "$work/nats" 2>"$work/nats.log" &
+  pids+=($!)
+  wait_up "http://127.0.0.1:$nats_monitor/healthz"
+  journal_flags=(--nats-url "nats://127.0.0.1:$nats_port")
+fi
+
 # De-duplication off: the mix repeats (uid, cid, src, tag) combinations within seconds, and
 # the benchmark measures the durable write path, so every request is a click to record.
-"$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
-  --database-url "$serve_db_url" --spool-path "$work/spool.db" --allow-host example.com \
-  --dedup-window-ms 0 --ack "$ack" --log-format json 2>"$work/serve.log" &
-ct_pid=$!
-pids+=("$ct_pid")
+# Instance i listens on port + 10 i (admin: the next port).
+ports=()
+admin_ports=()
+ct_pids=()
+for i in $(seq 0 $((instances - 1))); do
+  p=$((port + 10 * i))
+  "$bin" serve --listen "127.0.0.1:$p" --admin-listen "127.0.0.1:$((p + 1))" \
+    --database-url "$serve_db_url" --spool-path "$work/spool-$i.db" --allow-host example.com \
+    --dedup-window-ms 0 --ack "$ack" "${journal_flags[@]}" --log-format json 2>"$work/serve-$i.log" &
+  ct_pids+=($!)
+  pids+=($!)
+  ports+=("$p")
+  admin_ports+=($((p + 1)))
+done
+ct_pid=${ct_pids[0]}
 "$bare" "127.0.0.1:$bare_port" 2>/dev/null &
 pids+=($!)
 
-wait_up() {
-  for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "bench: $1 did not come up" >&2; cat "$work/serve.log" >&2; exit 1
-}
-wait_up "http://127.0.0.1:$admin_port/readyz"
+for a in "${admin_ports[@]}"; do wait_up "http://127.0.0.1:$a/readyz"; done
 wait_up "http://127.0.0.1:$bare_port/__track"
 
 # run NAME PORT CONNECTIONS -> "req_per_s p50_ms p99_ms requests non3xx errors"
@@ -149,8 +182,27 @@ to_ms() {
     else print v }'
 }
 
-scrape() { curl -fsS "http://127.0.0.1:$admin_port/metrics"; }
+# Every instance's /metrics (counters are summed over them); the journal depth from the first
+# only (with NATS every instance reports the same shared stream).
+scrape() { for a in "${admin_ports[@]}"; do curl -fsS "http://127.0.0.1:$a/metrics"; done; }
 metric_sum() { scrape | awk -v re="$1" '$0 ~ re {s += $2} END {printf "%d", s}'; }
+depth() { curl -fsS "http://127.0.0.1:$admin_port/metrics" | awk '/^track_journal_depth / {printf "%d", $2}'; }
+
+# run_clicktrack CONNECTIONS: wrk split over the instances, in parallel; the sums of req/s,
+# requests and non-3xx, the worst p50 and p99.
+run_clicktrack() {
+  if [ "$instances" = 1 ]; then run clicktrack "$port" "$1"; return; fi
+  local i per=$(($1 / instances)) parts=()
+  for i in $(seq 0 $((instances - 1))); do
+    run "clicktrack$i" "${ports[$i]}" "$per" >"$work/part-$i" &
+    parts+=($!)
+  done
+  wait "${parts[@]}"
+  cat "$work"/part-* | awk '{ r += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3; n += $4; x += $5; e += $6 }
+    END { printf "%.2f %.2f %.2f %d %d %d\n", r, p50, p99, n, x, e }'
+  rm -f "$work"/part-*
+}
+
 
 wrk_total=0
 total_conns=0
@@ -192,14 +244,14 @@ PY
   drain=$(awk -v a="$restored" -v b="$(cat "$work/drained")" 'BEGIN { printf "%.2f", b - a }')
   echo "spooled during the outage: $spooled clicks; spool empty $drain s after the store came back"
 else
-echo "clicktrack benchmark: store $store, --ack $ack, ${duration}s per run, wrk -t$threads, seed mix, durable acknowledgements"
+echo "clicktrack benchmark: store $store, --ack $ack, journal $journal ($instances instance(s)), ${duration}s per run, wrk -t$threads, seed mix, durable acknowledgements"
 printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
 for c in $connections; do
   read -r b_rps b_p50 b_p99 b_reqs b_non b_err < <(run bare "$bare_port" "$c")
-  read -r c_rps c_p50 c_p99 c_reqs c_non c_err < <(run clicktrack "$port" "$c")
+  read -r c_rps c_p50 c_p99 c_reqs c_non c_err < <(run_clicktrack "$c")
   drain_from=$(date +%s.%N)
-  backlog=$(metric_sum '^track_journal_depth ')
-  while [ "$(metric_sum '^track_journal_depth ')" != 0 ]; do sleep 0.05; done
+  backlog=$(depth)
+  while [ "$(depth)" != 0 ]; do sleep 0.05; done
   drain_s=$(awk -v a="$drain_from" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" bare "$b_rps" "$b_p50" "$b_p99" "$b_reqs" "$b_non"
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" clicktrack "$c_rps" "$c_p50" "$c_p99" "$c_reqs" "$c_non"
@@ -213,7 +265,11 @@ for c in $connections; do
 done
 fi
 
-rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ct_pid/status")
+rss_kb=0
+for p in "${ct_pids[@]}"; do
+  r=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status")
+  [ "$r" -le "$rss_kb" ] || rss_kb=$r
+done
 # wrk stops counting with requests still in flight; wait until clicktrack's counters settle.
 # Redirected after a commit to the store or to the spool.
 redirected() { metric_sum '^track_requests_total[{].*status="(redirected|spooled)"[}]'; }
@@ -228,8 +284,11 @@ written=$((served + undelivered))
 while [ "$(metric_sum '^track_spool_depth')" != 0 ]; do sleep 0.1; done
 
 # Drain and stop, so every acknowledged click is committed before counting.
-kill -TERM "$ct_pid"
-wait "$ct_pid" || { echo "bench: clicktrack exited with an error" >&2; cat "$work/serve.log" >&2; exit 1; }
+while [ "$(depth)" != 0 ]; do sleep 0.1; done
+for p in "${ct_pids[@]}"; do
+  kill -TERM "$p"
+  wait "$p" || { echo "bench: clicktrack exited with an error" >&2; cat "$work"/serve-*.log >&2; exit 1; }
+done
 
 logs=$(q "SELECT COUNT(*) FROM component_interaction_logs")
 campaigns=$(q "SELECT SUM(clicked_count) FROM campaigns")

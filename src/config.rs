@@ -39,6 +39,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start and then taken apart: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the service (migrates the schema first).
     Serve(ServeArgs),

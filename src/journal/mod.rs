@@ -168,6 +168,8 @@ impl JournalError {
 
 /// The journal the pipeline appends to and applies from.
 #[derive(Debug)]
+// One per process, behind an Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Journal {
     Local(LocalJournal),
     Nats(NatsJournal),
