@@ -275,10 +275,10 @@ done
 redirected() { metric_sum '^track_requests_total[{].*status="(redirected|spooled)"[}]'; }
 served=$(redirected)
 while sleep 0.2; next=$(redirected); [ "$next" != "$served" ]; do served=$next; done
-batches=$(scrape | awk '/^track_batch_size_count/ {print $2}')
+batches=$(scrape | awk '/^track_batch_size_count/ {s += $2} END {printf "%d", s}')
 # Clicks written after their request stopped waiting (ack timeout); a client hanging up
 # does not stop its click being written and counted as redirected.
-undelivered=$(scrape | awk '/^track_acks_undelivered_total/ {printf "%d", $2}')
+undelivered=$(scrape | awk '/^track_acks_undelivered_total/ {s += $2} END {printf "%d", s}')
 written=$((served + undelivered))
 # Anything spooled (an outage, an overflowing queue) must be replayed before counting.
 while [ "$(metric_sum '^track_spool_depth')" != 0 ]; do sleep 0.1; done

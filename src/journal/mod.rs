@@ -212,6 +212,12 @@ impl Journal {
         }
     }
 
+    /// Shared by every instance (NATS): what one instance leaves at shutdown, the others
+    /// apply, so a draining instance need not apply it first.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Journal::Nats(_))
+    }
+
     /// Records waiting to be applied, as this process last knew.
     pub fn depth(&self) -> u64 {
         match self {

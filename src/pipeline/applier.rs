@@ -168,7 +168,9 @@ impl Applier {
         loop {
             let deadline = *self.parts.drain.borrow();
             if let Some(deadline) = deadline
-                && (self.journal().depth() == 0 || Instant::now() >= deadline)
+                && (self.journal().depth() == 0
+                    || self.journal().is_shared()
+                    || Instant::now() >= deadline)
             {
                 break;
             }
@@ -199,7 +201,13 @@ impl Applier {
             }
         }
         let left = self.journal().depth();
-        if left > 0 {
+        if self.journal().is_shared() {
+            tracing::info!(
+                left,
+                stream = %self.journal().path().display(),
+                "applier stopped: the stream keeps what is left for the other instances"
+            );
+        } else if left > 0 {
             tracing::warn!(
                 left,
                 path = %self.journal().path().display(),
