@@ -384,7 +384,7 @@ async fn alerts_and_dashboard_use_only_exported_series() {
     let exported = exported_names(&app.metrics().await);
     let queries = dashboard_queries();
     let alert_exprs = rule_expressions(&deploy_file("deploy/prometheus/alerts.yml"));
-    assert_eq!(alert_exprs.len(), 10, "{alert_exprs:#?}");
+    assert_eq!(alert_exprs.len(), 11, "{alert_exprs:#?}");
     assert!(queries.len() >= 20, "{} dashboard queries", queries.len());
     for (file, referenced) in [
         (
