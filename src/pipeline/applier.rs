@@ -134,6 +134,9 @@ pub struct Applier {
     /// How long one step may try the store before the records wait for the next probe.
     patience: Duration,
     store: StoreWatch,
+    /// The last journal read failed: the next failure is counted, not logged again (a NATS
+    /// outage would otherwise write a line every half second).
+    read_failing: bool,
 }
 
 impl Applier {
@@ -151,6 +154,7 @@ impl Applier {
             rows: max_rows,
             patience,
             store: StoreWatch::new(),
+            read_failing: false,
         }
     }
 
@@ -268,6 +272,10 @@ impl Applier {
         let step = apply_step(&self.parts.committer, self.journal(), self.rows, budget).await;
         match step {
             Ok(step) => {
+                if self.read_failing {
+                    tracing::info!(operation = "spool", "journal read works again");
+                    self.read_failing = false;
+                }
                 if let Some(e) = &step.store_failure {
                     if e.kind == ErrorKind::TimedOut {
                         self.rows = (self.rows / 2).max(1);
@@ -286,7 +294,16 @@ impl Applier {
                 self.track_lag().await;
             }
             Err(e) => {
-                tracing::error!(operation = "spool", error = %e, kind = e.kind(), "journal read failed");
+                if !self.read_failing {
+                    tracing::error!(
+                        operation = "spool",
+                        error = %e,
+                        kind = e.kind(),
+                        "journal read failed (retried every half second; logged again once it \
+                         has worked)"
+                    );
+                }
+                self.read_failing = true;
                 metrics::error("spool", e.kind());
                 tokio::time::sleep(JOURNAL_RETRY_INTERVAL).await;
             }

@@ -291,6 +291,17 @@ async fn nats_restarted_under_load_loses_nothing() {
     // After the restart the journal is NATS again, not the store directly.
     let m = app.metrics().await;
     assert_eq!(metric(&m, "track_spool_ready"), 1.0);
+    // One outage, at most one line saying the journal could not be read.
+    let read_failures = app
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("journal read failed"))
+        })
+        .count();
+    assert!(read_failures <= 1, "{}", app.logs());
 }
 
 // A publisher retry (the same click_id published twice) is one message in the stream and one
