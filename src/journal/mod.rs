@@ -28,6 +28,8 @@ pub use lock::{JournalLock, LockError};
 pub use nats::{NatsJournal, NatsSettings};
 
 use crate::domain::Record;
+use crate::store::ErrorKind;
+use crate::store::classify::{classify, sqlite_primary_code};
 
 /// Why records were appended (`track_spooled_total{reason}`, and the `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,19 +135,14 @@ impl JournalError {
     /// `error_type` label of `track_errors_total{operation="spool"}`.
     pub fn kind(&self) -> &'static str {
         match self {
-            JournalError::Sqlite {
-                source: sqlx::Error::Database(db),
-                ..
-            } => match db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff)
-            {
-                Some(13) => "disk_full",
-                Some(5 | 6) => "busy",
+            // SQLITE_FULL told apart: a full disk needs an operator, not a retry.
+            JournalError::Sqlite { source, .. } if sqlite_primary_code(source) == Some(13) => {
+                "disk_full"
+            }
+            JournalError::Sqlite { source, .. } => match classify(source).0 {
+                ErrorKind::Transient => "busy",
                 _ => "unavailable",
             },
-            JournalError::Sqlite { .. } => "unavailable",
             JournalError::Full { .. } => "full",
             JournalError::Locked(LockError::Held { .. }) => "locked",
             JournalError::Locked(LockError::Io { .. }) => "unavailable",

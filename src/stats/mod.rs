@@ -23,7 +23,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use crate::domain::InteractionType;
-use crate::store::DatabaseUrl;
+use crate::store::classify::classify;
+use crate::store::{DatabaseUrl, ErrorKind};
 use window::{Window, api_time, rfc3339};
 
 /// Connections of the read pool: one request's four queries run side by side.
@@ -86,17 +87,11 @@ impl StatsError {
     pub fn error_type(&self) -> Option<&'static str> {
         match self {
             StatsError::UnknownCampaign(_) | StatsError::UnknownMember(_) => None,
-            StatsError::Store {
-                source:
-                    sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed,
-                ..
-            } => Some("unavailable"),
-            StatsError::Store { .. } => Some("other"),
+            // A read is not retried, so only "the database is not there" is told apart.
+            StatsError::Store { source, .. } => match classify(source).0 {
+                ErrorKind::Unavailable => Some("unavailable"),
+                _ => Some("other"),
+            },
             StatsError::TimedOut { .. } => Some("timeout"),
         }
     }

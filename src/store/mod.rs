@@ -6,6 +6,7 @@
 //! every backend writes the same thing.
 
 mod chunks;
+pub mod classify;
 mod members;
 mod mysql;
 mod mysql_schema;
@@ -80,6 +81,19 @@ pub struct StoreError {
     pub operation: &'static str,
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// `operation` failed with `source`: a `StoreError` of the kind `classify` says.
+pub(crate) fn sqlx_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| {
+        let (kind, code) = classify::classify(&source);
+        StoreError {
+            kind,
+            code,
+            operation,
+            source: Box::new(source),
+        }
+    }
 }
 
 impl StoreError {

@@ -23,9 +23,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::mysql::{
-    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
-};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, MySql, QueryBuilder, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -33,7 +31,7 @@ use uuid::Uuid;
 use super::chunks::{fixed_chunks, padded_lists};
 use super::members::{Member, MemberCache, Members};
 use super::plan::{self, BatchPlan};
-use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, message_content, mysql_schema};
+use super::{BatchResult, Seen, StoreError, db_time, message_content, mysql_schema};
 use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
 use crate::domain::{Click, Record, Reject};
 
@@ -53,46 +51,8 @@ pub struct MysqlStore {
     members: MemberCache,
 }
 
-/// Classify a sqlx error by MySQL's error number.
-pub(super) fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| {
-        let (kind, code) = match &source {
-            sqlx::Error::Database(db) => {
-                let number = db
-                    .try_downcast_ref::<MySqlDatabaseError>()
-                    .map(|e| e.number());
-                let kind = match number {
-                    // deadlock, lock wait timeout, record changed (MariaDB)
-                    Some(1213 | 1205 | 1020) => ErrorKind::Transient,
-                    // foreign key, duplicate, too long, out of range, bad value, truncated,
-                    // NULL, no default (an old column clicktrack does not fill), bad datetime,
-                    // CHECK (MariaDB 4025, MySQL 3819), SIGNAL
-                    Some(
-                        1452 | 1451 | 1062 | 1406 | 1264 | 1366 | 1265 | 1048 | 1364 | 1292 | 4025
-                        | 3819 | 1644,
-                    ) => ErrorKind::Refused,
-                    // too many connections, shutdown, server gone, lost connection, read-only
-                    Some(1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836) => ErrorKind::Unavailable,
-                    _ => ErrorKind::Other,
-                };
-                (kind, number.map(|n| n.to_string()))
-            }
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => (ErrorKind::Unavailable, None),
-            _ => (ErrorKind::Other, None),
-        };
-        StoreError {
-            kind,
-            code,
-            operation,
-            source: Box::new(source),
-        }
-    }
-}
+/// The shared classifier (`classify.rs`), as this module and `mysql_schema` call it.
+pub(super) use super::sqlx_error as err;
 
 /// How long `connect` waits for the server's first answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use super::members::{Member, MemberCache, Members};
 use super::plan::{self, BatchPlan};
-use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, message_content};
+use super::{
+    BatchResult, ErrorKind, Seen, StoreError, db_time, message_content, sqlx_error as err,
+};
 use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
 use crate::domain::{Click, Record, Reject};
 
@@ -31,38 +33,6 @@ type Tx = Transaction<'static, Sqlite>;
 pub struct SqliteStore {
     pool: SqlitePool,
     members: MemberCache,
-}
-
-/// Classify a sqlx error by SQLite's primary result code.
-fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| {
-        let (kind, code) = match &source {
-            sqlx::Error::Database(db) => {
-                let code = db.code().and_then(|c| c.parse::<i32>().ok());
-                let kind = match code.map(|c| c & 0xff) {
-                    // BUSY, LOCKED
-                    Some(5 | 6) => ErrorKind::Transient,
-                    // TOOBIG, CONSTRAINT, MISMATCH, RANGE
-                    Some(18..=20 | 25) => ErrorKind::Refused,
-                    // READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
-                    Some(8 | 10 | 11 | 13 | 14 | 26) => ErrorKind::Unavailable,
-                    _ => ErrorKind::Other,
-                };
-                (kind, code.map(|c| c.to_string()))
-            }
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => (ErrorKind::Unavailable, None),
-            _ => (ErrorKind::Other, None),
-        };
-        StoreError {
-            kind,
-            code,
-            operation,
-            source: Box::new(source),
-        }
-    }
 }
 
 /// See `Store::check_readable`.
