@@ -457,7 +457,7 @@ async fn store_failures_are_503_logged_once_and_counted() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the store did not answer"), "{body}");
     assert_eq!(
-        app.metric("track_errors_total{operation=\"stats\",error_type=\"other\"}")
+        app.metric("track_errors_total{operation=\"stats\",error_type=\"unavailable\"}")
             .await,
         1.0
     );
