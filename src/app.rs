@@ -60,6 +60,8 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let metrics_handle = metrics::install(settings.pipeline.batch.queue_capacity)?;
+    // Label sets owned by the journal, registered by it: every series exists from start-up.
+    crate::journal::register_metrics();
     let upkeep = {
         let handle = metrics_handle.clone();
         tokio::spawn(async move {
@@ -232,7 +234,7 @@ fn samplers(store: &Store, lag: &Arc<ApplyLag>) -> Vec<Sampler> {
     let store = store.clone();
     let lag = lag.clone();
     vec![
-        Box::new(move || metrics::db_pool(store.pool_stats())),
+        Box::new(move || store.pool_stats().export()),
         Box::new(move || metrics::apply_lag(lag.seconds(OffsetDateTime::now_utc()))),
     ]
 }

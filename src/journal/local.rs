@@ -354,7 +354,7 @@ impl LocalJournal {
         self.depth
             .fetch_add(done.rows_affected(), Ordering::Relaxed);
         metrics::journal_depth(self.depth());
-        metrics::spooled(reason, count);
+        metrics::spooled(reason.as_str(), count);
         Ok(())
     }
 

@@ -42,6 +42,15 @@ pub enum AppendReason {
     Overflow,
 }
 
+/// `track_spooled_total{reason}` for every reason, at 0 from start-up.
+pub fn register_metrics() {
+    crate::telemetry::metrics::register_labels(
+        crate::telemetry::metrics::SPOOLED,
+        "reason",
+        AppendReason::ALL.map(AppendReason::as_str),
+    );
+}
+
 impl AppendReason {
     pub const ALL: [AppendReason; 3] = [
         AppendReason::Journal,

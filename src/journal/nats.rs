@@ -197,7 +197,7 @@ impl NatsJournal {
         metrics::journal_append_duration(started.elapsed());
         self.state.depth.fetch_add(count as u64, Ordering::Relaxed);
         metrics::journal_depth(self.depth());
-        metrics::spooled(reason, count);
+        metrics::spooled(reason.as_str(), count);
         Ok(())
     }
 

@@ -106,7 +106,7 @@ impl Committer {
             seen = Seen::Maybe;
             match result {
                 Ok(result) => {
-                    metrics::batch_written(&result);
+                    result.count();
                     for (i, outcome) in range.zip(result.outcomes) {
                         fates[i] = Fate::Stored(outcome);
                     }

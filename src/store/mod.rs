@@ -19,6 +19,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 use crate::domain::{Record, RejectReason};
+use crate::telemetry::metrics;
 
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
@@ -314,7 +315,38 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+impl BatchResult {
+    /// Count what this committed batch did (`track_clicks_recorded_total`, ...).
+    pub fn count(&self) {
+        let (mut recorded, mut already) = (0u64, 0u64);
+        for outcome in &self.outcomes {
+            match outcome {
+                Outcome::Recorded => recorded += 1,
+                Outcome::AlreadyRecorded => already += 1,
+                Outcome::Rejected(reason) => metrics::reject(*reason),
+            }
+        }
+        metrics::batch_written(recorded, already, self.tags_dropped as u64);
+    }
+}
+
+impl Outcome {
+    /// `outcome` label of `track_journal_applied_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Recorded => "recorded",
+            Outcome::AlreadyRecorded => "already_recorded",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+}
+
 impl PoolStats {
+    /// Report this snapshot as `db_pool_connections`.
+    pub fn export(self) {
+        metrics::db_pool(self.idle, self.in_use, self.max);
+    }
+
     fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
         let size = pool.size();
         // Read separately from `size`, so clamp: a connection may close in between.

@@ -160,6 +160,5 @@ fn failed(endpoint: &'static str) -> impl FnOnce(StatsError) -> ApiError {
 fn record_failure(endpoint: &'static str, e: &StatsError) {
     let error_type = e.error_type().unwrap_or("other");
     tracing::error!(operation = "stats", endpoint, error_type, error = %e, "stats query failed");
-    ::metrics::counter!(metrics::ERRORS, "operation" => "stats", "error_type" => error_type)
-        .increment(1);
+    metrics::error("stats", error_type);
 }
