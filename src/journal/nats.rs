@@ -99,8 +99,9 @@ pub struct NatsJournal {
     subject: String,
     /// For log lines (`Journal::path`): servers and stream, no credentials.
     display: PathBuf,
-    /// Fetched, not yet acked, by stream sequence: what a store failure leaves for next time.
-    inflight: Mutex<BTreeMap<u64, Message>>,
+    /// Fetched, not yet acked, by stream sequence, each with its record (decoded once, when
+    /// fetched): what a store failure leaves for next time.
+    inflight: Mutex<BTreeMap<u64, (Message, Record)>>,
     state: Arc<StreamState>,
     refresher: JoinHandle<()>,
 }
@@ -167,6 +168,9 @@ impl NatsJournal {
     ) -> Result<(), JournalError> {
         // Collected first: the caller's iterator is not held across an await.
         let records: Vec<&Record> = records.into_iter().collect();
+        if records.is_empty() {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let publish = async {
             let mut acks = Vec::new();
@@ -223,21 +227,14 @@ impl NatsJournal {
             }
         }
         let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        inflight
+        Ok(inflight
             .iter()
             .take(limit)
-            .map(|(seq, message)| {
-                let json = std::str::from_utf8(&message.payload).unwrap_or_default();
-                let record = format::decode(json).map_err(|e| JournalError::Nats {
-                    operation: "decode",
-                    message: e.to_string(),
-                })?;
-                Ok(Journaled {
-                    seq: i64::try_from(*seq).unwrap_or(i64::MAX),
-                    record,
-                })
+            .map(|(seq, (_, record))| Journaled {
+                seq: i64::try_from(*seq).unwrap_or(i64::MAX),
+                record: record.clone(),
             })
-            .collect()
+            .collect())
     }
 
     /// Hold a fetched message until it is applied; one that cannot be decoded is logged in
@@ -252,24 +249,27 @@ impl NatsJournal {
             metrics::nats_redelivered();
         }
         let json = std::str::from_utf8(&message.payload).unwrap_or_default();
-        if let Err(e) = format::decode(json) {
-            tracing::error!(
-                operation = "spool",
-                error = %e,
-                stream_sequence = seq,
-                payload = %String::from_utf8_lossy(&message.payload),
-                "unreadable journal message: logged here and removed from the stream"
-            );
-            metrics::error("spool", "undecodable");
-            if let Err(e) = message.ack_with(AckKind::Term).await {
-                tracing::debug!(error = %e, "terminating an unreadable message");
+        let record = match format::decode(json) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(
+                    operation = "spool",
+                    error = %e,
+                    stream_sequence = seq,
+                    payload = %String::from_utf8_lossy(&message.payload),
+                    "unreadable journal message: logged here and removed from the stream"
+                );
+                metrics::error("spool", "undecodable");
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    tracing::debug!(error = %e, "terminating an unreadable message");
+                }
+                return;
             }
-            return;
-        }
+        };
         self.inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(seq, message);
+            .insert(seq, (message, record));
     }
 
     /// Ack what the store now holds. A lost ack means a redelivery, which the store finds
@@ -279,6 +279,7 @@ impl NatsJournal {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             seqs.iter()
                 .filter_map(|s| inflight.remove(&u64::try_from(*s).unwrap_or(0)))
+                .map(|(message, _)| message)
                 .collect()
         };
         for message in &done {
@@ -315,7 +316,10 @@ impl NatsJournal {
     pub async fn close(&self) {
         let held: Vec<Message> = {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::take(&mut *inflight).into_values().collect()
+            std::mem::take(&mut *inflight)
+                .into_values()
+                .map(|(message, _)| message)
+                .collect()
         };
         for message in held {
             if let Err(e) = message.ack_with(AckKind::Nak(None)).await {

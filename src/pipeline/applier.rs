@@ -28,8 +28,6 @@ use crate::telemetry::metrics;
 /// With nothing to apply for this long, probe the store so `/readyz` and
 /// `track_store_ready` stay truthful.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// `outcome` label of a record the database refused outright (not even its reject row).
-const REFUSED: &str = "refused";
 /// After a journal read fails, how long to wait before reading again.
 const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -106,7 +104,11 @@ pub async fn apply_step(
     // Counted before the removal: if the removal fails, these are in the store already and a
     // later step will find them there (already_recorded).
     for outcome in &outcomes {
-        metrics::applied(outcome.as_ref().map_or(REFUSED, Outcome::label));
+        metrics::applied(
+            outcome
+                .as_ref()
+                .map_or(metrics::outcome::REFUSED, Outcome::label),
+        );
     }
     journal.remove(&done).await?;
     step.store_failure = committed.failure;

@@ -15,8 +15,7 @@ pub fn classify(error: &sqlx::Error) -> (ErrorKind, Option<String>) {
         sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>() {
             Some(mysql) => (mysql_kind(mysql.number()), Some(mysql.number().to_string())),
             None => {
-                // SQLite's extended result code; its low byte is the primary code.
-                let code = db.code().and_then(|c| c.parse::<i32>().ok());
+                let code = sqlite_code(error);
                 let kind = code.map_or(ErrorKind::Other, |c| sqlite_kind(c & 0xff));
                 (kind, code.map(|c| c.to_string()))
             }
@@ -34,11 +33,13 @@ pub fn classify(error: &sqlx::Error) -> (ErrorKind, Option<String>) {
 /// SQLite's primary result code, for `classify` and for callers that need one code
 /// (the journal tells a full disk apart).
 pub fn sqlite_primary_code(error: &sqlx::Error) -> Option<i32> {
+    sqlite_code(error).map(|c| c & 0xff)
+}
+
+/// SQLite's extended result code; its low byte is the primary code.
+fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .map(|c| c & 0xff),
+        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
         _ => None,
     }
 }

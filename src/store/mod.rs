@@ -334,9 +334,9 @@ impl Outcome {
     /// `outcome` label of `track_journal_applied_total`.
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Recorded => "recorded",
-            Outcome::AlreadyRecorded => "already_recorded",
-            Outcome::Rejected(_) => "rejected",
+            Outcome::Recorded => metrics::outcome::RECORDED,
+            Outcome::AlreadyRecorded => metrics::outcome::ALREADY_RECORDED,
+            Outcome::Rejected(_) => metrics::outcome::REJECTED,
         }
     }
 }

@@ -55,6 +55,16 @@ pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
 pub const ADMIN_AUTH_FAILURE_REASONS: [&str; 2] = ["missing", "wrong"];
 
 /// `status` values of `track_requests_total`.
+/// `outcome` values of `track_journal_applied_total` (and, but for `REFUSED`, of
+/// `track_spool_replayed_total`).
+pub mod outcome {
+    pub const RECORDED: &str = "recorded";
+    pub const ALREADY_RECORDED: &str = "already_recorded";
+    pub const REJECTED: &str = "rejected";
+    /// The database refused even the reject row: not written.
+    pub const REFUSED: &str = "refused";
+}
+
 pub mod status {
     /// 302, click durable: in the journal (`--ack journal`) or committed (`--ack store`).
     pub const REDIRECTED: &str = "redirected";
@@ -489,7 +499,12 @@ pub fn store_ready(ready: bool) {
 
 /// `outcome` values of `track_journal_applied_total`; the first three also label
 /// `track_spool_replayed_total`. `refused`: the database refused even the reject row.
-const APPLY_OUTCOMES: [&str; 4] = ["recorded", "already_recorded", "rejected", "refused"];
+const APPLY_OUTCOMES: [&str; 4] = [
+    outcome::RECORDED,
+    outcome::ALREADY_RECORDED,
+    outcome::REJECTED,
+    outcome::REFUSED,
+];
 
 /// The journal (the spool of earlier releases) accepts writes.
 pub fn journal_ready(ready: bool) {
@@ -528,7 +543,7 @@ pub fn spooled(reason: &'static str, n: usize) {
 /// under the spool's old name.
 pub fn applied(outcome: &'static str) {
     counter!(JOURNAL_APPLIED, "outcome" => outcome).increment(1);
-    if outcome != APPLY_OUTCOMES[3] {
+    if outcome != self::outcome::REFUSED {
         counter!(SPOOL_REPLAYED, "outcome" => outcome).increment(1);
     }
 }

@@ -94,10 +94,7 @@ async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
 #[tokio::test]
 async fn an_unreachable_database_is_named_with_its_cause_at_once() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = crate::helpers::free_port();
     let mysql = format!("mysql://root@127.0.0.1:{port}/test");
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("no-such-dir").join("x.db");

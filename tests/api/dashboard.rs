@@ -34,10 +34,7 @@ impl Browser {
             );
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             // A process group of its own: the browser it starts is ended with it (below).
             .process_group(0)

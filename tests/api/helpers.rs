@@ -895,3 +895,11 @@ extern "C" fn print_skipped() {
         list.join(", ")
     );
 }
+
+/// A local port nobody listens on now (for a process the test starts on a port of its own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}

@@ -15,13 +15,6 @@ use crate::helpers::*;
 
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// A nats-server with JetStream, on ports and a store directory of its own.
 pub struct NatsServer {
     child: Option<Child>,
@@ -59,20 +52,8 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        // Ready when its health endpoint says JetStream is up.
-        let http = reqwest::Client::new();
-        let health = format!("http://127.0.0.1:{}/healthz", self.monitor);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = http.get(&health).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = self.child.insert(child);
+        wait_healthy(child, self.monitor).await;
     }
 
     pub fn url(&self) -> String {
@@ -92,6 +73,26 @@ impl NatsServer {
                 eprintln!("could not reap nats-server: {e}");
             }
         }
+    }
+}
+
+/// Until the server's health endpoint (on `monitor`) says JetStream is up; a server that
+/// exits first (a refused configuration) fails the test.
+async fn wait_healthy(server: &mut Child, monitor: u16) {
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{monitor}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(&health).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("nats-server exited before it was ready ({status})");
+        }
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -470,23 +471,7 @@ async fn the_example_server_config_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{monitor}/healthz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            break;
-        }
-        if let Ok(Some(status)) = server.try_wait() {
-            panic!("nats-server refused the example config ({status})");
-        }
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_healthy(&mut server, monitor).await;
     let db = TestDb::sqlite().await;
     let app = TestApp::spawn(
         &db,

@@ -18,13 +18,6 @@ const NGINX: &str = "/usr/sbin/nginx";
 const CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/clicktrack.conf");
 const TOKEN: &str = "nginx-test-admin-token-0123";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// The app that served everything before clicktrack: answers every path with its own name.
 async fn old_app() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
