@@ -39,21 +39,45 @@ impl NatsServer {
             monitor: free_port(),
             dir: tempfile::tempdir().expect("store dir"),
         };
-        server.run().await;
+        server.run(false).await;
         Some(server)
     }
 
-    async fn run(&mut self) {
-        let child = Command::new(NATS_SERVER)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let child = self.child.insert(child);
-        wait_healthy(child, self.monitor).await;
+    /// Start on `self.port`; a fresh server whose ports were taken meanwhile (another test's
+    /// connection can land on a port `free_port` handed out) moves to other ports, a restarted
+    /// one waits for its own port to come free (its clients reconnect to that address).
+    async fn run(&mut self, restarting: bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.dir.path().join("nats-server.log");
+            let child = Command::new(NATS_SERVER)
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("nats-server log"))
+                .spawn()
+                .expect("start nats-server");
+            let child = self.child.insert(child);
+            match wait_healthy(child, self.monitor).await {
+                Ok(()) => return,
+                Err(status) => {
+                    self.child = None;
+                    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+                    let port_taken = printed.contains("address already in use");
+                    assert!(
+                        port_taken && Instant::now() < deadline,
+                        "nats-server exited before it was ready ({status}):\n{printed}"
+                    );
+                    if !restarting {
+                        (self.port, self.monitor) = (free_port(), free_port());
+                    } else {
+                        self.monitor = free_port();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
     }
 
     pub fn url(&self) -> String {
@@ -63,12 +87,17 @@ impl NatsServer {
     /// Stop (SIGTERM: it flushes its store) and start again on the same port and directory.
     pub async fn restart(&mut self) {
         self.stop();
-        self.run().await;
+        self.run(true).await;
     }
 
+    /// Never panics: it also runs from `drop` while a failed test unwinds.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
+            if let Ok(None) = child.try_wait() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
             if let Err(e) = child.wait() {
                 eprintln!("could not reap nats-server: {e}");
             }
@@ -77,8 +106,8 @@ impl NatsServer {
 }
 
 /// Until the server's health endpoint (on `monitor`) says JetStream is up; a server that
-/// exits first (a refused configuration) fails the test.
-async fn wait_healthy(server: &mut Child, monitor: u16) {
+/// exits first returns its exit status.
+async fn wait_healthy(server: &mut Child, monitor: u16) -> Result<(), std::process::ExitStatus> {
     let http = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{monitor}/healthz");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -86,10 +115,10 @@ async fn wait_healthy(server: &mut Child, monitor: u16) {
         if let Ok(r) = http.get(&health).send().await
             && r.status() == 200
         {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = server.try_wait() {
-            panic!("nats-server exited before it was ready ({status})");
+            return Err(status);
         }
         assert!(Instant::now() < deadline, "nats-server did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -468,10 +497,13 @@ async fn the_example_server_config_runs() {
         .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
         .spawn()
         .expect("start");
-    wait_healthy(&mut server, monitor).await;
+    if let Err(status) = wait_healthy(&mut server, monitor).await {
+        let printed = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        panic!("nats-server refused the example config ({status}):\n{printed}");
+    }
     let db = TestDb::sqlite().await;
     let app = TestApp::spawn(
         &db,
