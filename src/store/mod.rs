@@ -5,6 +5,7 @@
 //! much, which summaries change, which clicks are rejected) is decided once, in `plan`, so
 //! every backend writes the same thing.
 
+mod batch;
 mod chunks;
 pub mod classify;
 mod members;

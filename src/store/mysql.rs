@@ -18,22 +18,24 @@
 //! Deadlock (1213), lock wait timeout (1205) and 1020 are retried by the caller (`pipeline/commit.rs`) as a whole
 //! transaction; that is safe because the batch is idempotent by `click_id`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::query_builder::Separated;
 use sqlx::{ConnectOptions, Connection, MySql, QueryBuilder, Transaction};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use super::batch::{
+    self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
+    RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
+};
 use super::chunks::{fixed_chunks, padded_lists};
-use super::members::{Member, MemberCache, Members};
-use super::plan::{self, BatchPlan};
-use super::{BatchResult, Seen, StoreError, db_time, message_content, mysql_schema};
-use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
-use crate::domain::{Click, Record, Reject};
+use super::members::MemberCache;
+use super::{BatchResult, Seen, StoreError, db_time, mysql_schema};
+use crate::domain::Record;
+use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
 /// A writer waiting this long for a row lock gives up (1205) and retries, so a stuck lock
 /// shows in metrics and `/readyz` within seconds, not after InnoDB's default 50 s.
@@ -212,38 +214,19 @@ impl MysqlStore {
         records: &[Record],
         seen: Seen,
     ) -> Result<BatchResult, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("begin"))?;
-        let already = match seen {
-            Seen::Never => HashSet::new(),
-            Seen::Maybe => recorded_click_ids(&mut tx, records).await?,
-        };
-        let known = existing_campaigns(&mut tx, records).await?;
-        let plan = BatchPlan::new(records, &already, &known);
-        let now = db_time(OffsetDateTime::now_utc());
+        let tx = self.pool.begin().await.map_err(err("begin"))?;
         let capacity = self
             .tag_capacity
             .get()
             .copied()
             .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
-
-        bump_campaigns(&mut tx, &plan.campaign_increments, &now).await?;
-        let (mut members, unknown) = self.members.split(&plan.member_uids);
-        members.extend(ensure_members(&mut tx, &unknown, &now).await?);
-        insert_messages(&mut tx, &plan.clicks, &members).await?;
-        upsert_summary_counts(&mut tx, &plan, &members, &now).await?;
-        let tags_dropped = merge_summary_tags(&mut tx, &plan, capacity, &now).await?;
-        insert_interaction_logs(&mut tx, &plan.clicks).await?;
-        insert_click_tags(&mut tx, &plan.clicks).await?;
-        insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
-
-        tx.commit().await.map_err(err("commit"))?;
-        self.members.remember(&members);
-        Ok(BatchResult {
-            outcomes: plan.outcomes,
-            tags_dropped,
-        })
+        batch::write(MysqlBatch(tx), records, seen, &self.members, capacity).await
     }
 }
+
+/// A batch's transaction (READ COMMITTED, set per connection). Statements are cut into the
+/// fixed sizes of `chunks.rs`; rows arrive in lock order.
+struct MysqlBatch(Tx);
 
 /// `(?, ?, ...)` with one bound value per item. Bound parameters take the column's collation,
 /// so indexes are used whatever collation the production tables have.
@@ -259,342 +242,284 @@ where
     q.push(")");
 }
 
-/// `SELECT {columns} FROM {table} WHERE {column} IN (...)` over `keys`, as padded lists.
-async fn select_in<K, R>(
-    tx: &mut Tx,
-    columns_from_table: &'static str,
-    column: &'static str,
-    keys: &[K],
-    operation: &'static str,
-) -> Result<Vec<R>, StoreError>
-where
-    K: for<'q> sqlx::Encode<'q, MySql> + sqlx::Type<MySql> + Clone + Send,
-    R: for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow> + Send + Unpin,
-{
-    let mut rows = Vec::new();
-    for list in padded_lists(keys) {
-        let mut q = QueryBuilder::new("SELECT ");
-        q.push(columns_from_table)
-            .push(" WHERE ")
-            .push(column)
-            .push(" IN ");
-        push_in_list(&mut q, &list);
-        rows.extend(
-            q.build_query_as::<R>()
-                .fetch_all(&mut **tx)
+impl MysqlBatch {
+    /// `SELECT {columns} FROM {table} WHERE {column} IN (...)` over `keys`, as padded lists.
+    async fn select_in<K, R>(
+        &mut self,
+        columns_from_table: &'static str,
+        column: &'static str,
+        keys: &[K],
+        operation: &'static str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        K: for<'q> sqlx::Encode<'q, MySql> + sqlx::Type<MySql> + Clone + Send + Sync,
+        R: for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow> + Send + Unpin,
+    {
+        let mut rows = Vec::new();
+        for list in padded_lists(keys) {
+            let mut q = QueryBuilder::new("SELECT ");
+            q.push(columns_from_table)
+                .push(" WHERE ")
+                .push(column)
+                .push(" IN ");
+            push_in_list(&mut q, &list);
+            rows.extend(
+                q.build_query_as::<R>()
+                    .fetch_all(&mut *self.0)
+                    .await
+                    .map_err(err(operation))?,
+            );
+        }
+        Ok(rows)
+    }
+
+    /// `{insert} VALUES (...), ... {tail}` over `rows` in fixed-size chunks, `bind` filling
+    /// one row's values.
+    async fn insert<T: Sync>(
+        &mut self,
+        insert: &'static str,
+        rows: &[T],
+        tail: &'static str,
+        operation: &'static str,
+        mut bind: impl FnMut(Separated<'_, MySql, &'static str>, &T) + Send,
+    ) -> Result<(), StoreError> {
+        for chunk in fixed_chunks(rows) {
+            let mut q = QueryBuilder::new(insert);
+            q.push(" ");
+            q.push_values(chunk, &mut bind);
+            q.push(tail);
+            q.build()
+                .execute(&mut *self.0)
                 .await
-                .map_err(err(operation))?,
-        );
+                .map_err(err(operation))?;
+        }
+        Ok(())
     }
-    Ok(rows)
 }
 
-async fn recorded_click_ids(tx: &mut Tx, records: &[Record]) -> Result<HashSet<Uuid>, StoreError> {
-    const OP: &str = "find recorded clicks";
-    let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
-    // Two lookups, not a UNION: the old app's tables may have another collation than
-    // clicktrack's own table, and MySQL refuses to UNION them (1271).
-    let mut found: Vec<(String,)> = select_in(
-        tx,
-        "click_id FROM component_interaction_logs",
-        "click_id",
-        &ids,
-        OP,
-    )
-    .await?;
-    found.extend(
-        select_in::<_, (String,)>(tx, "click_id FROM track_rejects", "click_id", &ids, OP).await?,
-    );
-    Ok(found
-        .iter()
-        .filter_map(|(id,)| Uuid::parse_str(id).ok())
-        .collect())
-}
+impl BatchTx for MysqlBatch {
+    async fn recorded_click_ids(&mut self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        const OP: &str = "find recorded clicks";
+        // Two lookups, not a UNION: the old app's tables may have another collation than
+        // clicktrack's own table, and MySQL refuses to UNION them (1271).
+        let mut found: Vec<(String,)> = self
+            .select_in(
+                "click_id FROM component_interaction_logs",
+                "click_id",
+                ids,
+                OP,
+            )
+            .await?;
+        found.extend(
+            self.select_in::<_, (String,)>("click_id FROM track_rejects", "click_id", ids, OP)
+                .await?,
+        );
+        Ok(found.into_iter().map(|(id,)| id).collect())
+    }
 
-async fn existing_campaigns(tx: &mut Tx, records: &[Record]) -> Result<HashSet<i64>, StoreError> {
-    let ids: Vec<i64> = plan::campaign_ids(records).into_iter().collect();
-    let rows: Vec<(i64,)> =
-        select_in(tx, "id FROM campaigns", "id", &ids, "find campaigns").await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}
+    async fn existing_campaigns(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(i64,)> = self
+            .select_in("id FROM campaigns", "id", ids, "find campaigns")
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
 
-async fn bump_campaigns(
-    tx: &mut Tx,
-    increments: &BTreeMap<i64, i64>,
-    now: &str,
-) -> Result<(), StoreError> {
-    // Ascending id (BTreeMap order) on every instance. COALESCE: clicked_count is nullable.
-    for (id, n) in increments {
-        sqlx::query(
-            "UPDATE campaigns SET clicked_count = COALESCE(clicked_count, 0) + ?, updated_at = ? \
-             WHERE id = ?",
+    async fn bump_campaigns(
+        &mut self,
+        increments: &[CampaignIncrement],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        // One statement per campaign, ascending id: the first lock of the order. COALESCE:
+        // clicked_count is nullable.
+        for increment in increments {
+            sqlx::query(
+                "UPDATE campaigns SET clicked_count = COALESCE(clicked_count, 0) + ?, \
+                 updated_at = ? WHERE id = ?",
+            )
+            .bind(increment.clicks)
+            .bind(now)
+            .bind(increment.id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(err("count campaign clicks"))?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_members(
+        &mut self,
+        uids: &[&str],
+        now: &str,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        // Sorted uids, INSERT IGNORE: concurrent first clicks of one uid on several instances
+        // create one member, and none of them fails (the unique key decides, in the same order).
+        self.insert(
+            "INSERT IGNORE INTO members (line_uid, line_display_name, created_at, updated_at)",
+            uids,
+            "",
+            "create members",
+            |mut row, uid| {
+                row.push_bind(*uid)
+                    .push("NULL")
+                    .push_bind(now)
+                    .push_bind(now);
+            },
         )
-        .bind(*n)
-        .bind(now)
-        .bind(*id)
-        .execute(&mut **tx)
+        .await?;
+        self.select_in(
+            "id, line_uid, line_display_name FROM members",
+            "line_uid",
+            uids,
+            "read members",
+        )
         .await
-        .map_err(err("count campaign clicks"))?;
     }
-    Ok(())
-}
 
-async fn ensure_members(tx: &mut Tx, uids: &[&str], now: &str) -> Result<Members, StoreError> {
-    // Sorted uids, INSERT IGNORE: concurrent first clicks of one uid on several instances
-    // create one member, and none of them fails (the unique key decides, in the same order).
-    for chunk in fixed_chunks(uids) {
-        let mut q = QueryBuilder::new(
-            "INSERT IGNORE INTO members (line_uid, line_display_name, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut row, uid| {
-            row.push_bind(*uid)
-                .push("NULL")
-                .push_bind(now)
-                .push_bind(now);
-        });
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("create members"))?;
+    async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        self.insert(
+            "INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at)",
+            rows,
+            "",
+            "insert messages",
+            |mut b, m| {
+                b.push_bind(m.member_id)
+                    .push("'incoming'")
+                    .push("'text'")
+                    .push_bind(m.content.as_str())
+                    .push_bind(m.campaign_id)
+                    .push_bind(m.created_at.as_str());
+            },
+        )
+        .await
     }
-    let rows: Vec<(i64, String, Option<String>)> = select_in(
-        tx,
-        "id, line_uid, line_display_name FROM members",
-        "line_uid",
-        uids,
-        "read members",
-    )
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, uid, display_name)| (uid, Member { id, display_name }))
-        .collect())
-}
 
-async fn insert_messages(
-    tx: &mut Tx,
-    clicks: &[&Click],
-    members: &Members,
-) -> Result<(), StoreError> {
-    let rows: Vec<(i64, String, i64, String)> = clicks
-        .iter()
-        .filter_map(|c| {
-            let member_id = &members.get(c.uid.as_deref()?)?.id;
-            Some((
-                *member_id,
-                message_content(c),
-                c.campaign_id,
-                db_time(c.received_at),
-            ))
-        })
-        .collect();
-    for chunk in fixed_chunks(&rows) {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at) ",
-        );
-        q.push_values(chunk, |mut b, (member_id, content, campaign_id, at)| {
-            b.push_bind(*member_id)
-                .push("'incoming'")
-                .push("'text'")
-                .push_bind(content.as_str())
-                .push_bind(*campaign_id)
-                .push_bind(at.as_str());
-        });
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("insert messages"))?;
-    }
-    Ok(())
-}
-
-/// Step 4: count the clicks and lock every summary row of the batch (creating new ones).
-async fn upsert_summary_counts(
-    tx: &mut Tx,
-    plan: &BatchPlan<'_>,
-    members: &Members,
-    now: &str,
-) -> Result<(), StoreError> {
-    let rows: Vec<_> = plan
-        .summaries
-        .iter()
-        .map(|(&(uid, src), delta)| {
-            let name = members.get(uid).and_then(|m| m.display_name.as_deref());
-            (uid, src, name, delta.clicks, db_time(delta.last_clicked_at))
-        })
-        .collect();
-    for chunk in fixed_chunks(&rows) {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO ryan_click_demo (line_id, source_campaign_id, line_display_name, \
-             total_clicks, last_clicked_at, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, (uid, src, name, clicks, at)| {
-            b.push_bind(*uid)
-                .push_bind(*src)
-                .push_bind(*name)
-                .push_bind(*clicks)
-                .push_bind(at.as_str())
-                .push_bind(now)
-                .push_bind(now);
-        });
+    async fn upsert_summary_counts(
+        &mut self,
+        rows: &[SummaryCountRow<'_>],
+        now: &str,
+    ) -> Result<(), StoreError> {
         // VALUES(col), not MySQL 8's `AS new` alias: MariaDB has no alias.
-        q.push(
+        self.insert(
+            "INSERT INTO ryan_click_demo (line_id, source_campaign_id, line_display_name, \
+             total_clicks, last_clicked_at, created_at, updated_at)",
+            rows,
             " ON DUPLICATE KEY UPDATE \
              total_clicks = total_clicks + VALUES(total_clicks), \
              line_display_name = COALESCE(VALUES(line_display_name), line_display_name), \
              last_clicked_at = GREATEST(COALESCE(last_clicked_at, VALUES(last_clicked_at)), \
                                         VALUES(last_clicked_at)), \
              updated_at = VALUES(updated_at)",
-        );
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("upsert summaries"))?;
+            "upsert summaries",
+            |mut b, r| {
+                b.push_bind(r.line_id)
+                    .push_bind(r.source_campaign_id)
+                    .push_bind(r.line_display_name)
+                    .push_bind(r.total_clicks)
+                    .push_bind(r.last_clicked_at.as_str())
+                    .push_bind(now)
+                    .push_bind(now);
+            },
+        )
+        .await
     }
-    Ok(())
-}
 
-/// Step 5: merge tags into rows this transaction already holds. Returns tags left out.
-async fn merge_summary_tags(
-    tx: &mut Tx,
-    plan: &BatchPlan<'_>,
-    capacity: usize,
-    now: &str,
-) -> Result<usize, StoreError> {
-    let keys: Vec<(&str, i64)> = plan
-        .summaries
-        .iter()
-        .filter(|(_, delta)| !delta.tags.is_empty())
-        .map(|(key, _)| *key)
-        .collect();
-    // A plain read, by uid: step 4 holds the exclusive lock on every row of `keys`, so at READ
-    // COMMITTED this sees their latest committed tags, and nobody can change them before we
-    // commit. Not `FOR UPDATE`: that would also lock the uids' other rows, and an OR of 50
-    // (line_id, src) pairs cost MariaDB ~40 ms per batch (measured).
-    let mut stored: HashMap<(String, i64), Option<String>> = HashMap::with_capacity(keys.len());
-    if !keys.is_empty() {
-        let rows: Vec<(String, i64, Option<String>)> = select_in(
-            tx,
+    async fn summary_tags(&mut self, uids: &[&str]) -> Result<Vec<StoredTags>, StoreError> {
+        // A plain read, by uid: the count upsert holds the exclusive lock on every summary row
+        // of the batch, so at READ COMMITTED this sees their latest committed tags, and nobody
+        // can change them before we commit. Not `FOR UPDATE`: that would also lock the uids'
+        // other rows, and an OR of 50 (line_id, src) pairs cost MariaDB ~40 ms per batch
+        // (measured).
+        self.select_in(
             "line_id, source_campaign_id, last_click_tag FROM ryan_click_demo",
             "line_id",
-            &plan.member_uids,
+            uids,
             "read summary tags",
         )
-        .await?;
-        stored.extend(rows.into_iter().map(|(uid, src, tags)| ((uid, src), tags)));
+        .await
     }
 
-    let mut dropped = 0;
-    let mut changed: Vec<(&str, i64, String)> = Vec::new();
-    for &(uid, src) in &keys {
-        let existing = stored
-            .get(&(uid.to_owned(), src))
-            .and_then(Option::as_deref);
-        let merged = merge_tags(
-            existing,
-            plan.summaries[&(uid, src)].tags.iter().copied(),
-            capacity,
-        );
-        dropped += merged.dropped;
-        if let Some(value) = merged.value.filter(|v| Some(v.as_str()) != existing) {
-            changed.push((uid, src, value));
-        }
-    }
-    for chunk in fixed_chunks(&changed) {
-        // Every row exists and is locked by step 4: this only updates.
-        let mut q = QueryBuilder::new(
+    async fn write_summary_tags(
+        &mut self,
+        rows: &[SummaryTagRow<'_>],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        // Every row exists and is locked by the count upsert: this only updates.
+        self.insert(
             "INSERT INTO ryan_click_demo (line_id, source_campaign_id, last_click_tag, \
-             total_clicks, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, (uid, src, tags)| {
-            b.push_bind(*uid)
-                .push_bind(*src)
-                .push_bind(tags.as_str())
-                .push("0")
-                .push_bind(now)
-                .push_bind(now);
-        });
-        q.push(" ON DUPLICATE KEY UPDATE last_click_tag = VALUES(last_click_tag)");
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("write summary tags"))?;
+             total_clicks, created_at, updated_at)",
+            rows,
+            " ON DUPLICATE KEY UPDATE last_click_tag = VALUES(last_click_tag)",
+            "write summary tags",
+            |mut b, r| {
+                b.push_bind(r.line_id)
+                    .push_bind(r.source_campaign_id)
+                    .push_bind(r.last_click_tag.as_str())
+                    .push("0")
+                    .push_bind(now)
+                    .push_bind(now);
+            },
+        )
+        .await
     }
-    Ok(dropped)
-}
 
-async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
-    let rows: Vec<(&Click, String, String)> = clicks
-        .iter()
-        .map(|c| (*c, db_time(c.received_at), c.click_id.to_string()))
-        .collect();
-    for chunk in fixed_chunks(&rows) {
-        let mut q = QueryBuilder::new(
+    async fn insert_interaction_logs(
+        &mut self,
+        rows: &[InteractionLogRow<'_>],
+    ) -> Result<(), StoreError> {
+        self.insert(
             "INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, \
-             interaction_value, triggered_at, user_agent, click_id) ",
-        );
-        q.push_values(chunk, |mut b, (c, at, id)| {
-            b.push_bind(c.uid.as_deref().unwrap_or(""))
-                .push_bind(c.campaign_id)
-                .push_bind(c.interaction_type.as_str())
-                .push_bind(c.target.as_str())
-                .push_bind(at.as_str())
-                .push_bind(c.user_agent.as_deref())
-                .push_bind(id.as_str());
-        });
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("insert interaction logs"))?;
+             interaction_value, triggered_at, user_agent, click_id)",
+            rows,
+            "",
+            "insert interaction logs",
+            |mut b, r| {
+                b.push_bind(r.line_id)
+                    .push_bind(r.campaign_id)
+                    .push_bind(r.interaction_type)
+                    .push_bind(r.interaction_value)
+                    .push_bind(r.triggered_at.as_str())
+                    .push_bind(r.user_agent)
+                    .push_bind(r.click_id.as_str());
+            },
+        )
+        .await
     }
-    Ok(())
-}
 
-async fn insert_click_tags(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
-    let rows: Vec<(&Click, &str, String, String)> = plan::click_tags(clicks)
-        .map(|(c, tag)| (c, tag, c.click_id.to_string(), db_time(c.received_at)))
-        .collect();
-    for chunk in fixed_chunks(&rows) {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at) ",
-        );
-        q.push_values(chunk, |mut b, (c, tag, id, at)| {
-            b.push_bind(id.as_str())
-                .push_bind(c.campaign_id)
-                .push_bind(*tag)
-                .push_bind(at.as_str());
-        });
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("insert click tags"))?;
+    async fn insert_click_tags(&mut self, rows: &[ClickTagRow<'_>]) -> Result<(), StoreError> {
+        self.insert(
+            "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at)",
+            rows,
+            "",
+            "insert click tags",
+            |mut b, r| {
+                b.push_bind(r.click_id.as_str())
+                    .push_bind(r.campaign_id)
+                    .push_bind(r.tag)
+                    .push_bind(r.triggered_at.as_str());
+            },
+        )
+        .await
     }
-    Ok(())
-}
 
-async fn insert_rejects<'r>(
-    tx: &mut Tx,
-    rejects: impl Iterator<Item = &'r Reject>,
-) -> Result<(), StoreError> {
-    let rows: Vec<(&Reject, String, String)> = rejects
-        .map(|r| (r, r.click_id.to_string(), db_time(r.received_at)))
-        .collect();
-    for chunk in fixed_chunks(&rows) {
-        let mut q = QueryBuilder::new(
-            "INSERT IGNORE INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent) ",
-        );
-        q.push_values(chunk, |mut b, (r, id, at)| {
-            b.push_bind(id.as_str())
-                .push_bind(at.as_str())
-                .push_bind(r.reason.as_str())
-                .push_bind(r.detail.as_deref())
-                .push_bind(r.query.as_str())
-                .push_bind(r.user_agent.as_deref());
-        });
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(err("insert rejects"))?;
+    async fn insert_rejects(&mut self, rows: &[RejectRow<'_>]) -> Result<(), StoreError> {
+        self.insert(
+            "INSERT IGNORE INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent)",
+            rows,
+            "",
+            "insert rejects",
+            |mut b, r| {
+                b.push_bind(r.click_id.as_str())
+                    .push_bind(r.received_at.as_str())
+                    .push_bind(r.reason)
+                    .push_bind(r.detail)
+                    .push_bind(r.query_string)
+                    .push_bind(r.user_agent);
+            },
+        )
+        .await
     }
-    Ok(())
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(err("commit"))
+    }
 }

@@ -5,7 +5,6 @@
 //! the write lock up front, so the read-merge-write of tags is exact even with several
 //! processes on one file (a deferred transaction could not upgrade its lock and would fail).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,13 +15,14 @@ use sqlx::{ConnectOptions, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::members::{Member, MemberCache, Members};
-use super::plan::{self, BatchPlan};
-use super::{
-    BatchResult, ErrorKind, Seen, StoreError, db_time, message_content, sqlx_error as err,
+use super::batch::{
+    self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
+    RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
-use crate::domain::tags::{LAST_CLICK_TAG_MAX_BYTES, merge_tags};
-use crate::domain::{Click, Record, Reject};
+use super::members::MemberCache;
+use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, sqlx_error as err};
+use crate::domain::Record;
+use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
 /// How long a statement waits for another process's write lock before failing as transient.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,44 +177,37 @@ impl SqliteStore {
         records: &[Record],
         seen: Seen,
     ) -> Result<BatchResult, StoreError> {
-        let mut tx = self
+        let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("begin"))?;
-        let already = match seen {
-            Seen::Never => HashSet::new(),
-            Seen::Maybe => recorded_click_ids(&mut tx, records).await?,
-        };
-        let known = existing_campaigns(&mut tx, records).await?;
-        let plan = BatchPlan::new(records, &already, &known);
-        let now = db_time(OffsetDateTime::now_utc());
-
-        let (mut members, unknown) = self.members.split(&plan.member_uids);
-        members.extend(ensure_members(&mut tx, &unknown, &now).await?);
-        bump_campaigns(&mut tx, &plan.campaign_increments, &now).await?;
-        insert_messages(&mut tx, &plan.clicks, &members).await?;
-        let tags_dropped = upsert_summaries(&mut tx, &plan, &members, &now).await?;
-        insert_interaction_logs(&mut tx, &plan.clicks).await?;
-        insert_click_tags(&mut tx, &plan.clicks).await?;
-        insert_rejects(&mut tx, plan.rejects.iter().map(|r| r.as_ref())).await?;
-
-        tx.commit().await.map_err(err("commit"))?;
-        self.members.remember(&members);
-        Ok(BatchResult {
-            outcomes: plan.outcomes,
-            tags_dropped,
-        })
+        batch::write(
+            SqliteBatch(tx),
+            records,
+            seen,
+            &self.members,
+            LAST_CLICK_TAG_MAX_BYTES,
+        )
+        .await
     }
 }
 
-// Rows travel as ONE JSON array parameter, unpacked by `json_each`: one statement per table per
-// batch whatever its size, and one prepared statement per kind. Every statement is a round
-// trip to sqlx's SQLite worker thread; with multi-row VALUES chunks a batch of 50 clicks took
-// ~40 of them and each cost 150 µs or more on a busy 2-core machine (measured).
+// Rows travel as ONE JSON array parameter, unpacked by `json_each` (each row an object, read by
+// field name): one statement per table per batch whatever its size, and one prepared statement
+// per kind. Every statement is a round trip to sqlx's SQLite worker thread; with multi-row
+// VALUES chunks a batch of 50 clicks took ~40 of them and each cost 150 µs or more on a busy
+// 2-core machine (measured).
 
-/// Serialize rows (tuples become JSON arrays) for `json_each`.
-fn json_rows<T: serde::Serialize>(rows: &T, operation: &'static str) -> Result<String, StoreError> {
+/// A batch's transaction, begun with `BEGIN IMMEDIATE`: the write lock is ours from the start,
+/// so every read in it sees what no one else can change before commit.
+struct SqliteBatch(Tx);
+
+/// Serialize rows for `json_each`.
+fn json_rows<T: serde::Serialize + ?Sized>(
+    rows: &T,
+    operation: &'static str,
+) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|source| StoreError {
         kind: ErrorKind::Other,
         code: None,
@@ -223,289 +216,223 @@ fn json_rows<T: serde::Serialize>(rows: &T, operation: &'static str) -> Result<S
     })
 }
 
-/// Run `sql`, whose one parameter is `rows` as a JSON array; nothing to do for no rows.
-async fn execute_with_rows<T: serde::Serialize>(
-    tx: &mut Tx,
-    sql: &'static str,
-    rows: &[T],
-    operation: &'static str,
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
+impl SqliteBatch {
+    /// Run `sql`, whose one parameter (`?1`) is `rows` as a JSON array, and `?2` = `now`.
+    async fn execute<T: serde::Serialize + Sync>(
+        &mut self,
+        sql: &'static str,
+        rows: &[T],
+        now: Option<&str>,
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
+        let mut query = sqlx::query(sql).bind(json_rows(rows, operation)?);
+        if let Some(now) = now {
+            query = query.bind(now.to_owned());
+        }
+        query.execute(&mut *self.0).await.map_err(err(operation))?;
+        Ok(())
     }
-    sqlx::query(sql)
-        .bind(json_rows(&rows, operation)?)
-        .execute(&mut **tx)
-        .await
-        .map_err(err(operation))?;
-    Ok(())
-}
 
-async fn recorded_click_ids(tx: &mut Tx, records: &[Record]) -> Result<HashSet<Uuid>, StoreError> {
-    const OP: &str = "find recorded clicks";
-    let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT click_id FROM component_interaction_logs \
-             WHERE click_id IN (SELECT value FROM json_each(?1)) \
-         UNION ALL \
-         SELECT click_id FROM track_rejects WHERE click_id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(json_rows(&ids, OP)?)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(err(OP))?;
-    Ok(rows
-        .iter()
-        .filter_map(|id| Uuid::parse_str(id).ok())
-        .collect())
-}
-
-async fn existing_campaigns(tx: &mut Tx, records: &[Record]) -> Result<HashSet<i64>, StoreError> {
-    const OP: &str = "find campaigns";
-    let ids: Vec<i64> = plan::campaign_ids(records).into_iter().collect();
-    let rows: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM campaigns WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json_rows(&ids, OP)?)
-            .fetch_all(&mut **tx)
+    /// `sql`'s rows, its one parameter being `keys` as a JSON array.
+    async fn fetch<K, R>(
+        &mut self,
+        sql: &'static str,
+        keys: &[K],
+        operation: &'static str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        K: serde::Serialize + Sync,
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        sqlx::query_as(sql)
+            .bind(json_rows(keys, operation)?)
+            .fetch_all(&mut *self.0)
             .await
-            .map_err(err(OP))?;
-    Ok(rows.into_iter().collect())
-}
-
-async fn ensure_members(tx: &mut Tx, uids: &[&str], now: &str) -> Result<Members, StoreError> {
-    const OP: &str = "create members";
-    if uids.is_empty() {
-        return Ok(Members::new());
+            .map_err(err(operation))
     }
-    let uids = json_rows(&uids, OP)?;
-    // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
-    sqlx::query(
-        "INSERT INTO members (line_uid, line_display_name, created_at, updated_at) \
-         SELECT value, NULL, ?2, ?2 FROM json_each(?1) WHERE true \
-         ON CONFLICT (line_uid) DO NOTHING",
-    )
-    .bind(&uids)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(err(OP))?;
-    let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, line_uid, line_display_name FROM members \
-         WHERE line_uid IN (SELECT value FROM json_each(?))",
-    )
-    .bind(&uids)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(err("read members"))?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, uid, display_name)| (uid, Member { id, display_name }))
-        .collect())
 }
 
-async fn bump_campaigns(
-    tx: &mut Tx,
-    increments: &BTreeMap<i64, i64>,
-    now: &str,
-) -> Result<(), StoreError> {
-    const OP: &str = "count campaign clicks";
-    if increments.is_empty() {
-        return Ok(());
+impl BatchTx for SqliteBatch {
+    async fn recorded_click_ids(&mut self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = self
+            .fetch(
+                "SELECT click_id FROM component_interaction_logs \
+                     WHERE click_id IN (SELECT value FROM json_each(?1)) \
+                 UNION ALL \
+                 SELECT click_id FROM track_rejects \
+                     WHERE click_id IN (SELECT value FROM json_each(?1))",
+                ids,
+                "find recorded clicks",
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
-    let rows: Vec<(i64, i64)> = increments.iter().map(|(id, n)| (*id, *n)).collect();
-    // COALESCE: the old schema's clicked_count is nullable.
-    sqlx::query(
-        "UPDATE campaigns SET clicked_count = COALESCE(campaigns.clicked_count, 0) + d.n, \
-             updated_at = ?2 \
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?1)) AS d \
-         WHERE campaigns.id = d.id",
-    )
-    .bind(json_rows(&rows, OP)?)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(err(OP))?;
-    Ok(())
-}
 
-async fn insert_messages(
-    tx: &mut Tx,
-    clicks: &[&Click],
-    members: &Members,
-) -> Result<(), StoreError> {
-    const OP: &str = "insert messages";
-    let rows: Vec<(i64, String, i64, String)> = clicks
-        .iter()
-        .filter_map(|c| {
-            let member_id = &members.get(c.uid.as_deref()?)?.id;
-            Some((
-                *member_id,
-                message_content(c),
-                c.campaign_id,
-                db_time(c.received_at),
-            ))
-        })
-        .collect();
-    execute_with_rows(
-        tx,
-        "INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at) \
-         SELECT value ->> 0, 'incoming', 'text', value ->> 1, value ->> 2, value ->> 3 \
-         FROM json_each(?)",
-        &rows,
-        OP,
-    )
-    .await
-}
-
-/// Upsert every summary of the batch; returns the number of tags left out for lack of room.
-async fn upsert_summaries(
-    tx: &mut Tx,
-    plan: &BatchPlan<'_>,
-    members: &Members,
-    now: &str,
-) -> Result<usize, StoreError> {
-    const OP: &str = "upsert summaries";
-    if plan.summaries.is_empty() {
-        return Ok(0);
+    async fn existing_campaigns(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(i64,)> = self
+            .fetch(
+                "SELECT id FROM campaigns WHERE id IN (SELECT value FROM json_each(?))",
+                ids,
+                "find campaigns",
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
-    // The write lock is ours (BEGIN IMMEDIATE): the tags read here cannot change before commit.
-    let stored: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-        "SELECT line_id, source_campaign_id, last_click_tag FROM ryan_click_demo \
-         WHERE line_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(json_rows(&plan.member_uids, OP)?)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(err("read summaries"))?;
-    let stored: HashMap<(&str, i64), Option<&str>> = stored
-        .iter()
-        .map(|(uid, src, tags)| ((uid.as_str(), *src), tags.as_deref()))
-        .collect();
 
-    let mut dropped = 0;
-    let rows: Vec<SummaryRow<'_>> = plan
-        .summaries
-        .iter()
-        .map(|(&(uid, src), delta)| {
-            let existing = stored.get(&(uid, src)).copied().flatten();
-            let merged = merge_tags(
-                existing,
-                delta.tags.iter().copied(),
-                LAST_CLICK_TAG_MAX_BYTES,
-            );
-            dropped += merged.dropped;
-            SummaryRow(
-                uid,
-                src,
-                members.get(uid).and_then(|m| m.display_name.as_deref()),
-                delta.clicks,
-                db_time(delta.last_clicked_at),
-                merged.value,
-            )
-        })
-        .collect();
+    async fn bump_campaigns(
+        &mut self,
+        increments: &[CampaignIncrement],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        // COALESCE: the old schema's clicked_count is nullable.
+        self.execute(
+            "UPDATE campaigns SET clicked_count = COALESCE(campaigns.clicked_count, 0) + d.n, \
+                 updated_at = ?2 \
+             FROM (SELECT value ->> 'id' AS id, value ->> 'clicks' AS n FROM json_each(?1)) AS d \
+             WHERE campaigns.id = d.id",
+            increments,
+            Some(now),
+            "count campaign clicks",
+        )
+        .await
+    }
 
-    sqlx::query(
-        "INSERT INTO ryan_click_demo (line_id, source_campaign_id, line_display_name, \
-             total_clicks, last_clicked_at, last_click_tag, created_at, updated_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, ?2, ?2 \
-         FROM json_each(?1) WHERE true \
-         ON CONFLICT (line_id, source_campaign_id) DO UPDATE SET \
-             total_clicks = ryan_click_demo.total_clicks + excluded.total_clicks, \
-             line_display_name = COALESCE(excluded.line_display_name, ryan_click_demo.line_display_name), \
-             last_clicked_at = CASE WHEN ryan_click_demo.last_clicked_at IS NULL \
-                 OR excluded.last_clicked_at > ryan_click_demo.last_clicked_at \
-                 THEN excluded.last_clicked_at ELSE ryan_click_demo.last_clicked_at END, \
-             last_click_tag = excluded.last_click_tag, \
-             updated_at = excluded.updated_at",
-    )
-    .bind(json_rows(&rows, OP)?)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(err(OP))?;
-    Ok(dropped)
-}
+    async fn ensure_members(
+        &mut self,
+        uids: &[&str],
+        now: &str,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
+        self.execute(
+            "INSERT INTO members (line_uid, line_display_name, created_at, updated_at) \
+             SELECT value, NULL, ?2, ?2 FROM json_each(?1) WHERE true \
+             ON CONFLICT (line_uid) DO NOTHING",
+            uids,
+            Some(now),
+            "create members",
+        )
+        .await?;
+        self.fetch(
+            "SELECT id, line_uid, line_display_name FROM members \
+             WHERE line_uid IN (SELECT value FROM json_each(?))",
+            uids,
+            "read members",
+        )
+        .await
+    }
 
-/// (line_id, source_campaign_id, line_display_name, clicks, last_clicked_at, last_click_tag)
-#[derive(serde::Serialize)]
-struct SummaryRow<'a>(&'a str, i64, Option<&'a str>, i64, String, Option<String>);
+    async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at) \
+             SELECT value ->> 'member_id', 'incoming', 'text', value ->> 'content', \
+                 value ->> 'campaign_id', value ->> 'created_at' \
+             FROM json_each(?)",
+            rows,
+            None,
+            "insert messages",
+        )
+        .await
+    }
 
-async fn insert_interaction_logs(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
-    const OP: &str = "insert interaction logs";
-    let rows: Vec<_> = clicks
-        .iter()
-        .map(|c| {
-            (
-                c.uid.as_deref().unwrap_or(""),
-                c.campaign_id,
-                c.interaction_type.as_str(),
-                c.target.as_str(),
-                db_time(c.received_at),
-                c.user_agent.as_deref(),
-                c.click_id.to_string(),
-            )
-        })
-        .collect();
-    execute_with_rows(
-        tx,
-        "INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, \
-             interaction_value, triggered_at, user_agent, click_id) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
-         FROM json_each(?)",
-        &rows,
-        OP,
-    )
-    .await
-}
+    async fn upsert_summary_counts(
+        &mut self,
+        rows: &[SummaryCountRow<'_>],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO ryan_click_demo (line_id, source_campaign_id, line_display_name, \
+                 total_clicks, last_clicked_at, created_at, updated_at) \
+             SELECT value ->> 'line_id', value ->> 'source_campaign_id', \
+                 value ->> 'line_display_name', value ->> 'total_clicks', \
+                 value ->> 'last_clicked_at', ?2, ?2 \
+             FROM json_each(?1) WHERE true \
+             ON CONFLICT (line_id, source_campaign_id) DO UPDATE SET \
+                 total_clicks = ryan_click_demo.total_clicks + excluded.total_clicks, \
+                 line_display_name = COALESCE(excluded.line_display_name, ryan_click_demo.line_display_name), \
+                 last_clicked_at = CASE WHEN ryan_click_demo.last_clicked_at IS NULL \
+                     OR excluded.last_clicked_at > ryan_click_demo.last_clicked_at \
+                     THEN excluded.last_clicked_at ELSE ryan_click_demo.last_clicked_at END, \
+                 updated_at = excluded.updated_at",
+            rows,
+            Some(now),
+            "upsert summaries",
+        )
+        .await
+    }
 
-async fn insert_click_tags(tx: &mut Tx, clicks: &[&Click]) -> Result<(), StoreError> {
-    const OP: &str = "insert click tags";
-    let rows: Vec<_> = plan::click_tags(clicks)
-        .map(|(c, tag)| {
-            (
-                c.click_id.to_string(),
-                c.campaign_id,
-                tag,
-                db_time(c.received_at),
-            )
-        })
-        .collect();
-    execute_with_rows(
-        tx,
-        "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
-        &rows,
-        OP,
-    )
-    .await
-}
+    async fn summary_tags(&mut self, uids: &[&str]) -> Result<Vec<StoredTags>, StoreError> {
+        self.fetch(
+            "SELECT line_id, source_campaign_id, last_click_tag FROM ryan_click_demo \
+             WHERE line_id IN (SELECT value FROM json_each(?))",
+            uids,
+            "read summary tags",
+        )
+        .await
+    }
 
-async fn insert_rejects<'r>(
-    tx: &mut Tx,
-    rejects: impl Iterator<Item = &'r Reject>,
-) -> Result<(), StoreError> {
-    const OP: &str = "insert rejects";
-    let rows: Vec<_> = rejects
-        .map(|r| {
-            (
-                r.click_id.to_string(),
-                db_time(r.received_at),
-                r.reason.as_str(),
-                r.detail.as_deref(),
-                r.query.as_str(),
-                r.user_agent.as_deref(),
-            )
-        })
-        .collect();
-    execute_with_rows(
-        tx,
-        "INSERT INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-         FROM json_each(?) WHERE true \
-         ON CONFLICT (click_id) DO NOTHING",
-        &rows,
-        OP,
-    )
-    .await
+    async fn write_summary_tags(
+        &mut self,
+        rows: &[SummaryTagRow<'_>],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE ryan_click_demo SET last_click_tag = d.tags, updated_at = ?2 \
+             FROM (SELECT value ->> 'line_id' AS uid, value ->> 'source_campaign_id' AS src, \
+                       value ->> 'last_click_tag' AS tags FROM json_each(?1)) AS d \
+             WHERE ryan_click_demo.line_id = d.uid AND ryan_click_demo.source_campaign_id = d.src",
+            rows,
+            Some(now),
+            "write summary tags",
+        )
+        .await
+    }
+
+    async fn insert_interaction_logs(
+        &mut self,
+        rows: &[InteractionLogRow<'_>],
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, \
+                 interaction_value, triggered_at, user_agent, click_id) \
+             SELECT value ->> 'line_id', value ->> 'campaign_id', value ->> 'interaction_type', \
+                 value ->> 'interaction_value', value ->> 'triggered_at', \
+                 value ->> 'user_agent', value ->> 'click_id' \
+             FROM json_each(?)",
+            rows,
+            None,
+            "insert interaction logs",
+        )
+        .await
+    }
+
+    async fn insert_click_tags(&mut self, rows: &[ClickTagRow<'_>]) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at) \
+             SELECT value ->> 'click_id', value ->> 'campaign_id', value ->> 'tag', \
+                 value ->> 'triggered_at' \
+             FROM json_each(?)",
+            rows,
+            None,
+            "insert click tags",
+        )
+        .await
+    }
+
+    async fn insert_rejects(&mut self, rows: &[RejectRow<'_>]) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent) \
+             SELECT value ->> 'click_id', value ->> 'received_at', value ->> 'reason', \
+                 value ->> 'detail', value ->> 'query_string', value ->> 'user_agent' \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (click_id) DO NOTHING",
+            rows,
+            None,
+            "insert rejects",
+        )
+        .await
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(err("commit"))
+    }
 }
