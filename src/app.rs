@@ -18,11 +18,11 @@ use crate::config::{ConfigError, Settings};
 use crate::dedup::Dedup;
 use crate::http::api::ApiState;
 use crate::http::{self, AppState, LinkChecks};
-use crate::journal::{Journal, LocalJournal, NatsJournal, StoreIdentity};
+use crate::journal::{Journal, JournalFailed, LocalJournal, NatsJournal, StoreIdentity};
 use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
 use crate::stats::StatsReader;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{Exporter, Sampler, metrics};
+use crate::telemetry::{Event, Exporter, Sampler, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -257,8 +257,13 @@ async fn open_journal(journal: &Journal) -> Result<bool, AppError> {
         }
         Err(e) if e.is_misconfiguration() => Err(AppError::Journal(e)),
         Err(e) => {
-            tracing::error!(operation = "spool", error = %e, kind = e.kind(), "cannot open the journal");
-            metrics::error("spool", e.kind());
+            JournalFailed {
+                error: &e,
+                what: "cannot open the journal",
+                already_logged: false,
+                appending: None,
+            }
+            .emit();
             Ok(false)
         }
     }
@@ -299,9 +304,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Resolves on SIGTERM or SIGINT, naming it.
 async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(operation = "signal", error = %e, "cannot listen for SIGINT");
-            metrics::error("signal", "unavailable");
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            SignalUnavailable {
+                signal: "SIGINT",
+                error,
+            }
+            .emit();
             std::future::pending::<()>().await;
         }
     };
@@ -311,9 +319,12 @@ async fn shutdown_signal() -> &'static str {
             Ok(mut s) => {
                 s.recv().await;
             }
-            Err(e) => {
-                tracing::error!(operation = "signal", error = %e, "cannot listen for SIGTERM");
-                metrics::error("signal", "unavailable");
+            Err(error) => {
+                SignalUnavailable {
+                    signal: "SIGTERM",
+                    error,
+                }
+                .emit();
                 std::future::pending::<()>().await;
             }
         }
@@ -323,5 +334,18 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         () = ctrl_c => "SIGINT",
         () = term => "SIGTERM",
+    }
+}
+
+/// A shutdown signal that cannot be listened for: the process then stops only by SIGKILL.
+struct SignalUnavailable {
+    signal: &'static str,
+    error: std::io::Error,
+}
+
+impl Event for SignalUnavailable {
+    fn emit(self) {
+        tracing::error!(operation = "signal", error = %self.error, "cannot listen for {}", self.signal);
+        metrics::error("signal", "unavailable");
     }
 }

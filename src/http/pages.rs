@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 
 use crate::domain::TargetError;
 use crate::domain::signature::SignatureError;
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// 302 to a checked target; never cached (a cached redirect is a lost click).
 pub fn redirect(location: HeaderValue) -> Response<Body> {
@@ -98,11 +98,23 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    tracing::error!(operation = "http", error = detail, "handler panicked");
-    metrics::error("http", "panic");
+    Panicked { detail }.emit();
     page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong",
         "The service could not handle this request",
     )
+}
+
+/// A panic while handling a request: a bug, so one error line and
+/// `track_errors_total{operation="http",error_type="panic"}`.
+pub struct Panicked<'a> {
+    pub detail: &'a str,
+}
+
+impl Event for Panicked<'_> {
+    fn emit(self) {
+        tracing::error!(operation = "http", error = self.detail, "handler panicked");
+        metrics::error("http", "panic");
+    }
 }

@@ -32,7 +32,7 @@ use crate::domain::{Record, Target, TargetError};
 use crate::pipeline::{ClickQueue, Submission};
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, NO_TYPE, status};
-use crate::telemetry::short_uid;
+use crate::telemetry::{Event, short_uid};
 
 /// Longest query string taken: a link of ours is well under this (the target alone is at
 /// most 2 KiB), so anything longer is answered 414 before it is parsed.
@@ -130,8 +130,10 @@ pub async fn track(
         tokio::spawn(submit_and_count(state.queue.clone(), record, started).in_current_span());
     if recording.await.is_err() {
         // Only a panic inside `submit_and_count` ends up here; it is a bug, so make it loud.
-        tracing::error!(operation = "http", "recording task failed");
-        metrics::error("http", "panic");
+        pages::Panicked {
+            detail: "recording task failed",
+        }
+        .emit();
     }
     pages::redirect(location)
 }
@@ -178,27 +180,51 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
         // Journal and store both failed; logged and counted where they failed.
         Submission::Failed => status::NOT_DURABLE,
         Submission::TimedOut => {
-            tracing::error!(
-                operation = "ack",
+            NotAcknowledged {
                 campaign_id,
-                uid,
-                error = "no acknowledgement within --ack-timeout-ms",
-                "click not acknowledged in time; redirecting anyway"
-            );
-            metrics::error("ack", "timeout");
+                uid: &uid,
+                error_type: "timeout",
+                error: "no acknowledgement within --ack-timeout-ms",
+                message: "click not acknowledged in time; redirecting anyway",
+            }
+            .emit();
             status::NOT_DURABLE
         }
         Submission::Closed => {
-            tracing::error!(
-                operation = "ack",
+            NotAcknowledged {
                 campaign_id,
-                uid,
-                error = "appender stopped",
-                "appender stopped before the click was made durable"
-            );
-            metrics::error("ack", "closed");
+                uid: &uid,
+                error_type: "closed",
+                error: "appender stopped",
+                message: "appender stopped before the click was made durable",
+            }
+            .emit();
             status::NOT_DURABLE
         }
     };
     metrics::request(interaction_type, outcome, started.elapsed());
+}
+
+/// A click redirected without knowing it is durable (the ack did not come): one error line,
+/// counted in `track_errors_total{operation="ack"}`.
+struct NotAcknowledged<'a> {
+    campaign_id: Option<i64>,
+    uid: &'a str,
+    error_type: &'static str,
+    error: &'static str,
+    message: &'static str,
+}
+
+impl Event for NotAcknowledged<'_> {
+    fn emit(self) {
+        tracing::error!(
+            operation = "ack",
+            campaign_id = self.campaign_id,
+            uid = self.uid,
+            error = self.error,
+            "{}",
+            self.message
+        );
+        metrics::error("ack", self.error_type);
+    }
 }

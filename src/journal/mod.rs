@@ -30,6 +30,7 @@ pub use nats::{NatsJournal, NatsSettings};
 use crate::domain::Record;
 use crate::store::ErrorKind;
 use crate::store::classify::{classify, sqlite_primary_code};
+use crate::telemetry::{Event, metrics};
 
 /// Why records were appended (`track_spooled_total{reason}`, and the `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,4 +262,34 @@ impl Journal {
 /// this database (which differs between databases, so two stores never share one).
 pub fn path_for(given: Option<&Path>, database: &crate::store::DatabaseUrl) -> PathBuf {
     given.map_or_else(|| default_path(database), Path::to_path_buf)
+}
+
+/// A journal operation failed: counted in `track_errors_total{operation="spool"}` every time,
+/// logged unless an earlier failure of the same outage already was.
+pub struct JournalFailed<'a> {
+    pub error: &'a JournalError,
+    /// The log line's message.
+    pub what: &'static str,
+    pub already_logged: bool,
+    /// What it was appending, if anything: how many records, and the first one's id.
+    pub appending: Option<(usize, uuid::Uuid)>,
+}
+
+impl Event for JournalFailed<'_> {
+    fn emit(self) {
+        if !self.already_logged {
+            let clicks = self.appending.map(|(n, _)| n);
+            let first = self.appending.map(|(_, id)| tracing::field::display(id));
+            tracing::error!(
+                operation = "spool",
+                error = %self.error,
+                kind = self.error.kind(),
+                clicks,
+                first_click_id = first,
+                "{}",
+                self.what
+            );
+        }
+        metrics::error("spool", self.error.kind());
+    }
 }

@@ -23,9 +23,9 @@ use super::commit::{Budget, Committer, Fate};
 use super::probe::StoreWatch;
 use super::{Ack, AckMode, ApplyLag, Health, Job};
 use crate::domain::Record;
-use crate::journal::{AppendReason, Journal};
+use crate::journal::{AppendReason, Journal, JournalFailed};
 use crate::store::Seen;
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// With nothing to do for this long, check what is broken so `/readyz` stays truthful.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,17 +58,14 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                if self.health.journal_ok() {
-                    tracing::error!(
-                        operation = "spool",
-                        error = %e,
-                        kind = e.kind(),
-                        clicks = records.clone().into_iter().count(),
-                        first_click_id = %records.into_iter().next().map(Record::click_id).unwrap_or_default(),
-                        "journal append failed"
-                    );
+                let first = records.clone().into_iter().next().map(Record::click_id);
+                JournalFailed {
+                    error: &e,
+                    what: "journal append failed",
+                    already_logged: !self.health.journal_ok(),
+                    appending: Some((records.into_iter().count(), first.unwrap_or_default())),
                 }
-                metrics::error("spool", e.kind());
+                .emit();
                 self.health.set_journal(false);
                 Err(())
             }
@@ -146,7 +143,14 @@ impl Appender {
         if !self.health().journal_ok() {
             match self.shared.journal.reopen().await {
                 Ok(()) => self.health().set_journal(true),
-                Err(e) => metrics::error("spool", e.kind()),
+                // Logged when it failed first.
+                Err(e) => JournalFailed {
+                    error: &e,
+                    what: "cannot reopen the journal",
+                    already_logged: true,
+                    appending: None,
+                }
+                .emit(),
             }
         }
         if self.shared.mode == AckMode::Store {
@@ -199,12 +203,12 @@ impl Appender {
             })
             .collect();
         if unwritten > 0 {
-            tracing::error!(
-                operation = "spool",
-                clicks = unwritten,
-                "journal not writable and store failing: clicks not recorded"
-            );
-            metrics::clicks_not_written(unwritten);
+            ClicksNotRecorded {
+                clicks: unwritten,
+                first_click_id: None,
+                why: "journal not writable and store failing: clicks not recorded",
+            }
+            .emit();
             self.health().set_store(false);
         } else {
             self.health().set_store(true);
@@ -278,13 +282,12 @@ impl Appender {
         {
             Ok(()) => Ack::Spooled,
             Err(()) => {
-                tracing::error!(
-                    operation = "spool",
-                    clicks = records.len(),
-                    first_click_id = %records[0].click_id(),
-                    "store down and journal not writable: clicks not recorded"
-                );
-                metrics::clicks_not_written(records.len());
+                ClicksNotRecorded {
+                    clicks: records.len(),
+                    first_click_id: Some(records[0].click_id()),
+                    why: "store down and journal not writable: clicks not recorded",
+                }
+                .emit();
                 Ack::Failed
             }
         }
@@ -295,5 +298,26 @@ pub(super) fn deliver(waiter: tokio::sync::oneshot::Sender<Ack>, ack: Ack) {
     // An Err means the request stopped waiting (ack timeout): nobody to tell.
     if waiter.send(ack).is_err() {
         metrics::ack_undelivered();
+    }
+}
+
+/// Clicks that neither the journal nor the store took: the one loss clicktrack admits (a 503
+/// was answered), logged and counted in `track_clicks_not_written_total`.
+struct ClicksNotRecorded {
+    clicks: usize,
+    first_click_id: Option<uuid::Uuid>,
+    why: &'static str,
+}
+
+impl Event for ClicksNotRecorded {
+    fn emit(self) {
+        tracing::error!(
+            operation = "spool",
+            clicks = self.clicks,
+            first_click_id = self.first_click_id.map(tracing::field::display),
+            "{}",
+            self.why
+        );
+        metrics::clicks_not_written(self.clicks);
     }
 }

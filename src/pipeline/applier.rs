@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use super::commit::{Budget, Committer, Fate};
 use super::probe::StoreWatch;
 use super::{ApplyLag, Health};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, JournalFailed};
 use crate::store::{ErrorKind, Outcome, Seen, StoreError};
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// With nothing to apply for this long, probe the store so `/readyz` and
 /// `track_store_ready` stay truthful.
@@ -300,17 +300,15 @@ impl Applier {
                 self.track_lag().await;
             }
             Err(e) => {
-                if !self.read_failing {
-                    tracing::error!(
-                        operation = "spool",
-                        error = %e,
-                        kind = e.kind(),
-                        "journal read failed (retried every half second; logged again once it \
-                         has worked)"
-                    );
+                JournalFailed {
+                    error: &e,
+                    what: "journal read failed (retried every half second; logged again once \
+                           it has worked)",
+                    already_logged: self.read_failing,
+                    appending: None,
                 }
+                .emit();
                 self.read_failing = true;
-                metrics::error("spool", e.kind());
                 tokio::time::sleep(JOURNAL_RETRY_INTERVAL).await;
             }
         }

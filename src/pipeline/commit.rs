@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::domain::{Record, RejectReason};
 use crate::store::{BatchResult, ErrorKind, Outcome, Seen, Store, StoreError};
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// Retries of one batch before it is given up.
 const MAX_RETRIES: u32 = 8;
@@ -119,9 +119,13 @@ impl Committer {
                 }
                 Err(e) if e.kind == ErrorKind::Refused => {
                     // One record left, and the database refuses it.
-                    metrics::error("write_batch", e.kind.as_str());
                     let i = range.start;
-                    if self.set_aside(&mut records[i], &e) {
+                    RecordRefused {
+                        record: &records[i],
+                        error: &e,
+                    }
+                    .emit();
+                    if set_aside(&mut records[i], &e) {
                         pending.push(i..i + 1);
                     } else {
                         fates[i] = Fate::Lost;
@@ -131,16 +135,12 @@ impl Committer {
                     // The store is failing: this range and everything still pending stay
                     // unwritten, for the caller to keep in (or append to) the journal.
                     let unwritten = range.len() + pending.iter().map(|r| r.len()).sum::<usize>();
-                    tracing::warn!(
-                        operation = "write_batch",
-                        error = %e,
-                        kind = e.kind.as_str(),
-                        code = e.code.as_deref().unwrap_or(""),
-                        clicks = unwritten,
-                        first_click_id = %records[range.start].click_id(),
-                        "batch not written after retries"
-                    );
-                    metrics::error("write_batch", e.kind.as_str());
+                    BatchNotWritten {
+                        error: &e,
+                        clicks: unwritten,
+                        first: &records[range.start],
+                    }
+                    .emit();
                     failure = Some(e);
                     break;
                 }
@@ -150,39 +150,6 @@ impl Committer {
             records,
             fates,
             failure,
-        }
-    }
-
-    /// Turn a refused click into its reject, to be written again. `false` when the refused
-    /// record already is a reject: then it cannot be recorded at all.
-    fn set_aside(&self, record: &mut Record, e: &StoreError) -> bool {
-        match record {
-            Record::Click(c) => {
-                tracing::warn!(
-                    operation = "write_batch",
-                    click_id = %c.click_id,
-                    campaign_id = c.campaign_id,
-                    uid = %crate::telemetry::short_uid(c.uid.as_deref()),
-                    error = %e,
-                    "click refused by the database: set aside in track_rejects"
-                );
-                let reject = record
-                    .clone()
-                    .into_reject(RejectReason::RefusedByDatabase, Some(e.to_string()));
-                *record = Record::Reject(reject);
-                true
-            }
-            Record::Reject(r) => {
-                tracing::error!(
-                    operation = "write_batch",
-                    click_id = %r.click_id,
-                    reason = r.reason.as_str(),
-                    error = %e,
-                    "reject refused by the database: not recorded"
-                );
-                metrics::clicks_not_written(1);
-                false
-            }
         }
     }
 
@@ -217,12 +184,15 @@ impl Committer {
             } else {
                 unreachable = 0;
             }
-            metrics::error("write_batch", error.kind.as_str());
             retries += 1;
             // The failed attempt may have committed (e.g. connection lost in COMMIT).
             seen = Seen::Maybe;
-            metrics::batch_retry(error.code.as_deref().unwrap_or(error.kind.as_str()));
-            tracing::debug!(error = %error, retries, rows = records.len(), "retrying batch");
+            BatchRetried {
+                error: &error,
+                retries,
+                rows: records.len(),
+            }
+            .emit();
             let pause = backoff(retries);
             if budget.deadline.is_some_and(|d| Instant::now() + pause >= d) {
                 // No time left for another attempt: hand the batch back now.
@@ -285,6 +255,96 @@ fn backoff(retry: u32) -> Duration {
         .min(BACKOFF_CAP);
     let half = exp / 2;
     half + half.mul_f64(fastrand::f64())
+}
+
+/// Turn a refused click into its reject, to be written again. `false` when the refused record
+/// already is a reject: then it cannot be recorded at all.
+fn set_aside(record: &mut Record, e: &StoreError) -> bool {
+    match record {
+        Record::Click(_) => {
+            let reject = record
+                .clone()
+                .into_reject(RejectReason::RefusedByDatabase, Some(e.to_string()));
+            *record = Record::Reject(reject);
+            true
+        }
+        Record::Reject(_) => false,
+    }
+}
+
+/// The database refused one record on its own: a click is set aside in `track_rejects` (a
+/// warning), a reject cannot be recorded at all (an error, and a click not written).
+struct RecordRefused<'a> {
+    record: &'a Record,
+    error: &'a StoreError,
+}
+
+impl Event for RecordRefused<'_> {
+    fn emit(self) {
+        let e = self.error;
+        metrics::error("write_batch", e.kind.as_str());
+        match self.record {
+            Record::Click(c) => tracing::warn!(
+                operation = "write_batch",
+                click_id = %c.click_id,
+                campaign_id = c.campaign_id,
+                uid = %crate::telemetry::short_uid(c.uid.as_deref()),
+                error = %e,
+                "click refused by the database: set aside in track_rejects"
+            ),
+            Record::Reject(r) => {
+                tracing::error!(
+                    operation = "write_batch",
+                    click_id = %r.click_id,
+                    reason = r.reason.as_str(),
+                    error = %e,
+                    "reject refused by the database: not recorded"
+                );
+                metrics::clicks_not_written(1);
+            }
+        }
+    }
+}
+
+/// A batch the store did not take within its retries: its records stay in (or go to) the
+/// journal.
+struct BatchNotWritten<'a> {
+    error: &'a StoreError,
+    clicks: usize,
+    first: &'a Record,
+}
+
+impl Event for BatchNotWritten<'_> {
+    fn emit(self) {
+        let e = self.error;
+        tracing::warn!(
+            operation = "write_batch",
+            error = %e,
+            kind = e.kind.as_str(),
+            code = e.code.as_deref().unwrap_or(""),
+            clicks = self.clicks,
+            first_click_id = %self.first.click_id(),
+            "batch not written after retries"
+        );
+        metrics::error("write_batch", e.kind.as_str());
+    }
+}
+
+/// A failed attempt about to be retried: counted by kind and by code, logged at debug only
+/// (a deadlock now and then is normal on MySQL).
+struct BatchRetried<'a> {
+    error: &'a StoreError,
+    retries: u32,
+    rows: usize,
+}
+
+impl Event for BatchRetried<'_> {
+    fn emit(self) {
+        let e = self.error;
+        metrics::error("write_batch", e.kind.as_str());
+        metrics::batch_retry(e.code.as_deref().unwrap_or(e.kind.as_str()));
+        tracing::debug!(error = %e, retries = self.retries, rows = self.rows, "retrying batch");
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::Health;
 use super::commit::Committer;
-use crate::telemetry::metrics;
+use crate::store::StoreError;
+use crate::telemetry::{Event, metrics};
 
 /// While the store is down, how often it is probed again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -57,8 +58,13 @@ impl StoreWatch {
                 self.retry_at = Instant::now() + RETRY_INTERVAL;
                 true
             }
-            Err(e) => {
-                metrics::error("probe", e.kind.as_str());
+            Err(error) => {
+                // Logged when the store went down.
+                ProbeFailed {
+                    error: &error,
+                    already_logged: true,
+                }
+                .emit();
                 self.down(health);
                 false
             }
@@ -80,13 +86,30 @@ impl StoreWatch {
             // Asked after the probe: a batch may have failed and gone to the journal meanwhile.
             Ok(()) if nothing_waits() => health.set_store(true),
             Ok(()) => {}
-            Err(e) => {
-                if health.store_ok() {
-                    tracing::error!(operation = "probe", error = %e, kind = e.kind.as_str(), "store probe failed");
+            Err(error) => {
+                ProbeFailed {
+                    error: &error,
+                    already_logged: !health.store_ok(),
                 }
-                metrics::error("probe", e.kind.as_str());
+                .emit();
                 self.down(health);
             }
         }
+    }
+}
+
+/// A store probe failed: counted every time, logged unless the store was already down.
+struct ProbeFailed<'a> {
+    error: &'a StoreError,
+    already_logged: bool,
+}
+
+impl Event for ProbeFailed<'_> {
+    fn emit(self) {
+        let kind = self.error.kind.as_str();
+        if !self.already_logged {
+            tracing::error!(operation = "probe", error = %self.error, kind, "store probe failed");
+        }
+        metrics::error("probe", kind);
     }
 }

@@ -21,16 +21,18 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks in flight between the query and the client.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// One click row, in `sql::CLICK_COLUMNS` order.
-type ClickRow = (
-    Option<String>,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// One click as `sql.clicks` reads it: the CSV's columns (`sql::CLICK_COLUMNS`).
+#[derive(sqlx::FromRow)]
+struct ExportRow {
+    /// `None` for clicks the Flask app recorded.
+    click_id: Option<String>,
+    clicked_at: String,
+    line_id: String,
+    interaction_type: String,
+    target: Option<String>,
+    tags: Option<String>,
+    user_agent: Option<String>,
+}
 
 /// Start exporting the clicks of `[from, to)`; the receiver yields the CSV in chunks, then ends, or yields one error (the
 /// rows so far were sent: the download is cut short, never silently complete). `on_error`
@@ -45,14 +47,16 @@ pub fn clicks_csv(
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = reader.clone();
     let (from, to) = (db_time(from), db_time(to));
-    tokio::spawn(async move {
+    // In the caller's span: an error's log line names the request it cut short.
+    let export = async move {
         let result = stream_rows(&reader, campaign_id, &from, &to, &tx).await;
         if let Err(e) = result {
             on_error(&e);
             // The client may be gone already; then nobody is left to tell.
             let _gone = tx.send(Err(e)).await;
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::in_current_span(export));
     rx
 }
 
@@ -67,7 +71,7 @@ async fn stream_rows(
     let header: Vec<&str> = CLICK_COLUMNS.to_vec();
     write_record(&mut buf, &header);
     on_pool!(reader, pool, sql => {
-        let mut rows = sqlx::query_as::<_, ClickRow>(sql.clicks)
+        let mut rows = sqlx::query_as::<_, ExportRow>(sql.clicks)
             .bind(campaign_id)
             .bind(from)
             .bind(to)
@@ -76,22 +80,19 @@ async fn stream_rows(
             let row = tokio::time::timeout(super::QUERY_TIMEOUT, rows.try_next())
                 .await
                 .map_err(|_| StatsError::TimedOut { operation: "read clicks for export" })?;
-            let Some((click_id, at, line_id, kind, target, tags, user_agent)) =
-                row.map_err(super::store_err("read clicks for export"))?
-            else {
+            let Some(row) = row.map_err(super::store_err("read clicks for export"))? else {
                 break;
             };
-            let at = api_time(&at);
             write_record(
                 &mut buf,
                 &[
-                    click_id.as_deref().unwrap_or(""),
-                    &at,
-                    &line_id,
-                    &kind,
-                    target.as_deref().unwrap_or(""),
-                    tags.as_deref().unwrap_or(""),
-                    user_agent.as_deref().unwrap_or(""),
+                    row.click_id.as_deref().unwrap_or(""),
+                    &api_time(&row.clicked_at),
+                    &row.line_id,
+                    &row.interaction_type,
+                    row.target.as_deref().unwrap_or(""),
+                    row.tags.as_deref().unwrap_or(""),
+                    row.user_agent.as_deref().unwrap_or(""),
                 ],
             );
             if buf.len() >= CHUNK_BYTES {

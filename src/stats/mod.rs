@@ -25,6 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use crate::domain::InteractionType;
 use crate::store::classify::classify;
 use crate::store::{DatabaseUrl, ErrorKind};
+use crate::telemetry::{Event, metrics};
 use window::{Window, api_time, rfc3339};
 
 /// Connections of the read pool: one request's four queries run side by side.
@@ -412,17 +413,7 @@ impl StatsReader {
     /// A member's newest `limit` clicks across campaigns, with their tags, and the member's
     /// summaries. `UnknownMember` when the uid has neither clicks nor a members row.
     pub async fn member_clicks(&self, uid: &str, limit: i64) -> Result<MemberClicks, StatsError> {
-        type ClickRow = (
-            Option<String>,
-            String,
-            i64,
-            Option<String>,
-            String,
-            Option<String>,
-            Option<String>,
-        );
-        type SummaryRow = (i64, i64, Option<String>, Option<String>);
-        let (clicks, summaries, display_name): (Vec<ClickRow>, Vec<SummaryRow>, _) = on_pool!(self, pool, sql => {
+        let (clicks, summaries, display_name): (Vec<MemberClickRow>, Vec<SummaryRow>, _) = on_pool!(self, pool, sql => {
             tokio::try_join!(
                 timed(
                     "read member clicks",
@@ -448,27 +439,61 @@ impl StatsReader {
             display_name: display_name.flatten(),
             clicks: clicks
                 .into_iter()
-                .map(
-                    |(click_id, at, campaign_id, campaign_name, kind, target, tags)| MemberClick {
-                        click_id,
-                        clicked_at: api_time(&at),
-                        campaign_id,
-                        campaign_name,
-                        interaction_type: kind,
-                        target,
-                        tags: split_tags(tags),
-                    },
-                )
+                .map(|row| MemberClick {
+                    click_id: row.click_id,
+                    clicked_at: api_time(&row.clicked_at),
+                    campaign_id: row.campaign_id,
+                    campaign_name: row.campaign_name,
+                    interaction_type: row.interaction_type,
+                    target: row.target,
+                    tags: split_tags(row.tags),
+                })
                 .collect(),
             summaries: summaries
                 .into_iter()
-                .map(|(src, total_clicks, last, tags)| MemberSummary {
-                    source_campaign_id: src,
-                    total_clicks,
-                    last_clicked_at: last.as_deref().map(api_time),
-                    tags: split_tags(tags),
+                .map(|row| MemberSummary {
+                    source_campaign_id: row.source_campaign_id,
+                    total_clicks: row.total_clicks,
+                    last_clicked_at: row.last_clicked_at.as_deref().map(api_time),
+                    tags: split_tags(row.tags),
                 })
                 .collect(),
         })
+    }
+}
+
+/// One of a member's clicks as `sql.member_clicks` reads it.
+#[derive(sqlx::FromRow)]
+struct MemberClickRow {
+    /// `None` for clicks the Flask app recorded.
+    click_id: Option<String>,
+    clicked_at: String,
+    campaign_id: i64,
+    campaign_name: Option<String>,
+    interaction_type: String,
+    target: Option<String>,
+    tags: Option<String>,
+}
+
+/// One of a member's `ryan_click_demo` rows as `sql.member_summaries` reads it.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    source_campaign_id: i64,
+    total_clicks: i64,
+    last_clicked_at: Option<String>,
+    tags: Option<String>,
+}
+
+/// A report the store could not give: one error line (in the request's span), counted in
+/// `track_errors_total{operation="stats"}`.
+pub struct StatsFailed<'a> {
+    pub error: &'a StatsError,
+}
+
+impl Event for StatsFailed<'_> {
+    fn emit(self) {
+        let error_type = self.error.error_type().unwrap_or("other");
+        tracing::error!(operation = "stats", error_type, error = %self.error, "stats query failed");
+        metrics::error("stats", error_type);
     }
 }

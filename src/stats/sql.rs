@@ -32,14 +32,12 @@ pub struct Dialect {
     /// (uid, display name) of up to ten members, in one statement: `?` ×10, the list padded
     /// with its last uid.
     pub display_names: &'static str,
-    /// A member's clicks, newest first: click_id, at, campaign_id, campaign name, type,
-    /// target, tags. Binds (uid, limit).
+    /// A member's clicks, newest first, as `MemberClickRow`. Binds (uid, limit).
     pub member_clicks: &'static str,
-    /// A member's summaries (`ryan_click_demo`): source_campaign_id, total_clicks,
-    /// last_clicked_at, last_click_tag.
+    /// A member's summaries (`ryan_click_demo`), as `SummaryRow`.
     pub member_summaries: &'static str,
-    /// Every click of the range in time order for the CSV export: click_id, at, line_id,
-    /// type, target, tags, user_agent.
+    /// Every click of the range in time order for the CSV export, as `ExportRow` (columns
+    /// named as in `CLICK_COLUMNS`).
     pub clicks: &'static str,
 }
 
@@ -112,22 +110,24 @@ pub const SQLITE: Dialect = Dialect {
     tags: TAGS,
     display_name: DISPLAY_NAME,
     display_names: DISPLAY_NAMES,
-    member_clicks: "SELECT l.click_id, l.triggered_at, l.campaign_id, c.name, \
-            l.interaction_type, l.interaction_value, \
+    member_clicks: "SELECT l.click_id, l.triggered_at AS clicked_at, l.campaign_id, \
+            c.name AS campaign_name, l.interaction_type, l.interaction_value AS target, \
             (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
-             WHERE t.click_id = l.click_id) \
+             WHERE t.click_id = l.click_id) AS tags \
         FROM component_interaction_logs l LEFT JOIN campaigns c ON c.id = l.campaign_id \
         WHERE l.line_id = ? ORDER BY l.triggered_at DESC, l.id DESC LIMIT ?",
-    member_summaries: "SELECT source_campaign_id, total_clicks, last_clicked_at, last_click_tag \
+    member_summaries: "SELECT source_campaign_id, total_clicks, last_clicked_at, \
+            last_click_tag AS tags \
         FROM ryan_click_demo WHERE line_id = ? ORDER BY source_campaign_id",
     // Arrival order: by time (the index's own order, so rows stream), and within one second
     // by click_id (uuid v7, time-ordered; the index would order those by type). SQLite sorts
     // only each second's rows ("last 2 terms of ORDER BY"). Flask-era rows have no click_id:
     // their id keeps them in insertion order.
     clicks: range_query!(
-        "SELECT click_id, triggered_at, line_id, interaction_type, interaction_value, \
+        "SELECT click_id, triggered_at AS clicked_at, line_id, interaction_type, \
+            interaction_value AS target, \
             (SELECT group_concat(t.tag, ',') FROM track_click_tags t \
-             WHERE t.click_id = component_interaction_logs.click_id), user_agent",
+             WHERE t.click_id = component_interaction_logs.click_id) AS tags, user_agent",
         " ORDER BY triggered_at, click_id, id"
     ),
 };
@@ -165,22 +165,27 @@ pub const MYSQL: Dialect = Dialect {
     tags: TAGS,
     display_name: DISPLAY_NAME,
     display_names: DISPLAY_NAMES,
-    member_clicks: "SELECT l.click_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s'), \
-            CAST(l.campaign_id AS SIGNED), c.name, CAST(l.interaction_type AS CHAR), \
-            l.interaction_value, \
+    member_clicks: "SELECT l.click_id, \
+            DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s') AS clicked_at, \
+            CAST(l.campaign_id AS SIGNED) AS campaign_id, c.name AS campaign_name, \
+            CAST(l.interaction_type AS CHAR) AS interaction_type, l.interaction_value AS target, \
             (SELECT GROUP_CONCAT(t.tag ORDER BY t.tag SEPARATOR ',') FROM track_click_tags t \
              WHERE t.click_id = CONVERT(l.click_id USING utf8mb4) COLLATE utf8mb4_unicode_ci) \
+                AS tags \
         FROM component_interaction_logs l LEFT JOIN campaigns c ON c.id = l.campaign_id \
         WHERE l.line_id = ? ORDER BY l.triggered_at DESC, l.id DESC LIMIT ?",
-    member_summaries: "SELECT CAST(source_campaign_id AS SIGNED), CAST(total_clicks AS SIGNED), \
-            DATE_FORMAT(last_clicked_at, '%Y-%m-%d %H:%i:%s'), last_click_tag \
+    member_summaries: "SELECT CAST(source_campaign_id AS SIGNED) AS source_campaign_id, \
+            CAST(total_clicks AS SIGNED) AS total_clicks, \
+            DATE_FORMAT(last_clicked_at, '%Y-%m-%d %H:%i:%s') AS last_clicked_at, \
+            last_click_tag AS tags \
         FROM ryan_click_demo WHERE line_id = ? ORDER BY source_campaign_id",
     clicks: range_query!(
-        "SELECT click_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:%i:%s'), line_id, \
-            CAST(interaction_type AS CHAR), interaction_value, \
+        "SELECT click_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:%i:%s') AS clicked_at, \
+            line_id, CAST(interaction_type AS CHAR) AS interaction_type, \
+            interaction_value AS target, \
             (SELECT GROUP_CONCAT(t.tag ORDER BY t.tag SEPARATOR ',') FROM track_click_tags t \
              WHERE t.click_id = CONVERT(component_interaction_logs.click_id USING utf8mb4) \
-                 COLLATE utf8mb4_unicode_ci), user_agent",
+                 COLLATE utf8mb4_unicode_ci) AS tags, user_agent",
         " ORDER BY triggered_at, click_id, id"
     ),
 };

@@ -13,6 +13,13 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// Something an operator must be able to see. `emit` writes its log line and changes its
+/// metric together, so the two cannot drift apart. Each event is a struct defined next to the
+/// code that raises it (as vector's internal events are); this module knows none of them.
+pub trait Event {
+    fn emit(self);
+}
+
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

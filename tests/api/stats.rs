@@ -467,5 +467,5 @@ async fn store_failures_are_503_logged_once_and_counted() {
         .filter(|l| l["operation"] == "stats")
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["endpoint"], "campaigns");
+    assert_eq!(lines[0]["span"]["path"], "/api/campaigns", "{lines:?}");
 }

@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 
 use super::{ApiError, ApiState};
 use crate::stats::window::{Window, parse_range};
-use crate::stats::{StatsError, export};
-use crate::telemetry::metrics;
+use crate::stats::{StatsError, StatsFailed, export};
+use crate::telemetry::Event;
 
 /// `?from=&to=&bucket=`; unknown parameters are refused, so a typo is not silently ignored.
 #[derive(Debug, Deserialize)]
@@ -49,7 +49,7 @@ const DEFAULT_MEMBER_CLICKS: i64 = 100;
 const MAX_MEMBER_CLICKS: i64 = 1_000;
 
 pub async fn campaigns(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let campaigns = state.stats.campaigns().await.map_err(failed("campaigns"))?;
+    let campaigns = state.stats.campaigns().await?;
     Ok(Json(serde_json::json!({ "campaigns": campaigns })).into_response())
 }
 
@@ -67,11 +67,7 @@ pub async fn campaign_stats(
         OffsetDateTime::now_utc(),
     )
     .map_err(ApiError::BadRequest)?;
-    let stats = state
-        .stats
-        .campaign_stats(id, &window)
-        .await
-        .map_err(failed("campaign_stats"))?;
+    let stats = state.stats.campaign_stats(id, &window).await?;
     Ok(Json(stats).into_response())
 }
 
@@ -89,13 +85,9 @@ pub async fn clicks_csv(
     )
     .map_err(ApiError::BadRequest)?;
     // 404 before the 200 starts: once rows stream, the status is sent.
-    state
-        .stats
-        .campaign(id)
-        .await
-        .map_err(failed("clicks_csv"))?;
-    let chunks = export::clicks_csv(&state.stats, id, from, to, |e| {
-        record_failure("clicks_csv", e);
+    state.stats.campaign(id).await?;
+    let chunks = export::clicks_csv(&state.stats, id, from, to, |error| {
+        StatsFailed { error }.emit();
     });
     let body = Body::from_stream(futures_util::stream::unfold(chunks, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
@@ -130,11 +122,7 @@ pub async fn member_clicks(
             "limit must be between 1 and {MAX_MEMBER_CLICKS}"
         )));
     }
-    let member = state
-        .stats
-        .member_clicks(&uid, limit)
-        .await
-        .map_err(failed("member_clicks"))?;
+    let member = state.stats.member_clicks(&uid, limit).await?;
     Ok(Json(member).into_response())
 }
 
@@ -143,22 +131,18 @@ fn campaign_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
     Ok(id)
 }
 
-/// Map a stats error to its answer: unknown ids are 404, anything else is logged once,
-/// counted and answered 503.
-fn failed(endpoint: &'static str) -> impl FnOnce(StatsError) -> ApiError {
-    move |e| match e {
-        StatsError::UnknownCampaign(_) | StatsError::UnknownMember(_) => {
-            ApiError::NotFound(e.to_string())
-        }
-        _ => {
-            record_failure(endpoint, &e);
-            ApiError::Unavailable(format!("the store did not answer: {e}"))
+/// A stats error's answer: unknown ids are 404, anything else is logged once (the request's
+/// span names the path), counted and answered 503.
+impl From<StatsError> for ApiError {
+    fn from(error: StatsError) -> ApiError {
+        match error {
+            StatsError::UnknownCampaign(_) | StatsError::UnknownMember(_) => {
+                ApiError::NotFound(error.to_string())
+            }
+            _ => {
+                StatsFailed { error: &error }.emit();
+                ApiError::Unavailable(format!("the store did not answer: {error}"))
+            }
         }
     }
-}
-
-fn record_failure(endpoint: &'static str, e: &StatsError) {
-    let error_type = e.error_type().unwrap_or("other");
-    tracing::error!(operation = "stats", endpoint, error_type, error = %e, "stats query failed");
-    metrics::error("stats", error_type);
 }
