@@ -94,16 +94,19 @@ pub async fn start(
 
 impl ApplierThread {
     /// Run `applier` on the thread; resolves when it has stopped (after its drain).
-    pub fn run(self, applier: Applier) -> impl Future<Output = Result<(), ApplierThreadError>> {
+    pub fn run(self, applier: Applier) -> Running {
         let sent = self.applier.send(applier).is_ok();
-        async move {
+        Box::pin(async move {
             if !sent {
                 return Err(ApplierThreadError::Gone);
             }
             self.done.await.map_err(|_| ApplierThreadError::Gone)
-        }
+        })
     }
 }
+
+/// The applier at work on its thread: resolves when it has stopped.
+pub type Running = std::pin::Pin<Box<dyn Future<Output = Result<(), ApplierThreadError>> + Send>>;
 
 /// Raise the calling thread's nice value (Linux: per thread, inherited by threads it starts).
 fn lower_priority(nice: i32) {

@@ -62,7 +62,7 @@ async fn the_systemd_environment_example_is_a_configuration_clicktrack_accepts()
     // Started with it (the database, journal and ports of the test override the example's),
     // clicktrack comes up, redirects to the example's allowed host, and stops within the drain.
     let db = TestDb::sqlite().await;
-    let mut app = TestApp::spawn_with_env(&db, &example);
+    let mut app = TestApp::on(&db).own_policy().env(&example).start();
     let r = app
         .track("cid=123&uid=U_SD&to=https%3A%2F%2Fwww.hotel.example.com%2Froom")
         .await;

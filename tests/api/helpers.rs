@@ -537,47 +537,62 @@ pub struct TestApp {
     logs: Arc<Mutex<Vec<String>>>,
 }
 
-impl TestApp {
-    /// Serve `db` allowing `ALLOWED_HOST`, with extra flags.
-    pub fn spawn(db: &TestDb, extra: &[&str]) -> TestApp {
-        let mut args = vec!["--allow-host", ALLOWED_HOST];
-        args.extend_from_slice(extra);
-        TestApp::spawn_with_policy(db, &args)
+/// How a test starts `clicktrack serve` on its database: `TestApp::on(&db)`, then what differs
+/// from the usual (its flags, no redirect policy, another URL, a log filter, environment
+/// variables), then `start()`. `TestApp::spawn(&db, flags)` is the usual case in one call.
+pub struct AppBuilder<'a> {
+    db: &'a TestDb,
+    database_url: String,
+    allow_test_host: bool,
+    args: Vec<String>,
+    log_filter: String,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> AppBuilder<'a> {
+    /// More flags (a flag given here replaces the default the harness would add).
+    pub fn args(mut self, args: &[&str]) -> AppBuilder<'a> {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
-    /// Serve `db` with exactly these policy and tuning flags (and the database's spool, unless
-    /// they name one).
-    pub fn spawn_with_policy(db: &TestDb, args: &[&str]) -> TestApp {
-        TestApp::spawn_at(db, &db.url, args, "info", &[])
+    /// No `--allow-host` of the harness's: the test's flags (or environment) set the policy.
+    pub fn own_policy(mut self) -> AppBuilder<'a> {
+        self.allow_test_host = false;
+        self
     }
 
-    /// Like `spawn`, with this `RUST_LOG` filter instead of `info`.
-    pub fn spawn_logging(db: &TestDb, filter: &str, extra: &[&str]) -> TestApp {
-        let mut args = vec!["--allow-host", ALLOWED_HOST];
-        args.extend_from_slice(extra);
-        TestApp::spawn_at(db, &db.url, &args, filter, &[])
+    /// Reach the database at `url` (e.g. through a proxy).
+    pub fn database_url(mut self, url: &str) -> AppBuilder<'a> {
+        self.database_url = url.to_owned();
+        self
     }
 
-    /// Serve `db`, reached at `database_url` (e.g. through a proxy), allowing `ALLOWED_HOST`.
-    pub fn spawn_via(db: &TestDb, database_url: &str, extra: &[&str]) -> TestApp {
-        let mut args = vec!["--allow-host", ALLOWED_HOST];
-        args.extend_from_slice(extra);
-        TestApp::spawn_at(db, database_url, &args, "info", &[])
+    /// This `RUST_LOG` filter instead of `info`.
+    pub fn log_filter(mut self, filter: &str) -> AppBuilder<'a> {
+        self.log_filter = filter.to_owned();
+        self
     }
 
-    /// Serve `db` configured by environment variables (as systemd's EnvironmentFile does);
-    /// the test's database, journal and random ports are given as flags, which win.
-    pub fn spawn_with_env(db: &TestDb, env: &[(String, String)]) -> TestApp {
-        TestApp::spawn_at(db, &db.url, &[], "info", env)
+    /// Configuration by environment variables (as systemd's EnvironmentFile gives it); the
+    /// harness's flags (database, journal, random ports) still win.
+    pub fn env(mut self, env: &[(String, String)]) -> AppBuilder<'a> {
+        self.env.extend_from_slice(env);
+        self
     }
 
-    fn spawn_at(
-        db: &TestDb,
-        database_url: &str,
-        args: &[&str],
-        log_filter: &str,
-        env: &[(String, String)],
-    ) -> TestApp {
+    /// Start the process and wait for its "clicktrack ready" line (30 s at most).
+    pub fn start(self) -> TestApp {
+        let db = self.db;
+        let mut args: Vec<&str> = Vec::new();
+        if self.allow_test_host {
+            args.extend(["--allow-host", ALLOWED_HOST]);
+        }
+        args.extend(self.args.iter().map(String::as_str));
+        let args = args.as_slice();
+        let database_url = self.database_url.as_str();
+        let log_filter = self.log_filter.as_str();
+        let env = self.env.as_slice();
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -651,6 +666,25 @@ impl TestApp {
             child,
             logs,
         }
+    }
+}
+
+impl TestApp {
+    /// A builder for an app on `db` (see `AppBuilder`).
+    pub fn on(db: &TestDb) -> AppBuilder<'_> {
+        AppBuilder {
+            db,
+            database_url: db.url.clone(),
+            allow_test_host: true,
+            args: Vec::new(),
+            log_filter: "info".to_owned(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Serve `db` allowing `ALLOWED_HOST`, with extra flags.
+    pub fn spawn(db: &TestDb, extra: &[&str]) -> TestApp {
+        TestApp::on(db).args(extra).start()
     }
 
     pub fn pid(&self) -> u32 {

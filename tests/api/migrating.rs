@@ -142,7 +142,7 @@ async fn the_flask_cut_over_guide_runs_as_written() {
                             args.push(*w);
                         }
                     }
-                    app = Some(TestApp::spawn_with_policy(&db, &args));
+                    app = Some(TestApp::on(&db).own_policy().args(&args).start());
                 }
                 ["curl", ..] => {
                     let app = app.as_ref().expect("serve runs before curl");

@@ -258,7 +258,7 @@ async fn log_lines_carry_the_request_id_and_the_error_context() {
     drop(app);
 
     // At debug level every request has a line, in a span that carries its id.
-    let app = TestApp::spawn_logging(&db, "info,clicktrack=debug", &[]);
+    let app = TestApp::on(&db).log_filter("info,clicktrack=debug").start();
     let r = app.track(link(123, "U_DEBUG", 1, "T")).await;
     let id = request_id(&r);
     let bad = app

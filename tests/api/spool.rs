@@ -188,7 +188,9 @@ async fn a_database_outage_under_load_costs_no_redirect_and_no_click() {
     let proxy = CutProxy::start("127.0.0.1:0".parse().expect("addr"), db.mysql_addr())
         .await
         .expect("proxy");
-    let app = TestApp::spawn_via(&db, &db.url_via(proxy.addr), &[]);
+    let app = TestApp::on(&db)
+        .database_url(&db.url_via(proxy.addr))
+        .start();
     let load = Load::start(app.url(""), 16, Uids::Repeated);
     load.wait_for_redirects(&app, 200).await;
 

@@ -90,7 +90,10 @@ async fn bad_targets_get_400_without_location_and_nothing_is_recorded() {
 #[tokio::test]
 async fn subdomain_rules_and_idn_hosts() {
     let db = TestDb::sqlite().await;
-    let app = TestApp::spawn_with_policy(&db, &["--allow-host", "*.hotel.example,bücher.example"]);
+    let app = TestApp::on(&db)
+        .own_policy()
+        .args(&["--allow-host", "*.hotel.example,bücher.example"])
+        .start();
     let ok = [
         (
             "https%3A%2F%2Fwww.hotel.example%2Fbook",
@@ -121,7 +124,7 @@ async fn subdomain_rules_and_idn_hosts() {
 #[tokio::test]
 async fn without_any_policy_every_redirect_is_refused_with_a_warning() {
     let db = TestDb::sqlite().await;
-    let app = TestApp::spawn_with_policy(&db, &[]);
+    let app = TestApp::on(&db).own_policy().args(&[]).start();
     let resp = app.track("cid=123&to=https%3A%2F%2Fexample.com%2F").await;
     assert_eq!(resp.status(), 400);
     assert!(resp.headers().get("location").is_none());
@@ -135,7 +138,10 @@ async fn without_any_policy_every_redirect_is_refused_with_a_warning() {
 #[tokio::test]
 async fn allow_any_target_redirects_anywhere_http_and_warns() {
     let db = TestDb::sqlite().await;
-    let app = TestApp::spawn_with_policy(&db, &["--allow-any-target"]);
+    let app = TestApp::on(&db)
+        .own_policy()
+        .args(&["--allow-any-target"])
+        .start();
     let resp = app
         .track("cid=123&to=https%3A%2F%2Fanywhere.example%2F")
         .await;
