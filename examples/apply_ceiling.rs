@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use clicktrack::domain::{Click, InteractionType, Record};
+use clicktrack::domain::{CampaignId, Click, InteractionType, LineUid, Record};
 use clicktrack::store::{ConnectOptions, DatabaseUrl, Seen, Store};
 
 #[tokio::main]
@@ -40,8 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Record::Click(Click {
                 click_id: uuid::Uuid::now_v7(),
                 received_at: time::OffsetDateTime::now_utc(),
-                uid: Some(format!("U{}", 1 + n % 1000)),
-                campaign_id: [123, 456, 789][i % 3],
+                uid: LineUid::parse(format!("U{}", 1 + n % 1000)).ok(),
+                campaign_id: CampaignId([123, 456, 789][i % 3]),
                 source_campaign_id: [0, 100, 200, 300][n % 4],
                 interaction_type: InteractionType::ImageClick,
                 target: "https://example.com".into(),

@@ -31,7 +31,7 @@ impl DedupKey {
                 field(click.user_agent.as_deref().unwrap_or("").as_bytes());
             }
         }
-        field(&click.campaign_id.to_le_bytes());
+        field(&click.campaign_id.get().to_le_bytes());
         field(&click.source_campaign_id.to_le_bytes());
         field(click.interaction_type.as_str().as_bytes());
         field(click.target.as_bytes());
@@ -52,14 +52,14 @@ impl DedupKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::InteractionType;
+    use crate::domain::{CampaignId, InteractionType, LineUid};
 
     fn click(uid: Option<&str>, tags: &[&str]) -> Click {
         Click {
             click_id: uuid::Uuid::now_v7(),
             received_at: time::OffsetDateTime::now_utc(),
-            uid: uid.map(str::to_owned),
-            campaign_id: 123,
+            uid: uid.map(|u| LineUid::parse(u).expect("valid uid")),
+            campaign_id: CampaignId(123),
             source_campaign_id: 1,
             interaction_type: InteractionType::ButtonUrl,
             target: "https://example.com/".into(),
@@ -86,7 +86,7 @@ mod tests {
             click(Some("U1"), &["AB"]),
             click(Some("U1"), &["B", "A"]),
             Click {
-                campaign_id: 124,
+                campaign_id: CampaignId(124),
                 ..click(Some("U1"), &["A", "B"])
             },
             Click {

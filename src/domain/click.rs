@@ -4,6 +4,7 @@
 //! A bad tracking field never stops the redirect (the person must reach the page); it only
 //! decides which of the two records the request produces.
 
+use super::ids::{CampaignId, LineUid};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -12,8 +13,6 @@ use super::query::{FieldError, TrackParams};
 use super::tags::{TagError, parse_click_tags};
 use super::target::Target;
 
-/// Longest accepted `uid` (the `line_id` columns are VARCHAR(64)).
-pub const MAX_UID_CHARS: usize = 64;
 /// Longest user agent kept; longer ones are cut (at a character boundary).
 pub const MAX_USER_AGENT_BYTES: usize = 512;
 /// Longest raw query string kept on a reject.
@@ -25,8 +24,8 @@ pub struct Click {
     pub click_id: Uuid,
     pub received_at: OffsetDateTime,
     /// `None` for an anonymous click (no or empty `uid`).
-    pub uid: Option<String>,
-    pub campaign_id: i64,
+    pub uid: Option<LineUid>,
+    pub campaign_id: CampaignId,
     pub source_campaign_id: i64,
     pub interaction_type: InteractionType,
     /// The target as the link gave it.
@@ -137,7 +136,7 @@ impl Record {
     }
 
     /// The campaign of a click; a reject has none it could be trusted with.
-    pub fn campaign_id(&self) -> Option<i64> {
+    pub fn campaign_id(&self) -> Option<CampaignId> {
         match self {
             Record::Click(c) => Some(c.campaign_id),
             Record::Reject(_) => None,
@@ -212,8 +211,8 @@ pub fn classify(params: &TrackParams<'_>, target: &Target, arrival: Arrival<'_>)
 }
 
 pub(crate) struct TrackingFields {
-    uid: Option<String>,
-    campaign_id: i64,
+    uid: Option<LineUid>,
+    campaign_id: CampaignId,
     source_campaign_id: i64,
     interaction_type: InteractionType,
     tags: Vec<String>,
@@ -229,7 +228,7 @@ pub(crate) fn tracking_fields(params: &TrackParams<'_>) -> Result<TrackingFields
         None => return Err(RejectReason::MissingCampaign),
         Some(s) if s.is_empty() => return Err(RejectReason::MissingCampaign),
         Some(s) => match s.parse::<i64>() {
-            Ok(id) if id > 0 => id,
+            Ok(id) if id > 0 => CampaignId(id),
             _ => return Err(RejectReason::InvalidCampaign),
         },
     };
@@ -237,11 +236,7 @@ pub(crate) fn tracking_fields(params: &TrackParams<'_>) -> Result<TrackingFields
     let uid = match params.uid.decode().map_err(field_error)? {
         None => None,
         Some(s) if s.is_empty() => None,
-        Some(s) if s.chars().count() > MAX_UID_CHARS => return Err(RejectReason::UidTooLong),
-        Some(s) if !s.bytes().all(|b| b.is_ascii_graphic()) => {
-            return Err(RejectReason::InvalidUid);
-        }
-        Some(s) => Some(s),
+        Some(s) => Some(LineUid::parse(s)?),
     };
 
     let interaction_type = match params.interaction_type.decode().map_err(field_error)? {
@@ -324,7 +319,7 @@ mod tests {
         let Record::Click(c) = record("cid=123&uid=U1&type=button_url&src=456&tag=A,%20B,A") else {
             panic!("expected a click");
         };
-        assert_eq!(c.campaign_id, 123);
+        assert_eq!(c.campaign_id, CampaignId(123));
         assert_eq!(c.uid.as_deref(), Some("U1"));
         assert_eq!(c.interaction_type, InteractionType::ButtonUrl);
         assert_eq!(c.source_campaign_id, 456);

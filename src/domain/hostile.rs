@@ -138,7 +138,7 @@ fn check(raw_query: &str) -> Result<(), TestCaseError> {
         },
     );
     if let Record::Click(click) = record {
-        prop_assert!(click.campaign_id > 0);
+        prop_assert!(click.campaign_id.get() > 0);
         prop_assert!(click.source_campaign_id >= 0);
         if let Some(uid) = &click.uid {
             prop_assert!(uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_graphic()));

@@ -6,7 +6,8 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::click::{MAX_UID_CHARS, tracking_fields};
+use super::click::tracking_fields;
+use super::ids::MAX_UID_CHARS;
 use super::query::TrackParams;
 use super::signature::Keyring;
 use super::tags::{MAX_TAG_BYTES, MAX_TAGS_PER_CLICK};

@@ -6,6 +6,7 @@
 pub mod bot;
 pub mod click;
 pub mod client_addr;
+pub mod ids;
 pub mod interaction;
 pub mod link;
 pub mod query;
@@ -17,5 +18,6 @@ mod hostile;
 pub mod target;
 
 pub use click::{Click, Record, Reject, RejectReason};
+pub use ids::{CampaignId, LineUid};
 pub use interaction::InteractionType;
 pub use target::{RedirectPolicy, Target, TargetError};

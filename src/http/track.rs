@@ -28,7 +28,7 @@ use crate::domain::click::{Arrival, classify};
 use crate::domain::client_addr::client_addr;
 use crate::domain::query::{FieldError, TrackParams};
 use crate::domain::signature::Signature;
-use crate::domain::{Record, Target, TargetError};
+use crate::domain::{CampaignId, Record, Target, TargetError};
 use crate::pipeline::{ClickQueue, Submission};
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, NO_TYPE, status};
@@ -208,7 +208,7 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
 /// A click redirected without knowing it is durable (the ack did not come): one error line,
 /// counted in `track_errors_total{operation="ack"}`.
 struct NotAcknowledged<'a> {
-    campaign_id: Option<i64>,
+    campaign_id: Option<CampaignId>,
     uid: &'a str,
     error_type: &'static str,
     error: &'static str,
@@ -219,7 +219,7 @@ impl Event for NotAcknowledged<'_> {
     fn emit(self) {
         tracing::error!(
             operation = "ack",
-            campaign_id = self.campaign_id,
+            campaign_id = self.campaign_id.map(CampaignId::get),
             uid = self.uid,
             error = self.error,
             "{}",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Click, InteractionType, Record, Reject, RejectReason};
+use crate::domain::{CampaignId, Click, InteractionType, LineUid, Record, Reject, RejectReason};
 
 /// Bumped when a field changes meaning; readers refuse versions they do not know.
 const FORMAT_VERSION: u8 = 1;
@@ -65,7 +65,7 @@ fn encoded(record: &Record) -> SpooledRecord<'_> {
             click_id: c.click_id,
             received_at_ns: nanos(c.received_at),
             uid: c.uid.as_deref().map(Cow::Borrowed),
-            campaign_id: c.campaign_id,
+            campaign_id: c.campaign_id.get(),
             source_campaign_id: c.source_campaign_id,
             interaction_type: Cow::Borrowed(c.interaction_type.as_str()),
             target: Cow::Borrowed(&c.target),
@@ -122,8 +122,9 @@ pub fn decode(json: &str) -> Result<Record, DecodeError> {
             Ok(Record::Click(Click {
                 click_id,
                 received_at: time_from(received_at_ns)?,
-                uid: uid.map(Cow::into_owned),
-                campaign_id,
+                // Checked before it was journaled.
+                uid: uid.map(|uid| LineUid::parsed_before(uid.into_owned())),
+                campaign_id: CampaignId(campaign_id),
                 source_campaign_id,
                 interaction_type: InteractionType::parse(&interaction_type).ok_or_else(|| {
                     DecodeError::Field {
@@ -188,8 +189,8 @@ mod tests {
         Record::Click(Click {
             click_id: Uuid::now_v7(),
             received_at: OffsetDateTime::now_utc(),
-            uid: Some("U1".into()),
-            campaign_id: 7,
+            uid: LineUid::parse("U1").ok(),
+            campaign_id: CampaignId(7),
             source_campaign_id: 3,
             interaction_type: InteractionType::FlexClick,
             target: "https://example.com/a?b=c".into(),

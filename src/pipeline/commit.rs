@@ -287,7 +287,7 @@ impl Event for RecordRefused<'_> {
             Record::Click(c) => tracing::warn!(
                 operation = "write_batch",
                 click_id = %c.click_id,
-                campaign_id = c.campaign_id,
+                campaign_id = c.campaign_id.get(),
                 uid = %crate::telemetry::short_uid(c.uid.as_deref()),
                 error = %e,
                 "click refused by the database: set aside in track_rejects"

@@ -17,7 +17,7 @@ use super::members::{Member, MemberCache, Members};
 use super::plan::{self, BatchPlan};
 use super::{BatchResult, Seen, StoreError, db_time, message_content};
 use crate::domain::tags::merge_tags;
-use crate::domain::{Click, Record, Reject};
+use crate::domain::{CampaignId, Click, Record, Reject};
 
 /// One dialect's SQL for each step of a batch, run inside one open transaction. Rows arrive in
 /// the order they must be locked in: ascending key, the same on every instance.
@@ -166,14 +166,16 @@ pub(super) async fn write<T: BatchTx>(
                 .collect()
         }
     };
-    let campaign_ids: Vec<i64> = plan::campaign_ids(records).into_iter().collect();
-    let known: HashSet<i64> = match campaign_ids.is_empty() {
+    let campaign_ids: Vec<i64> = plan::campaign_ids(records)
+        .into_iter()
+        .map(CampaignId::get)
+        .collect();
+    let known: HashSet<CampaignId> = match campaign_ids.is_empty() {
         true => HashSet::new(),
-        false => tx
-            .existing_campaigns(&campaign_ids)
-            .await?
-            .into_iter()
-            .collect(),
+        false => {
+            let found = tx.existing_campaigns(&campaign_ids).await?;
+            found.into_iter().map(CampaignId).collect()
+        }
     };
     let plan = BatchPlan::new(records, &already, &known);
     let now = db_time(OffsetDateTime::now_utc());
@@ -181,7 +183,10 @@ pub(super) async fn write<T: BatchTx>(
     let increments: Vec<CampaignIncrement> = plan
         .campaign_increments
         .iter()
-        .map(|(&id, &clicks)| CampaignIncrement { id, clicks })
+        .map(|(&id, &clicks)| CampaignIncrement {
+            id: id.get(),
+            clicks,
+        })
         .collect();
     if !increments.is_empty() {
         tx.bump_campaigns(&increments, &now).await?;
@@ -213,7 +218,7 @@ pub(super) async fn write<T: BatchTx>(
     let tags: Vec<ClickTagRow<'_>> = plan::click_tags(&plan.clicks)
         .map(|(c, tag)| ClickTagRow {
             click_id: c.click_id.to_string(),
-            campaign_id: c.campaign_id,
+            campaign_id: c.campaign_id.get(),
             tag,
             triggered_at: db_time(c.received_at),
         })
@@ -310,7 +315,7 @@ fn message_rows(clicks: &[&Click], members: &Members) -> Vec<MessageRow> {
             Some(MessageRow {
                 member_id: member.id,
                 content: message_content(c),
-                campaign_id: c.campaign_id,
+                campaign_id: c.campaign_id.get(),
                 created_at: db_time(c.received_at),
             })
         })
@@ -320,7 +325,7 @@ fn message_rows(clicks: &[&Click], members: &Members) -> Vec<MessageRow> {
 fn log_row<'a>(c: &'a Click) -> InteractionLogRow<'a> {
     InteractionLogRow {
         line_id: c.uid.as_deref().unwrap_or(""),
-        campaign_id: c.campaign_id,
+        campaign_id: c.campaign_id.get(),
         interaction_type: c.interaction_type.as_str(),
         interaction_value: &c.target,
         triggered_at: db_time(c.received_at),

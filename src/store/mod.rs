@@ -206,6 +206,64 @@ pub enum Store {
     Mysql(MysqlStore),
 }
 
+/// Statements whose text differs between the stores and whose Rust does not: each store's
+/// text here, the code that runs them once, in `Store` (through `on_pool!`).
+struct Sql {
+    /// Create the identity row unless it exists. Binds (store_id, created_at).
+    create_identity: &'static str,
+    /// Create a campaign unless the id exists. Binds (id, name, created_at, updated_at).
+    add_campaign: &'static str,
+    /// Every `table T`, `column T.C` and `index T.I` (clicktrack's bookkeeping left out).
+    schema_objects: &'static str,
+}
+
+const SQLITE: Sql = Sql {
+    create_identity: "INSERT INTO track_store_identity (id, store_id, created_at) \
+        VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING",
+    add_campaign: "INSERT INTO campaigns (id, name, clicked_count, created_at, updated_at) \
+        VALUES (?, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
+    schema_objects: "SELECT m.type || ' ' || m.name FROM sqlite_master m \
+        WHERE m.type IN ('table', 'index') AND m.name NOT LIKE 'sqlite_%' \
+          AND m.name NOT LIKE '_sqlx%' \
+        UNION ALL \
+        SELECT 'column ' || m.name || '.' || c.name \
+        FROM sqlite_master m, pragma_table_info(m.name) c \
+        WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
+};
+
+const MYSQL: Sql = Sql {
+    create_identity: "INSERT IGNORE INTO track_store_identity (id, store_id, created_at) \
+        VALUES (1, ?, ?)",
+    add_campaign: "INSERT IGNORE INTO campaigns (id, name, clicked_count, created_at, updated_at) \
+        VALUES (?, ?, 0, ?, ?)",
+    schema_objects: "SELECT CONCAT('table ', table_name) FROM information_schema.tables \
+        WHERE table_schema = DATABASE() \
+        UNION ALL \
+        SELECT CONCAT('column ', table_name, '.', column_name) FROM information_schema.columns \
+        WHERE table_schema = DATABASE() \
+        UNION \
+        SELECT CONCAT('index ', table_name, '.', index_name) FROM information_schema.statistics \
+        WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'",
+};
+
+/// Run `$body` with `$pool` bound to the store's pool and `$sql` to its `Sql`; each arm is
+/// compiled on its own, so one body serves both drivers without generic bounds (as
+/// `stats::on_pool!` does for the reports).
+macro_rules! on_pool {
+    ($store:expr, $pool:ident, $sql:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let ($pool, $sql) = (s.pool(), &SQLITE);
+                $body
+            }
+            Store::Mysql(s) => {
+                let ($pool, $sql) = (s.pool(), &MYSQL);
+                $body
+            }
+        }
+    };
+}
+
 /// Connection settings that are not part of the URL.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectOptions {
@@ -259,10 +317,12 @@ impl Store {
     /// (clicktrack's migration bookkeeping left out): `migrate` compares them before and after
     /// to say what it changed.
     pub async fn schema_objects(&self) -> Result<BTreeSet<String>, StoreError> {
-        let names = match self {
-            Store::Sqlite(s) => s.schema_objects().await?,
-            Store::Mysql(s) => s.schema_objects().await?,
-        };
+        let names: Vec<String> = on_pool!(self, pool, sql => {
+            sqlx::query_scalar(sql.schema_objects)
+                .fetch_all(pool)
+                .await
+                .map_err(sqlx_error("read schema"))?
+        });
         Ok(names.into_iter().collect())
     }
 
@@ -276,35 +336,47 @@ impl Store {
 
     /// The store's own id, kept in the store (`track_store_identity`): the same database
     /// reached by another URL has the same id, another database a different one.
+    /// Created by whichever process asks first.
     pub async fn identity(&self) -> Result<String, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.identity().await,
-            Store::Mysql(s) => s.identity().await,
-        }
+        on_pool!(self, pool, sql => {
+            sqlx::query(sql.create_identity)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(db_time(OffsetDateTime::now_utc()))
+                .execute(pool)
+                .await
+                .map_err(sqlx_error("store identity"))?;
+            sqlx::query_scalar("SELECT store_id FROM track_store_identity WHERE id = 1")
+                .fetch_one(pool)
+                .await
+                .map_err(sqlx_error("store identity"))
+        })
     }
 
     /// Create a campaign (for trying clicktrack out; production campaigns come from the
     /// marketing app). `Ok(false)` if the id exists already.
     pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.add_campaign(id, name).await,
-            Store::Mysql(s) => s.add_campaign(id, name).await,
-        }
+        let now = db_time(OffsetDateTime::now_utc());
+        let added = on_pool!(self, pool, sql => {
+            sqlx::query(sql.add_campaign)
+                .bind(id)
+                .bind(name)
+                .bind(&now)
+                .bind(&now)
+                .execute(pool)
+                .await
+                .map_err(sqlx_error("add campaign"))?
+                .rows_affected()
+        });
+        Ok(added == 1)
     }
 
     /// Connections of the store's pool right now, for `db_pool_connections{state}`.
     pub fn pool_stats(&self) -> PoolStats {
-        match self {
-            Store::Sqlite(s) => PoolStats::of(s.pool()),
-            Store::Mysql(s) => PoolStats::of(s.pool()),
-        }
+        on_pool!(self, pool, _sql => PoolStats::of(pool))
     }
 
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => s.close().await,
-            Store::Mysql(s) => s.close().await,
-        }
+        on_pool!(self, pool, _sql => pool.close().await)
     }
 }
 
@@ -371,7 +443,7 @@ pub fn message_content(click: &crate::domain::Click) -> String {
     }
     let content = Content {
         event: "campaign_click",
-        campaign_id: click.campaign_id,
+        campaign_id: click.campaign_id.get(),
         target: &click.target,
     };
     // Serializing a struct of plain strings and integers cannot fail.

@@ -25,7 +25,6 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::query_builder::Separated;
 use sqlx::{ConnectOptions, Connection, MySql, QueryBuilder, Transaction};
-use time::OffsetDateTime;
 
 use super::batch::{
     self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
@@ -33,7 +32,7 @@ use super::batch::{
 };
 use super::chunks::{fixed_chunks, padded_lists};
 use super::members::MemberCache;
-use super::{BatchResult, Seen, StoreError, db_time, mysql_schema};
+use super::{BatchResult, Seen, StoreError, mysql_schema};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
@@ -144,23 +143,6 @@ impl MysqlStore {
         Ok(())
     }
 
-    /// See `Store::schema_objects`.
-    pub async fn schema_objects(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT CONCAT('table ', table_name) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() \
-             UNION ALL \
-             SELECT CONCAT('column ', table_name, '.', column_name) FROM information_schema.columns \
-             WHERE table_schema = DATABASE() \
-             UNION \
-             SELECT CONCAT('index ', table_name, '.', index_name) FROM information_schema.statistics \
-             WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err("read schema"))
-    }
-
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
@@ -171,42 +153,6 @@ impl MysqlStore {
             .await
             .map_err(err("probe"))?;
         Ok(())
-    }
-
-    /// The store's id (`track_store_identity`), created by whichever instance asks first.
-    pub async fn identity(&self) -> Result<String, StoreError> {
-        sqlx::query(
-            "INSERT IGNORE INTO track_store_identity (id, store_id, created_at) VALUES (1, ?, ?)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(db_time(OffsetDateTime::now_utc()))
-        .execute(&self.pool)
-        .await
-        .map_err(err("store identity"))?;
-        sqlx::query_scalar("SELECT store_id FROM track_store_identity WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err("store identity"))
-    }
-
-    pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
-        let now = db_time(OffsetDateTime::now_utc());
-        let done = sqlx::query(
-            "INSERT IGNORE INTO campaigns (id, name, clicked_count, created_at, updated_at) \
-             VALUES (?, ?, 0, ?, ?)",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(&now)
-        .bind(&now)
-        .execute(&self.pool)
-        .await
-        .map_err(err("add campaign"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 
     pub async fn write_batch(

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Outcome;
-use crate::domain::{Click, Record, Reject, RejectReason};
+use crate::domain::{CampaignId, Click, Record, Reject, RejectReason};
 
 /// The change to one `ryan_click_demo` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct BatchPlan<'r> {
     /// Records to write to `track_rejects`.
     pub rejects: Vec<Cow<'r, Reject>>,
     /// Campaign id → clicks to add, ascending by id.
-    pub campaign_increments: BTreeMap<i64, i64>,
+    pub campaign_increments: BTreeMap<CampaignId, i64>,
     /// Distinct uids of the clicks, ascending.
     pub member_uids: Vec<&'r str>,
     /// (uid, src) → change, ascending by key.
@@ -40,7 +40,7 @@ pub struct BatchPlan<'r> {
 }
 
 /// The distinct campaign ids the batch's clicks name (to look up which exist).
-pub fn campaign_ids(records: &[Record]) -> BTreeSet<i64> {
+pub fn campaign_ids(records: &[Record]) -> BTreeSet<CampaignId> {
     records
         .iter()
         .filter_map(|r| match r {
@@ -54,7 +54,7 @@ impl<'r> BatchPlan<'r> {
     pub fn new(
         records: &'r [Record],
         already_recorded: &HashSet<Uuid>,
-        known_campaigns: &HashSet<i64>,
+        known_campaigns: &HashSet<CampaignId>,
     ) -> BatchPlan<'r> {
         let mut plan = BatchPlan {
             outcomes: Vec::with_capacity(records.len()),
@@ -131,14 +131,14 @@ pub fn click_tags<'c>(clicks: &[&'c Click]) -> impl Iterator<Item = (&'c Click, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::InteractionType;
+    use crate::domain::{InteractionType, LineUid};
 
     fn click(uid: Option<&str>, cid: i64, src: i64, tags: &[&str], at: i64) -> Record {
         Record::Click(Click {
             click_id: Uuid::now_v7(),
             received_at: OffsetDateTime::from_unix_timestamp(at).expect("valid time"),
-            uid: uid.map(str::to_owned),
-            campaign_id: cid,
+            uid: uid.map(|u| LineUid::parse(u).expect("valid uid")),
+            campaign_id: CampaignId(cid),
             source_campaign_id: src,
             interaction_type: InteractionType::ImageClick,
             target: "https://example.com/".into(),
@@ -156,7 +156,7 @@ mod tests {
             click(None, 123, 0, &["Z"], 40),
             click(Some("U1"), 999, 7, &[], 50),
         ];
-        let known: HashSet<i64> = [123, 456].into();
+        let known: HashSet<CampaignId> = [CampaignId(123), CampaignId(456)].into();
         let plan = BatchPlan::new(&records, &HashSet::new(), &known);
         assert_eq!(
             plan.outcomes,
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(plan.clicks.len(), 4);
         assert_eq!(
             plan.campaign_increments.into_iter().collect::<Vec<_>>(),
-            [(123, 3), (456, 1)]
+            [(CampaignId(123), 3), (CampaignId(456), 1)]
         );
         assert_eq!(plan.member_uids, ["U1", "U2"]);
         let keys: Vec<_> = plan.summaries.keys().copied().collect();
@@ -197,7 +197,7 @@ mod tests {
             click(Some("U1"), 1, 0, &[], 2),
         ];
         let already: HashSet<Uuid> = [records[2].click_id()].into();
-        let plan = BatchPlan::new(&records, &already, &[1].into());
+        let plan = BatchPlan::new(&records, &already, &[CampaignId(1)].into());
         assert_eq!(
             plan.outcomes,
             [
@@ -206,7 +206,7 @@ mod tests {
                 Outcome::AlreadyRecorded
             ]
         );
-        assert_eq!(plan.campaign_increments[&1], 1);
+        assert_eq!(plan.campaign_increments[&CampaignId(1)], 1);
         assert_eq!(plan.summaries[&("U1", 0)].clicks, 1);
     }
 }

@@ -12,15 +12,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Sqlite, Transaction};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::batch::{
     self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
     RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
 use super::members::MemberCache;
-use super::{BatchResult, ErrorKind, Seen, StoreError, db_time, sqlx_error as err};
+use super::{BatchResult, ErrorKind, Seen, StoreError, sqlx_error as err};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
@@ -106,22 +104,6 @@ impl SqliteStore {
             })
     }
 
-    /// See `Store::schema_objects`.
-    pub async fn schema_objects(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT m.type || ' ' || m.name FROM sqlite_master m \
-             WHERE m.type IN ('table', 'index') AND m.name NOT LIKE 'sqlite_%' \
-               AND m.name NOT LIKE '_sqlx%' \
-             UNION ALL \
-             SELECT 'column ' || m.name || '.' || c.name \
-             FROM sqlite_master m, pragma_table_info(m.name) c \
-             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err("read schema"))
-    }
-
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -133,43 +115,6 @@ impl SqliteStore {
             .await
             .map_err(err("probe"))?;
         tx.rollback().await.map_err(err("probe"))
-    }
-
-    /// The store's id (`track_store_identity`), created on first use.
-    pub async fn identity(&self) -> Result<String, StoreError> {
-        sqlx::query(
-            "INSERT INTO track_store_identity (id, store_id, created_at) VALUES (1, ?, ?) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(db_time(OffsetDateTime::now_utc()))
-        .execute(&self.pool)
-        .await
-        .map_err(err("store identity"))?;
-        sqlx::query_scalar("SELECT store_id FROM track_store_identity WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err("store identity"))
-    }
-
-    pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
-        let now = db_time(OffsetDateTime::now_utc());
-        let done = sqlx::query(
-            "INSERT INTO campaigns (id, name, clicked_count, created_at, updated_at) \
-             VALUES (?, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(&now)
-        .bind(&now)
-        .execute(&self.pool)
-        .await
-        .map_err(err("add campaign"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 
     pub async fn write_batch(

@@ -827,8 +827,8 @@ pub fn click_record(uid: &str, tag: &str) -> clicktrack::domain::Record {
     clicktrack::domain::Record::Click(clicktrack::domain::Click {
         click_id: uuid::Uuid::now_v7(),
         received_at: time::OffsetDateTime::now_utc(),
-        uid: Some(uid.to_owned()),
-        campaign_id: 123,
+        uid: Some(clicktrack::domain::LineUid::parse(uid).expect("valid uid")),
+        campaign_id: clicktrack::domain::CampaignId(123),
         source_campaign_id: 1,
         interaction_type: clicktrack::domain::InteractionType::ImageClick,
         target: format!("https://{ALLOWED_HOST}/"),

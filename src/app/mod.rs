@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -18,11 +17,20 @@ use crate::config::{ConfigError, Settings};
 use crate::dedup::Dedup;
 use crate::http::api::ApiState;
 use crate::http::{self, AppState, LinkChecks};
-use crate::journal::{Journal, JournalFailed, LocalJournal, NatsJournal, StoreIdentity};
+use crate::journal::{Journal, StoreIdentity};
 use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
 use crate::stats::StatsReader;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{Event, Exporter, Sampler, metrics};
+use crate::telemetry::{Exporter, metrics};
+
+mod shutdown;
+mod startup;
+
+use shutdown::{shutdown_signal, stopped, task_error};
+use startup::{
+    ReadyLine, bind, journal_for, local_addr, open_journal, samplers, spawn_metrics_upkeep,
+    warn_about_policy,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -54,9 +62,6 @@ pub enum AppError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
-
-/// How often histogram buffers are folded into the exported buckets.
-const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// `clicktrack serve`: build, then serve until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), AppError> {
@@ -146,11 +151,12 @@ impl Application {
 
         let public = bind("--listen", settings.listen).await?;
         let admin = bind("--admin-listen", settings.admin_listen).await?;
-        let ready = ReadyLine {
-            public_addr: local_addr("--listen", &public, settings.listen)?,
-            admin_addr: local_addr("--admin-listen", &admin, settings.admin_listen)?,
-            ..ReadyLine::of(&settings, &background.journal)
-        };
+        let ready = ReadyLine::of(
+            &settings,
+            &background.journal,
+            local_addr("--listen", &public, settings.listen)?,
+            local_addr("--admin-listen", &admin, settings.admin_listen)?,
+        );
         warn_about_policy(&settings);
         let dedup = Dedup::start(&settings.dedup).await.map(Arc::new);
         let keys = Arc::new(settings.keyring);
@@ -238,237 +244,5 @@ impl Application {
         applier_result.map_err(|e| task_error("applier", e))?;
         tracing::info!("clicktrack stopped");
         Ok(())
-    }
-}
-
-fn spawn_metrics_upkeep(
-    handle: metrics_exporter_prometheus::PrometheusHandle,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(METRICS_UPKEEP);
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
-        }
-    })
-}
-
-/// The journal `settings` name: the NATS stream, or the local file (not opened yet).
-async fn journal_for(settings: &Settings, identity: StoreIdentity) -> Result<Journal, AppError> {
-    let Some(nats) = &settings.nats else {
-        return Ok(Journal::Local(LocalJournal::owned(
-            &settings.journal_path,
-            identity,
-            settings.journal_max_bytes,
-        )));
-    };
-    if !settings.nats_server_syncs {
-        tracing::warn!(
-            nats = %nats.display(),
-            "JetStream acknowledges a write once it is in the memory of the stream's \
-             replicas, not on their disks, unless the servers run with \
-             `sync_interval: always` (docs/scale-out.md): a click is then safe from an \
-             instance's death but not from every NATS server losing power at once. \
-             Start with --nats-server-syncs once they do"
-        );
-    }
-    Ok(Journal::Nats(NatsJournal::connect(nats, &identity).await?))
-}
-
-fn warn_about_policy(settings: &Settings) {
-    if settings.policy.refuses_everything() {
-        tracing::warn!(
-            "no --allow-host and no --allow-any-target: every redirect will be refused with 400"
-        );
-    }
-    if settings.policy.allows_any() {
-        tracing::warn!(
-            "--allow-any-target: clicktrack redirects to ANY http(s) host (an open redirect); \
-             use it for development only"
-        );
-    }
-}
-
-/// The "clicktrack ready" line: the addresses (tests and operators read them here) and the
-/// settings that matter when reading the logs afterwards.
-struct ReadyLine {
-    public_addr: SocketAddr,
-    admin_addr: SocketAddr,
-    database: String,
-    ack: &'static str,
-    journal: String,
-    journal_depth: u64,
-    batch: crate::pipeline::BatchSettings,
-    apply_batch_max_rows: usize,
-    apply_nice: i32,
-    signing_keys: usize,
-    require_signature: bool,
-    dedup_window_ms: u64,
-    redis: bool,
-    admin_api: bool,
-}
-
-impl ReadyLine {
-    fn of(settings: &Settings, journal: &Journal) -> ReadyLine {
-        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
-        ReadyLine {
-            public_addr: unbound,
-            admin_addr: unbound,
-            database: settings.database.to_string(),
-            ack: settings.pipeline.mode.as_str(),
-            journal: journal.path().display().to_string(),
-            journal_depth: journal.depth(),
-            batch: settings.pipeline.batch,
-            apply_batch_max_rows: settings.pipeline.apply_max_rows,
-            apply_nice: settings.apply_nice,
-            signing_keys: settings.keyring.len(),
-            require_signature: settings.require_signature,
-            dedup_window_ms: settings.dedup.window.as_millis() as u64,
-            redis: settings.dedup.redis.is_some(),
-            admin_api: settings.admin_token.is_some(),
-        }
-    }
-
-    fn log(&self) {
-        tracing::info!(
-            public_addr = %self.public_addr,
-            admin_addr = %self.admin_addr,
-            database = %self.database,
-            ack = self.ack,
-            journal = %self.journal,
-            journal_depth = self.journal_depth,
-            batch_max_rows = self.batch.max_rows,
-            batch_max_delay_ms = self.batch.max_delay.as_millis() as u64,
-            apply_batch_max_rows = self.apply_batch_max_rows,
-            apply_nice = self.apply_nice,
-            queue_capacity = self.batch.queue_capacity,
-            signing_keys = self.signing_keys,
-            require_signature = self.require_signature,
-            dedup_window_ms = self.dedup_window_ms,
-            redis = self.redis,
-            admin_api = self.admin_api,
-            "clicktrack ready"
-        );
-    }
-}
-
-/// What `/metrics` reads from live state at each scrape.
-fn samplers(store: &Store, lag: &Arc<ApplyLag>) -> Vec<Sampler> {
-    let store = store.clone();
-    let lag = lag.clone();
-    vec![
-        Box::new(move || store.pool_stats().export()),
-        Box::new(move || metrics::apply_lag(lag.seconds(OffsetDateTime::now_utc()))),
-    ]
-}
-
-/// Open the journal (take its lock, check its store) and report what it holds. A journal
-/// that is locked by another process or belongs to another store stops the start (exit 2);
-/// one that cannot be opened (a missing directory, a full disk) does not: it is logged,
-/// counted, and clicks go to the store until the appender manages to open it.
-async fn open_journal(journal: &Journal) -> Result<bool, AppError> {
-    match journal.reopen().await {
-        Ok(()) => {
-            if journal.depth() > 0 {
-                tracing::info!(
-                    journal_depth = journal.depth(),
-                    path = %journal.path().display(),
-                    "clicks in the journal from an earlier run: applying them"
-                );
-            }
-            Ok(true)
-        }
-        Err(e) if e.is_misconfiguration() => Err(AppError::Journal(e)),
-        Err(e) => {
-            JournalFailed {
-                error: &e,
-                what: "cannot open the journal",
-                already_logged: false,
-                appending: None,
-            }
-            .emit();
-            Ok(false)
-        }
-    }
-}
-
-fn task_error(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> AppError {
-    AppError::Task {
-        what,
-        source: Box::new(e),
-    }
-}
-
-async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { flag, addr, source })
-}
-
-fn local_addr(
-    flag: &'static str,
-    listener: &TcpListener,
-    addr: SocketAddr,
-) -> Result<SocketAddr, AppError> {
-    listener
-        .local_addr()
-        .map_err(|source| AppError::Bind { flag, addr, source })
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    // Err: the sender is gone, which only happens after it sent.
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT, naming it.
-async fn shutdown_signal() -> &'static str {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            SignalUnavailable {
-                signal: "SIGINT",
-                error,
-            }
-            .emit();
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(error) => {
-                SignalUnavailable {
-                    signal: "SIGTERM",
-                    error,
-                }
-                .emit();
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => "SIGINT",
-        () = term => "SIGTERM",
-    }
-}
-
-/// A shutdown signal that cannot be listened for: the process then stops only by SIGKILL.
-struct SignalUnavailable {
-    signal: &'static str,
-    error: std::io::Error,
-}
-
-impl Event for SignalUnavailable {
-    fn emit(self) {
-        tracing::error!(operation = "signal", error = %self.error, "cannot listen for {}", self.signal);
-        metrics::error("signal", "unavailable");
     }
 }
