@@ -22,10 +22,13 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::format;
-use super::{AppendReason, DecodeError, JournalError, JournalLock, Journaled, StoreIdentity};
+use super::{
+    AppendReason, DecodeError, JournalError, JournalLock, Journaled, RecordUnreadable,
+    StoreIdentity,
+};
 use crate::domain::Record;
 use crate::store::db_time;
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spooled_records (
@@ -391,14 +394,12 @@ impl LocalJournal {
     }
 
     async fn set_aside(&self, seq: i64, error: &DecodeError) -> Result<(), JournalError> {
-        tracing::error!(
-            operation = "spool",
-            seq,
-            path = %self.path.display(),
-            error = %error,
-            "journal record cannot be read: moved to unreadable_records"
-        );
-        metrics::error("spool", "undecodable");
+        RecordUnreadable {
+            error,
+            at: format_args!("record {seq} of {}", self.path.display()),
+            fate: "moved to unreadable_records",
+        }
+        .emit();
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(self.err("set aside"))?;
         sqlx::query(

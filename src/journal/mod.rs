@@ -293,3 +293,25 @@ impl Event for JournalFailed<'_> {
         metrics::error("spool", self.error.kind());
     }
 }
+
+/// A journal record that cannot be decoded (damaged, or written by a newer format): set aside
+/// so it neither blocks the records behind it nor is retried forever; one error line with
+/// where it was and what became of it, counted as `error_type="undecodable"`.
+pub struct RecordUnreadable<'a> {
+    pub error: &'a DecodeError,
+    pub at: fmt::Arguments<'a>,
+    pub fate: &'static str,
+}
+
+impl Event for RecordUnreadable<'_> {
+    fn emit(self) {
+        tracing::error!(
+            operation = "spool",
+            error = %self.error,
+            at = %self.at,
+            "journal record cannot be read: {}",
+            self.fate
+        );
+        metrics::error("spool", "undecodable");
+    }
+}

@@ -35,9 +35,9 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use super::format;
-use super::{AppendReason, JournalError, Journaled, StoreIdentity};
+use super::{AppendReason, JournalError, Journaled, RecordUnreadable, StoreIdentity};
 use crate::domain::Record;
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// The durable consumer every instance applies from.
 const CONSUMER: &str = "clicktrack-applier";
@@ -252,14 +252,15 @@ impl NatsJournal {
         let record = match format::decode(json) {
             Ok(record) => record,
             Err(e) => {
-                tracing::error!(
-                    operation = "spool",
-                    error = %e,
-                    stream_sequence = seq,
-                    payload = %String::from_utf8_lossy(&message.payload),
-                    "unreadable journal message: logged here and removed from the stream"
-                );
-                metrics::error("spool", "undecodable");
+                RecordUnreadable {
+                    error: &e,
+                    at: format_args!(
+                        "stream sequence {seq}, payload {:?}",
+                        String::from_utf8_lossy(&message.payload)
+                    ),
+                    fate: "logged here and removed from the stream",
+                }
+                .emit();
                 if let Err(e) = message.ack_with(AckKind::Term).await {
                     tracing::debug!(error = %e, "terminating an unreadable message");
                 }

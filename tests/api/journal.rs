@@ -119,7 +119,8 @@ async fn a_journal_of_another_store_is_refused_and_applied_by_its_own(db) {
 }
 
 async fn a_journal_written_by_the_previous_release_is_applied(db) {
-    // The spool file of the release before the journal: no journal_meta, a v1 record.
+    // The spool file of the release before the journal: no journal_meta, a v1 record, and one
+    // record nobody can read (set aside, logged once, counted; the others are applied).
     let path = db.spool_path();
     let url = format!("sqlite://{path}?mode=rwc");
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("create");
@@ -137,7 +138,9 @@ async fn a_journal_written_by_the_previous_release_is_applied(db) {
            ('0192c6a0-0000-7000-8000-000000000002', 'overflow', '2026-11-30 10:00:02', \
             '{\"kind\":\"reject\",\"v\":1,\"click_id\":\"0192c6a0-0000-7000-8000-000000000002\",\
 \"received_at_ns\":1764496801000000000,\"reason\":\"invalid_cid\",\"detail\":null,\
-\"query\":\"cid=x&to=https%3A%2F%2Fexample.com%2F\",\"user_agent\":null}');",
+\"query\":\"cid=x&to=https%3A%2F%2Fexample.com%2F\",\"user_agent\":null}'), \
+           ('0192c6a0-0000-7000-8000-000000000003', 'journal', '2026-11-30 10:00:03', \
+            '{\"kind\":\"click\",\"v\":1,\"click_id\":');",
     )
     .execute(&mut conn)
     .await
@@ -156,6 +159,23 @@ async fn a_journal_written_by_the_previous_release_is_applied(db) {
     assert_eq!(logged[0].3, "2025-11-30 10:00:00", "the click's own time");
     assert_eq!(db.rejects_by_reason().await.get("invalid_cid"), Some(&1));
     assert_eq!(app.metric("track_journal_depth").await, 0.0);
+    assert_eq!(
+        app.metric(r#"track_errors_total{operation="spool",error_type="undecodable"}"#).await,
+        1.0
+    );
+    let unreadable: Vec<_> = app
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("journal record cannot be read")))
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{}", app.logs());
+    assert!(unreadable[0]["at"].as_str().is_some_and(|at| at.starts_with("record 3 of ")), "{unreadable:?}");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("open");
+    let set_aside: (i64,) = sqlx::query_as("SELECT count(*) FROM unreadable_records WHERE seq = 3")
+        .fetch_one(&mut conn)
+        .await
+        .expect("read the journal");
+    assert_eq!(set_aside.0, 1);
 }
 
 async fn a_full_journal_sends_clicks_to_the_store_directly(db) {
