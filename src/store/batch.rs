@@ -65,7 +65,7 @@ pub(super) trait BatchTx: Send {
     async fn commit(self) -> Result<(), StoreError>;
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct CampaignIncrement {
     pub id: i64,
     pub clicks: i64,
@@ -80,7 +80,7 @@ pub(super) struct MemberRow {
 }
 
 /// A row of `messages` (direction 'incoming', type 'text').
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct MessageRow {
     pub member_id: i64,
     pub content: String,
@@ -89,7 +89,7 @@ pub(super) struct MessageRow {
 }
 
 /// The counting half of a `ryan_click_demo` upsert.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct SummaryCountRow<'a> {
     pub line_id: &'a str,
     pub source_campaign_id: i64,
@@ -107,7 +107,7 @@ pub(super) struct StoredTags {
 }
 
 /// A summary row whose merged tags differ from the stored ones.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct SummaryTagRow<'a> {
     pub line_id: &'a str,
     pub source_campaign_id: i64,
@@ -115,7 +115,7 @@ pub(super) struct SummaryTagRow<'a> {
 }
 
 /// A row of `component_interaction_logs`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct InteractionLogRow<'a> {
     /// '' for an anonymous click: the old table's column is NOT NULL.
     pub line_id: &'a str,
@@ -128,7 +128,7 @@ pub(super) struct InteractionLogRow<'a> {
 }
 
 /// A row of `track_click_tags`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct ClickTagRow<'a> {
     pub click_id: String,
     pub campaign_id: i64,
@@ -137,7 +137,7 @@ pub(super) struct ClickTagRow<'a> {
 }
 
 /// A row of `track_rejects`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub(super) struct RejectRow<'a> {
     pub click_id: String,
     pub received_at: String,
