@@ -25,7 +25,7 @@ async fn the_locustfile_runs_against_clicktrack_and_every_click_is_recorded() {
     let out = tokio::task::spawn_blocking({
         let host = format!("http://{}", app.addr);
         move || {
-            Command::new("python3")
+            Command::new(python)
                 .args([
                     "-m",
                     "locust",
