@@ -98,6 +98,11 @@ pub fn campaigns_csv(campaigns: &[CampaignSummary]) -> String {
     out
 }
 
+/// "1 click", "2 clicks": the sentence a reader expects.
+fn counted(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn counts_table(title: &str, counts: &[Count]) -> String {
     let rows: Vec<Vec<String>> = counts
         .iter()
@@ -108,17 +113,21 @@ fn counts_table(title: &str, counts: &[Count]) -> String {
 
 pub fn campaign_stats_table(s: &CampaignStats) -> String {
     let mut out = format!(
-        "Campaign {} {:?}: {} clicks all time\n\
+        "Campaign {} {:?}: {} all time\n\
          From {} to {} (UTC)\n\
-         {} clicks, {} unique members, {} anonymous clicks\n\n",
+         {}, {}, {}\n\n",
         s.campaign.id,
         s.campaign.name,
-        s.campaign.clicked_count,
+        counted(s.campaign.clicked_count, "click", "clicks"),
         s.from,
         s.to,
-        s.totals.clicks,
-        s.totals.unique_members,
-        s.totals.anonymous_clicks,
+        counted(s.totals.clicks, "click", "clicks"),
+        counted(s.totals.unique_members, "unique member", "unique members"),
+        counted(
+            s.totals.anonymous_clicks,
+            "anonymous click",
+            "anonymous clicks"
+        ),
     );
     out.push_str(&counts_table("TYPE", &s.by_type));
     out.push('\n');
@@ -161,6 +170,16 @@ pub fn campaign_stats_table(s: &CampaignStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_click_is_singular() {
+        assert_eq!(counted(1, "click", "clicks"), "1 click");
+        assert_eq!(counted(0, "click", "clicks"), "0 clicks");
+        assert_eq!(
+            counted(2, "unique member", "unique members"),
+            "2 unique members"
+        );
+    }
 
     #[test]
     fn columns_line_up() {
