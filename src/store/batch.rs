@@ -155,28 +155,7 @@ pub(super) async fn write<T: BatchTx>(
     member_cache: &MemberCache,
     tag_capacity: usize,
 ) -> Result<BatchResult, StoreError> {
-    let already = match seen {
-        Seen::Never => HashSet::new(),
-        Seen::Maybe => {
-            let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
-            let found = tx.recorded_click_ids(&ids).await?;
-            found
-                .iter()
-                .filter_map(|id| Uuid::parse_str(id).ok())
-                .collect()
-        }
-    };
-    let campaign_ids: Vec<i64> = plan::campaign_ids(records)
-        .into_iter()
-        .map(CampaignId::get)
-        .collect();
-    let known: HashSet<CampaignId> = match campaign_ids.is_empty() {
-        true => HashSet::new(),
-        false => {
-            let found = tx.existing_campaigns(&campaign_ids).await?;
-            found.into_iter().map(CampaignId).collect()
-        }
-    };
+    let (already, known) = what_the_store_holds(&mut tx, records, seen).await?;
     let plan = BatchPlan::new(records, &already, &known);
     let now = db_time(OffsetDateTime::now_utc());
 
@@ -238,6 +217,31 @@ pub(super) async fn write<T: BatchTx>(
         outcomes: plan.outcomes,
         tags_dropped,
     })
+}
+
+/// What the plan needs from the store: which of the records' click ids it holds (looked up only
+/// when `seen` says they may be there) and which of their campaigns exist.
+async fn what_the_store_holds<T: BatchTx>(
+    tx: &mut T,
+    records: &[Record],
+    seen: Seen,
+) -> Result<(HashSet<Uuid>, HashSet<CampaignId>), StoreError> {
+    let mut recorded = HashSet::new();
+    if seen == Seen::Maybe {
+        let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
+        let found = tx.recorded_click_ids(&ids).await?;
+        recorded.extend(found.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+    }
+    let campaign_ids: Vec<i64> = plan::campaign_ids(records)
+        .into_iter()
+        .map(CampaignId::get)
+        .collect();
+    let mut known = HashSet::new();
+    if !campaign_ids.is_empty() {
+        let found = tx.existing_campaigns(&campaign_ids).await?;
+        known.extend(found.into_iter().map(CampaignId));
+    }
+    Ok((recorded, known))
 }
 
 /// Count the clicks into every summary row (which locks them), then merge the batch's tags into

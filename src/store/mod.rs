@@ -1,9 +1,10 @@
 //! The store: where batches of records become rows in the five tables (docs/what-a-click-writes.md).
 //!
-//! `Store` is the interface the applier (and the appender with `--ack store`) uses; each backend implements the same operations in
-//! its own file with its own SQL next to it. What a batch *means* (which counters move by how
-//! much, which summaries change, which clicks are rejected) is decided once, in `plan`, so
-//! every backend writes the same thing.
+//! `Store` is the interface the applier (and the appender with `--ack store`) uses. What a
+//! batch *means* (which counters move by how much, which summaries change, which clicks are
+//! rejected) is decided once, in `plan`; how it is written (the steps, their lock order, the
+//! tag merge) once, in `batch`; each backend's file holds its connection settings and the SQL
+//! of each step (`BatchTx`). Statements that differ only in their text are run once, here.
 
 mod batch;
 mod chunks;
