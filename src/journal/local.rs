@@ -329,20 +329,15 @@ impl LocalJournal {
     }
 
     /// Append `records` in one synced transaction. When this returns `Ok`, they are on disk.
-    pub async fn append<'a>(
+    /// (`Journal::append` counts and times it.)
+    pub async fn append(
         &self,
-        records: impl IntoIterator<Item = &'a Record>,
+        records: &[&Record],
         reason: AppendReason,
     ) -> Result<(), JournalError> {
-        let records: Vec<&Record> = records.into_iter().collect();
-        let count = records.len();
-        if count == 0 {
-            return Ok(());
-        }
         self.check_room().await?;
         let pool = self.pool().await?;
-        let started = std::time::Instant::now();
-        let rows = format::encode_all(records);
+        let rows = format::encode_all(records.iter().copied());
         let done = sqlx::query(
             "INSERT INTO spooled_records (click_id, reason, spooled_at, record) \
              SELECT value ->> '$.click_id', ?, ?, value FROM json_each(?)",
@@ -353,11 +348,8 @@ impl LocalJournal {
         .execute(pool)
         .await
         .map_err(self.err("append"))?;
-        metrics::journal_append_duration(started.elapsed());
         self.depth
             .fetch_add(done.rows_affected(), Ordering::Relaxed);
-        metrics::journal_depth(self.depth());
-        metrics::spooled(reason.as_str(), count);
         Ok(())
     }
 

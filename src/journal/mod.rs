@@ -197,10 +197,20 @@ impl Journal {
         records: impl IntoIterator<Item = &'a Record>,
         reason: AppendReason,
     ) -> Result<(), JournalError> {
-        match self {
-            Journal::Local(j) => j.append(records, reason).await,
-            Journal::Nats(j) => j.append(records, reason).await,
+        // Collected first: the caller's iterator is not held across an await.
+        let records: Vec<&Record> = records.into_iter().collect();
+        if records.is_empty() {
+            return Ok(());
         }
+        let started = std::time::Instant::now();
+        match self {
+            Journal::Local(j) => j.append(&records, reason).await?,
+            Journal::Nats(j) => j.append(&records).await?,
+        }
+        metrics::journal_append_duration(started.elapsed());
+        metrics::journal_depth(self.depth());
+        metrics::spooled(reason.as_str(), records.len());
+        Ok(())
     }
 
     /// Up to `limit` of the oldest records, in append order.

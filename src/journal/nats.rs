@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use super::format;
-use super::{AppendReason, JournalError, Journaled, RecordUnreadable, StoreIdentity};
+use super::{JournalError, Journaled, RecordUnreadable, StoreIdentity};
 use crate::domain::Record;
 use crate::telemetry::{Event, metrics};
 
@@ -106,8 +106,12 @@ pub struct NatsJournal {
     refresher: JoinHandle<()>,
 }
 
-fn nats_err(operation: &'static str) -> impl Fn(String) -> JournalError {
-    move |message| JournalError::Nats { operation, message }
+/// `operation` failed with `error`, for `map_err` (as `store::sqlx_error` is for the stores).
+fn nats_err<E: std::fmt::Display>(operation: &'static str) -> impl FnOnce(E) -> JournalError {
+    move |error| JournalError::Nats {
+        operation,
+        message: error.to_string(),
+    }
 }
 
 impl NatsJournal {
@@ -142,7 +146,7 @@ impl NatsJournal {
                 },
             )
             .await
-            .map_err(|e| nats_err("consumer")(e.to_string()))?;
+            .map_err(nats_err("consumer"))?;
         let state = Arc::new(StreamState::default());
         let refresher = tokio::spawn(refresh_forever(stream, consumer.clone(), state.clone()));
         Ok(NatsJournal {
@@ -161,17 +165,8 @@ impl NatsJournal {
     }
 
     /// Publish every record and wait for all their PubAcks (within `PUBLISH_TIMEOUT`).
-    pub async fn append<'a>(
-        &self,
-        records: impl IntoIterator<Item = &'a Record>,
-        reason: AppendReason,
-    ) -> Result<(), JournalError> {
-        // Collected first: the caller's iterator is not held across an await.
-        let records: Vec<&Record> = records.into_iter().collect();
-        if records.is_empty() {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
+    /// (`Journal::append` counts and times it.)
+    pub async fn append(&self, records: &[&Record]) -> Result<(), JournalError> {
         let publish = async {
             let mut acks = Vec::new();
             for record in records {
@@ -182,13 +177,12 @@ impl NatsJournal {
                     .js
                     .send_publish(self.subject.clone(), message)
                     .await
-                    .map_err(|e| nats_err("publish")(e.to_string()))?;
+                    .map_err(nats_err("publish"))?;
                 acks.push(ack);
             }
             let count = acks.len();
             for ack in acks {
-                ack.await
-                    .map_err(|e| nats_err("publish ack")(e.to_string()))?;
+                ack.await.map_err(nats_err("publish ack"))?;
             }
             Ok::<usize, JournalError>(count)
         };
@@ -198,10 +192,7 @@ impl NatsJournal {
                 operation: "publish ack",
                 message: format!("no PubAck within {} ms", PUBLISH_TIMEOUT.as_millis()),
             })??;
-        metrics::journal_append_duration(started.elapsed());
         self.state.depth.fetch_add(count as u64, Ordering::Relaxed);
-        metrics::journal_depth(self.depth());
-        metrics::spooled(reason.as_str(), count);
         Ok(())
     }
 
@@ -220,9 +211,9 @@ impl NatsJournal {
                 .expires(FETCH_WAIT)
                 .messages()
                 .await
-                .map_err(|e| nats_err("fetch")(e.to_string()))?;
+                .map_err(nats_err("fetch"))?;
             while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| nats_err("fetch")(e.to_string()))?;
+                let message = message.map_err(nats_err("fetch"))?;
                 self.take(message).await;
             }
         }
@@ -284,10 +275,7 @@ impl NatsJournal {
                 .collect()
         };
         for message in &done {
-            message
-                .ack()
-                .await
-                .map_err(|e| nats_err("ack")(e.to_string()))?;
+            message.ack().await.map_err(nats_err("ack"))?;
         }
         let left = self
             .state
@@ -387,10 +375,7 @@ async fn ensure_stream(
         .get_or_create_stream(wanted)
         .await
         .map_err(|e| nats_err("stream")(format!("{}: {e}", settings.stream)))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| nats_err("stream")(e.to_string()))?;
+    let info = stream.info().await.map_err(nats_err("stream"))?;
     let problems = unsafe_settings(&info.config, settings, &owner);
     if problems.is_empty() {
         Ok(stream)

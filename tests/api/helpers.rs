@@ -937,3 +937,13 @@ pub fn free_port() -> u16 {
         .expect("free port")
         .port()
 }
+
+/// Wait until a load test's `sent` counter reaches `n`: fails if the clicks stop flowing for
+/// 30 s.
+pub async fn sent_at_least(sent: &std::sync::atomic::AtomicU64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "clicks stopped flowing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -295,19 +295,9 @@ async fn nats_restarted_under_load_loses_nothing() {
             })
         })
         .collect();
-    let at_least = |n: u64| {
-        let sent = sent.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while sent.load(Ordering::Relaxed) < n {
-                assert!(Instant::now() < deadline, "clicks stopped flowing");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    at_least(200).await;
+    sent_at_least(&sent, 200).await;
     server.restart().await;
-    at_least(sent.load(Ordering::Relaxed) + 200).await;
+    sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
     stop.store(true, Ordering::Relaxed);
     let mut bad = Vec::new();
     for w in workers {
@@ -345,7 +335,7 @@ async fn nats_restarted_under_load_loses_nothing() {
 // row in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_drops_a_click_published_twice() {
-    use clicktrack::journal::{AppendReason, NatsJournal, NatsSettings, StoreIdentity};
+    use clicktrack::journal::{NatsJournal, NatsSettings, StoreIdentity};
     use clicktrack::store::{ConnectOptions, DatabaseUrl, Store};
 
     let Some(server) = NatsServer::start().await else {
@@ -369,10 +359,7 @@ async fn the_stream_drops_a_click_published_twice() {
         .expect("journal");
     let click = click_record("U_TWICE", "T");
     for _ in 0..2 {
-        publisher
-            .append([&click], AppendReason::Journal)
-            .await
-            .expect("published");
+        publisher.append(&[&click]).await.expect("published");
     }
     publisher.close().await;
     // An instance applies the stream: one click.

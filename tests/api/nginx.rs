@@ -281,18 +281,8 @@ async fn restarting_clicktrack_behind_nginx_loses_and_doubles_no_click() {
         })
         .collect();
     let load = tokio::spawn(async move { join_all(workers).await });
-    let at_least = |n: u64| {
-        let sent = sent.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while sent.load(Ordering::Relaxed) < n {
-                assert!(Instant::now() < deadline, "clicks stopped flowing");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
     for (i, slot) in apps.iter_mut().enumerate() {
-        at_least(sent.load(Ordering::Relaxed) + 200).await;
+        sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
         // SIGTERM: stop accepting, finish what was accepted, apply the journal, exit 0.
         let mut app = slot.take().expect("running");
         signal(app.pid(), "TERM");
@@ -301,10 +291,10 @@ async fn restarting_clicktrack_behind_nginx_loses_and_doubles_no_click() {
             "{}",
             app.logs()
         );
-        at_least(sent.load(Ordering::Relaxed) + 200).await;
+        sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
         *slot = Some(spawn(i));
     }
-    at_least(sent.load(Ordering::Relaxed) + 200).await;
+    sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
     stop.store(true, Ordering::Relaxed);
     let bad: Vec<String> = load.await.expect("load").into_iter().flatten().collect();
     assert!(

@@ -388,7 +388,8 @@ async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {
     let spool_path = db.spool_path();
     let journal = LocalJournal::new(&spool_path);
     let clicks: Vec<_> = ["S1", "S2", "S3", "S4", "S5"].iter().map(|uid| click_record(uid, "T")).collect();
-    journal.append(&clicks, AppendReason::StoreUnavailable).await.expect("journal");
+    let records: Vec<_> = clicks.iter().collect();
+    journal.append(&records, AppendReason::StoreUnavailable).await.expect("journal");
     journal.close().await;
     let url = DatabaseUrl::parse(&db.url).expect("url");
     let store = Store::connect(&url, ConnectOptions { max_connections: 1 }).await.expect("connect");
