@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -68,12 +67,7 @@ async fn the_systemd_environment_example_is_a_configuration_clicktrack_accepts()
         .await;
     assert_eq!(r.status(), 302, "{}", app.logs());
     assert_eq!(db.count("component_interaction_logs").await, 1);
-    signal(app.pid(), "TERM");
-    assert!(
-        app.wait(Duration::from_secs(15)).success(),
-        "{}",
-        app.logs()
-    );
+    app.terminate();
 }
 
 #[test]

@@ -748,6 +748,16 @@ impl TestApp {
         }
     }
 
+    /// SIGTERM, then expect the drain and exit 0 within 15 s (failing with the app's logs).
+    pub fn terminate(&mut self) {
+        signal(self.pid(), "TERM");
+        assert!(
+            self.wait(Duration::from_secs(15)).success(),
+            "{}",
+            self.logs()
+        );
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().expect("log lock").join("\n")
     }

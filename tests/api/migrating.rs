@@ -3,7 +3,6 @@
 //! says each one prints or changes is checked.
 
 use std::process::Command;
-use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 
@@ -163,10 +162,5 @@ async fn the_flask_cut_over_guide_runs_as_written() {
     assert_eq!(db.interaction("U_CUTOVER_TEST").await.len(), 1);
     assert_eq!(db.count("track_rejects").await, 0);
     // Rollback: SIGTERM applies the journal and exits 0.
-    signal(app.pid(), "TERM");
-    assert!(
-        app.wait(Duration::from_secs(15)).success(),
-        "{}",
-        app.logs()
-    );
+    app.terminate();
 }

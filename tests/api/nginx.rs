@@ -285,12 +285,7 @@ async fn restarting_clicktrack_behind_nginx_loses_and_doubles_no_click() {
         sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
         // SIGTERM: stop accepting, finish what was accepted, apply the journal, exit 0.
         let mut app = slot.take().expect("running");
-        signal(app.pid(), "TERM");
-        assert!(
-            app.wait(Duration::from_secs(15)).success(),
-            "{}",
-            app.logs()
-        );
+        app.terminate();
         sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
         *slot = Some(spawn(i));
     }
