@@ -20,7 +20,7 @@ use crate::http::{self, AppState, LinkChecks};
 use crate::journal::{Journal, StoreIdentity};
 use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
 use crate::stats::StatsReader;
-use crate::store::{Store, StoreError};
+use crate::store::{ConnectOptions, Store, StoreError};
 use crate::telemetry::{Exporter, metrics};
 
 mod shutdown;
@@ -98,6 +98,9 @@ struct Background {
     journal: Arc<Journal>,
     store: Store,
     upkeep: tokio::task::JoinHandle<()>,
+    /// Rolls up log rows the applier did not write (`pipeline/backfill.rs`), on a store
+    /// connection of its own.
+    backfill: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -115,6 +118,8 @@ impl Application {
         let mode = settings.pipeline.mode;
         let health = Arc::new(Health::new(mode, true, journal_ok));
         let lag = Arc::new(ApplyLag::default());
+        let backfill_store =
+            Store::connect(&settings.database, ConnectOptions { max_connections: 1 }).await?;
         let (applier_store, applier_thread) = applier_thread::start(
             settings.database.clone(),
             settings.connect,
@@ -147,6 +152,7 @@ impl Application {
             journal,
             store,
             upkeep,
+            backfill: pipeline::backfill::spawn(backfill_store),
         };
 
         let public = bind("--listen", settings.listen).await?;
@@ -227,6 +233,8 @@ impl Application {
         // appender, drain and stop; then the applier writes what the journal holds, within the
         // drain time.
         let bg = self.background;
+        // A step cut short rolls back; the next start continues from the last committed one.
+        bg.backfill.abort();
         let overflow_result = bg.overflow.await;
         let appender_result = bg.appender.await;
         let drain_deadline = tokio::time::Instant::now() + bg.drain_timeout;

@@ -1,6 +1,7 @@
 //! The subcommands other than `serve`: small, one store or journal operation each
 //! (`stats` has its own file).
 
+mod progress;
 mod stats;
 
 use std::collections::BTreeSet;
@@ -16,6 +17,7 @@ use crate::config::{
 use crate::domain::link::{LinkError, LinkSpec};
 use crate::journal::{Journal, LocalJournal, StoreIdentity};
 use crate::pipeline::applier::{ApplyStep, apply_step};
+use crate::pipeline::backfill;
 use crate::pipeline::{Budget, Committer};
 use crate::store::Store;
 
@@ -84,9 +86,40 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
         Ok::<_, AppError>(describe_migration(&before, &after))
     }
     .await;
+    let changed = match changed {
+        Ok(changed) => changed,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    println!("{database}: {changed}");
+    let built = build_rollups(&store).await;
     store.close().await;
-    println!("{database}: {}", changed?);
+    let built = built?;
+    println!(
+        "rollups: {} log rows of history and {} rows written by other programs rolled up; \
+         campaign statistics are complete",
+        built.history_rows, built.foreign_rows
+    );
     Ok(())
+}
+
+/// The backfill of `migrate`, with a progress bar on a terminal and a log line every few
+/// seconds otherwise.
+async fn build_rollups(store: &Store) -> Result<backfill::Backfilled, AppError> {
+    let state = store.rollup_state().await?;
+    let mut progress =
+        progress::Progress::new(state.ids_total(), state.ids_total() - state.ids_left());
+    let built = backfill::run_to_end(store, backfill::MIGRATE_CHUNK, |step| {
+        progress.update(
+            step.state.ids_total() - step.state.ids_left(),
+            step.history_rows + step.foreign_rows,
+        );
+    })
+    .await;
+    progress.finish();
+    Ok(built?)
 }
 
 /// What `migrate` changed, in one sentence: the tables it created, then the columns and

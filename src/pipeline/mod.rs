@@ -16,6 +16,7 @@
 mod appender;
 pub mod applier;
 pub mod applier_thread;
+pub mod backfill;
 mod batcher;
 mod commit;
 mod health;

@@ -1,6 +1,7 @@
 //! Campaign results for the people who read them: what the admin API, the dashboard and
-//! `clicktrack stats` show, read from the interaction logs, the summaries and the per-click
-//! tags.
+//! `clicktrack stats` show. Campaign figures come from the rollups (whole hours) and the raw
+//! log (the window's edges), so their cost follows the window, not every click ever recorded;
+//! a member's clicks and the CSV export list single clicks from the raw log.
 //!
 //! Reads go through their own small pool (`READ_CONNECTIONS`), never the writer's: a slow
 //! report must not hold a connection a batch of clicks is waiting for. SQLite readers open the
@@ -33,8 +34,6 @@ pub const READ_CONNECTIONS: u32 = 4;
 /// A stats query taking longer than this is abandoned (503): better an error than a page that
 /// never loads while it holds a read connection.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Members listed in `top_members`.
-const TOP_MEMBERS: usize = sql::DISPLAY_NAMES_LIST;
 
 /// The read side of the store.
 #[derive(Debug, Clone)]
@@ -80,6 +79,13 @@ pub enum StatsError {
     },
     #[error("{operation}: no answer within {} s", QUERY_TIMEOUT.as_secs())]
     TimedOut { operation: &'static str },
+    /// The backfill has not rolled up every log row older than the rollups: the figures
+    /// would be short, so none are given.
+    #[error(
+        "campaign history is still being built from the interaction log ({left} log ids to go); \
+         `clicktrack migrate` builds it, and `serve` continues it"
+    )]
+    HistoryIncomplete { left: i64 },
 }
 
 impl StatsError {
@@ -87,7 +93,9 @@ impl StatsError {
     /// are not failures (an unknown id).
     pub fn error_type(&self) -> Option<&'static str> {
         match self {
-            StatsError::UnknownCampaign(_) | StatsError::UnknownMember(_) => None,
+            StatsError::UnknownCampaign(_)
+            | StatsError::UnknownMember(_)
+            | StatsError::HistoryIncomplete { .. } => None,
             // A read is not retried, so only "the database is not there" is told apart.
             StatsError::Store { source, .. } => match classify(source).0 {
                 ErrorKind::Unavailable => Some("unavailable"),
@@ -210,6 +218,18 @@ pub struct MemberClicks {
     pub summaries: Vec<MemberSummary>,
 }
 
+/// `HistoryIncomplete` until the backfill has passed the last log id older than the rollups
+/// (`state` = next id, last id).
+fn history_complete((next_id, end_id): (i64, i64)) -> Result<(), StatsError> {
+    if next_id > end_id {
+        Ok(())
+    } else {
+        Err(StatsError::HistoryIncomplete {
+            left: end_id - next_id + 1,
+        })
+    }
+}
+
 fn split_tags(joined: Option<String>) -> Vec<String> {
     joined
         .map(|t| {
@@ -261,26 +281,25 @@ impl StatsReader {
     }
 
     pub async fn campaigns(&self) -> Result<Vec<CampaignSummary>, StatsError> {
-        type Row = (i64, String, i64, Option<String>);
-        let (rows, members): (Vec<Row>, Vec<(i64, i64)>) = on_pool!(self, pool, sql => {
+        type Row = (i64, String, i64, Option<String>, i64);
+        let (rows, state): (Vec<Row>, (i64, i64)) = on_pool!(self, pool, sql => {
             tokio::try_join!(
                 timed("list campaigns", sqlx::query_as(sql.campaigns).fetch_all(pool)),
-                timed(
-                    "count campaign members",
-                    sqlx::query_as(sql.members_per_campaign).fetch_all(pool),
-                ),
+                timed("read rollup state", sqlx::query_as(sql.rollup_state).fetch_one(pool)),
             )?
         });
-        let members: BTreeMap<i64, i64> = members.into_iter().collect();
+        history_complete(state)?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, clicked_count, last)| CampaignSummary {
-                id,
-                name,
-                clicked_count,
-                unique_members: members.get(&id).copied().unwrap_or(0),
-                last_click_at: last.as_deref().map(api_time),
-            })
+            .map(
+                |(id, name, clicked_count, last, unique_members)| CampaignSummary {
+                    id,
+                    name,
+                    clicked_count,
+                    unique_members,
+                    last_click_at: last.as_deref().map(api_time),
+                },
+            )
             .collect())
     }
 
@@ -308,41 +327,71 @@ impl StatsReader {
         window: &Window,
     ) -> Result<CampaignStats, StatsError> {
         let campaign = self.campaign(id).await?;
-        let (from, to) = window.bounds();
-        type Series = Vec<(String, String, i64)>;
+        let split = window.split();
+        type Series = Vec<(String, String, i64, i64)>;
         type Pairs = Vec<(String, i64)>;
-        let (series, members, targets, tags): (Series, Pairs, Pairs, Pairs) = on_pool!(self, pool, sql => {
+        let (state, series, unique_members, members, targets, tags): (
+            (i64, i64),
+            Series,
+            i64,
+            Pairs,
+            Pairs,
+            Pairs,
+        ) = on_pool!(self, pool, sql => {
             let series_sql = match window.bucket {
                 window::Bucket::Hour => sql.series_hour,
                 window::Bucket::Day => sql.series_day,
             };
             // A macro, not a closure: each statement decodes into its own row type.
-            macro_rules! range {
-                ($statement:expr) => {
-                    sqlx::query_as($statement).bind(id).bind(&from).bind(&to).fetch_all(pool)
+            macro_rules! rolled_up {
+                ($query:expr) => {
+                    $query
+                        .bind(id)
+                        .bind(&split.mid_from)
+                        .bind(&split.mid_to)
+                        .bind(id)
+                        .bind(&split.from)
+                        .bind(&split.mid_from)
+                        .bind(&split.mid_to)
+                        .bind(&split.to)
                 };
             }
             tokio::try_join!(
-                timed("read clicks over time", range!(series_sql)),
-                timed("read members", range!(sql.members)),
-                timed("read top targets", range!(sql.top_targets)),
-                timed("read tags", range!(sql.tags)),
+                timed("read rollup state", sqlx::query_as(sql.rollup_state).fetch_one(pool)),
+                timed(
+                    "read clicks over time",
+                    rolled_up!(sqlx::query_as(series_sql)).fetch_all(pool)
+                ),
+                timed(
+                    "count members",
+                    rolled_up!(sqlx::query_scalar(sql.unique_members)).fetch_one(pool)
+                ),
+                timed(
+                    "read top members",
+                    rolled_up!(sqlx::query_as(sql.top_members)).fetch_all(pool)
+                ),
+                timed(
+                    "read top targets",
+                    rolled_up!(sqlx::query_as(sql.top_targets)).fetch_all(pool)
+                ),
+                timed("read tags", rolled_up!(sqlx::query_as(sql.tags)).fetch_all(pool)),
             )?
         });
+        history_complete(state)?;
 
         let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
         let mut per_type: BTreeMap<String, i64> = InteractionType::ALL
             .iter()
             .map(|t| (t.as_str().to_owned(), 0))
             .collect();
-        for (bucket, kind, clicks) in series {
+        let mut member_clicks = 0;
+        for (bucket, kind, clicks, of_members) in series {
             *per_bucket.entry(bucket).or_default() += clicks;
             *per_type.entry(kind).or_default() += clicks;
+            member_clicks += of_members;
         }
         let clicks: i64 = per_type.values().sum();
-        let member_clicks: i64 = members.iter().map(|(_, n)| n).sum();
-        let unique_members = members.len() as i64;
-        let top_members = self.top_members(members).await?;
+        let top_members = self.with_display_names(members).await?;
 
         let mut by_type: Vec<Count> = per_type
             .into_iter()
@@ -380,13 +429,11 @@ impl StatsReader {
         })
     }
 
-    /// The most active of `members` (uid, clicks), with their display names (one query).
-    async fn top_members(
+    /// `members` (uid, clicks), most active first, with their display names (one query).
+    async fn with_display_names(
         &self,
-        mut members: Vec<(String, i64)>,
+        members: Vec<(String, i64)>,
     ) -> Result<Vec<MemberCount>, StatsError> {
-        members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        members.truncate(TOP_MEMBERS);
         let Some((last, _)) = members.last() else {
             return Ok(Vec::new());
         };

@@ -1,28 +1,31 @@
 //! The stats queries, once per SQL dialect, side by side so they stay the same query.
 //!
-//! Every range query takes `?` in the order (campaign_id, from, to), with `from` inclusive and
-//! `to` exclusive, both `YYYY-MM-DD HH:MM:SS` in UTC (`store::db_time`). Each one is answered
-//! from one index range (see migrations/sqlite/0003_stats.sql and store/mysql_schema.rs); a
-//! test runs EXPLAIN on the MySQL ones. Times come back as text in that same form, integers as
-//! BIGINT (MySQL's INT and DECIMAL results are cast), so both backends decode alike.
+//! Campaign results come from the rollups (docs/rollups.md): a window's whole hours from the
+//! `track_rollup_*` tables, the seconds before its first and after its last whole hour from the
+//! raw log, in one `UNION ALL` per figure. Every such query binds, in this order,
+//! (campaign_id, mid_from, mid_to) for the rollup part and (campaign_id, from, mid_from,
+//! mid_to, to) for the raw part (`window::Split`); times are `YYYY-MM-DD HH:MM:SS` in UTC
+//! (`store::db_time`), `from` inclusive, `to` exclusive. A member's clicks and the CSV export
+//! list single clicks, from the raw log. Times come back as text in that same form, integers
+//! as BIGINT (MySQL's INT and DECIMAL results are cast), so both backends decode alike.
 
 /// One dialect's statements.
 pub struct Dialect {
-    /// Every campaign: id, name, clicked_count, last click (one index dive each: MAX() in a
-    /// correlated subquery made MariaDB read the campaign's whole index range).
+    /// Every campaign: id, name, clicked_count, last click, distinct members (all time).
     pub campaigns: &'static str,
-    /// (campaign_id, distinct members), all time: one pass over the member index, which
-    /// MariaDB reads as a loose index scan (0.33 s for 1,000,000 rows against 1.2 s for a
-    /// COUNT(DISTINCT) subquery per campaign; measured).
-    pub members_per_campaign: &'static str,
     /// One campaign by id: id, name, clicked_count, created_at.
     pub campaign: &'static str,
-    /// (bucket label, interaction type, clicks) for hour buckets (`YYYY-MM-DD HH`).
+    /// The backfill's progress: (next id, last id); the history is complete once next > last.
+    pub rollup_state: &'static str,
+    /// (bucket label, interaction type, clicks, clicks with a uid) for hour buckets
+    /// (`YYYY-MM-DD HH`).
     pub series_hour: &'static str,
     /// The same for day buckets (`YYYY-MM-DD`).
     pub series_day: &'static str,
-    /// (line_id, clicks) of every member who clicked in the range, in one ordered index scan.
-    pub members: &'static str,
+    /// Distinct members who clicked in the window.
+    pub unique_members: &'static str,
+    /// (line_id, clicks) of the ten members who clicked most in the window.
+    pub top_members: &'static str,
     /// (target, clicks), the ten most clicked, by their first 255 characters.
     pub top_targets: &'static str,
     /// (tag, clicks), the hundred most used.
@@ -37,7 +40,7 @@ pub struct Dialect {
     /// A member's summaries (`ryan_click_demo`), as `SummaryRow`.
     pub member_summaries: &'static str,
     /// Every click of the range in time order for the CSV export, as `ExportRow` (columns
-    /// named as in `CLICK_COLUMNS`).
+    /// named as in `CLICK_COLUMNS`). Binds (campaign_id, from, to).
     pub clicks: &'static str,
 }
 
@@ -63,19 +66,35 @@ macro_rules! range_query {
     };
 }
 
-/// `target_key` is the target's first 255 characters, a virtual column both schemas add so
-/// that the time index can hold it.
-const TOP_TARGETS: &str = range_query!(
-    "SELECT COALESCE(target_key, '') AS target, COUNT(*) AS n",
-    " GROUP BY target_key ORDER BY n DESC, target LIMIT 10"
-);
-
-const MEMBERS_PER_CAMPAIGN: &str = "SELECT campaign_id, COUNT(DISTINCT line_id) \
-    FROM component_interaction_logs WHERE line_id <> '' GROUP BY campaign_id";
-
-const TAGS: &str = "SELECT tag, COUNT(*) AS n FROM track_click_tags \
-    WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? \
-    GROUP BY tag ORDER BY n DESC, tag LIMIT 100";
+/// `$outer` over the rollup rows of the window's whole hours (`$rollup` from `$table`) and
+/// the raw rows of its edges (`$raw`, from `$raw_table` with its `$hint` and `$filter`).
+macro_rules! rolled_up {
+    (
+        $outer:literal,
+        $rollup:literal from $table:literal,
+        $raw:literal from $raw_table:literal $hint:literal where $filter:literal,
+        $rest:literal
+    ) => {
+        concat!(
+            $outer,
+            " FROM (",
+            $rollup,
+            " FROM ",
+            $table,
+            " WHERE campaign_id = ? AND hour >= ? AND hour < ? UNION ALL ",
+            $raw,
+            " FROM ",
+            $raw_table,
+            " ",
+            $hint,
+            " WHERE campaign_id = ? AND ((triggered_at >= ? AND triggered_at < ?) \
+              OR (triggered_at >= ? AND triggered_at < ?))",
+            $filter,
+            ") u",
+            $rest
+        )
+    };
+}
 
 const DISPLAY_NAME: &str = "SELECT line_display_name FROM members WHERE line_uid = ?";
 
@@ -86,28 +105,55 @@ const DISPLAY_NAMES: &str = "SELECT line_uid, line_display_name FROM members \
 
 pub const SQLITE: Dialect = Dialect {
     campaigns: "SELECT c.id, COALESCE(c.name, ''), COALESCE(c.clicked_count, 0), \
-            (SELECT l.triggered_at FROM component_interaction_logs l \
-             WHERE l.campaign_id = c.id ORDER BY l.triggered_at DESC LIMIT 1) \
-        FROM campaigns c ORDER BY c.id DESC",
-    members_per_campaign: MEMBERS_PER_CAMPAIGN,
+            r.last_click_at, COALESCE(r.unique_members, 0) \
+        FROM campaigns c LEFT JOIN track_rollup_campaigns r ON r.campaign_id = c.id \
+        ORDER BY c.id DESC",
     campaign: "SELECT id, COALESCE(name, ''), COALESCE(clicked_count, 0), created_at \
         FROM campaigns WHERE id = ?",
-    series_hour: range_query!(
-        "SELECT substr(triggered_at, 1, 13) AS bucket, interaction_type, COUNT(*)",
+    rollup_state: "SELECT backfill_next_id, backfill_end_id FROM track_rollup_state WHERE id = 1",
+    series_hour: rolled_up!(
+        "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
+        "SELECT substr(hour, 1, 13) AS bucket, interaction_type, clicks, member_clicks"
+            from "track_rollup_hours",
+        "SELECT substr(triggered_at, 1, 13), interaction_type, 1, line_id <> ''"
+            from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
         " GROUP BY bucket, interaction_type"
     ),
-    series_day: range_query!(
-        "SELECT substr(triggered_at, 1, 10) AS bucket, interaction_type, COUNT(*)",
+    series_day: rolled_up!(
+        "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
+        "SELECT substr(hour, 1, 10) AS bucket, interaction_type, clicks, member_clicks"
+            from "track_rollup_hours",
+        "SELECT substr(triggered_at, 1, 10), interaction_type, 1, line_id <> ''"
+            from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
         " GROUP BY bucket, interaction_type"
     ),
-    // Named index: the planner would pick the time index for narrow windows and then sort
-    // and read rows; the member index is read alone and in order (0.09 s for 500,000 rows).
-    members: "SELECT line_id, COUNT(*) \
-        FROM component_interaction_logs INDEXED BY idx_cil_campaign_member \
-        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? AND line_id <> '' \
-        GROUP BY line_id",
-    top_targets: TOP_TARGETS,
-    tags: TAGS,
+    unique_members: rolled_up!(
+        "SELECT COUNT(DISTINCT line_id)",
+        "SELECT line_id" from "track_rollup_members",
+        "SELECT line_id" from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time"
+            where " AND line_id <> ''",
+        ""
+    ),
+    top_members: rolled_up!(
+        "SELECT line_id, SUM(n) AS n",
+        "SELECT line_id, clicks AS n" from "track_rollup_members",
+        "SELECT line_id, 1" from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time"
+            where " AND line_id <> ''",
+        " GROUP BY line_id ORDER BY n DESC, line_id LIMIT 10"
+    ),
+    top_targets: rolled_up!(
+        "SELECT target, SUM(n) AS n",
+        "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
+        "SELECT COALESCE(target_key, ''), 1"
+            from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
+        " GROUP BY target ORDER BY n DESC, target LIMIT 10"
+    ),
+    tags: rolled_up!(
+        "SELECT tag, SUM(n) AS n",
+        "SELECT tag, clicks AS n" from "track_rollup_tags",
+        "SELECT tag, 1" from "track_click_tags" "" where "",
+        " GROUP BY tag ORDER BY n DESC, tag LIMIT 100"
+    ),
     display_name: DISPLAY_NAME,
     display_names: DISPLAY_NAMES,
     member_clicks: "SELECT l.click_id, l.triggered_at AS clicked_at, l.campaign_id, \
@@ -133,36 +179,71 @@ pub const SQLITE: Dialect = Dialect {
 };
 
 // MySQL: the old app's tables may have another collation (or charset) than clicktrack's own
-// `track_click_tags`, and comparing two columns of different collations is an error (1267),
-// so the interaction log's click_id is converted to the tags table's before the join.
+// tables, and comparing or UNIONing columns of different collations is an error (1267, 1271),
+// so text read from the interaction log is converted to the rollups' `utf8mb4_bin` (and its
+// click_id to the tags table's collation before the join).
 pub const MYSQL: Dialect = Dialect {
     campaigns: "SELECT CAST(c.id AS SIGNED), COALESCE(c.name, ''), \
             CAST(COALESCE(c.clicked_count, 0) AS SIGNED), \
-            (SELECT DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s') \
-             FROM component_interaction_logs l WHERE l.campaign_id = c.id \
-             ORDER BY l.triggered_at DESC LIMIT 1) \
-        FROM campaigns c ORDER BY c.id DESC",
-    members_per_campaign: MEMBERS_PER_CAMPAIGN,
+            DATE_FORMAT(r.last_click_at, '%Y-%m-%d %H:%i:%s'), \
+            CAST(COALESCE(r.unique_members, 0) AS SIGNED) \
+        FROM campaigns c LEFT JOIN track_rollup_campaigns r ON r.campaign_id = c.id \
+        ORDER BY c.id DESC",
     campaign: "SELECT CAST(id AS SIGNED), COALESCE(name, ''), \
             CAST(COALESCE(clicked_count, 0) AS SIGNED), \
             DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') \
         FROM campaigns WHERE id = ?",
-    series_hour: range_query!(
-        "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d %H') AS bucket, \
-            CAST(interaction_type AS CHAR), COUNT(*)",
-        " GROUP BY bucket, interaction_type"
+    rollup_state: "SELECT CAST(backfill_next_id AS SIGNED), CAST(backfill_end_id AS SIGNED) \
+        FROM track_rollup_state WHERE id = 1",
+    series_hour: rolled_up!(
+        "SELECT bucket, kind, CAST(SUM(clicks) AS SIGNED), CAST(SUM(member_clicks) AS SIGNED)",
+        "SELECT DATE_FORMAT(hour, '%Y-%m-%d %H') AS bucket, interaction_type AS kind, clicks, \
+            member_clicks" from "track_rollup_hours",
+        "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d %H'), \
+            CONVERT(CAST(interaction_type AS CHAR) USING utf8mb4) COLLATE utf8mb4_bin, 1, \
+            line_id <> ''"
+            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
+        " GROUP BY bucket, kind"
     ),
-    series_day: range_query!(
-        "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d') AS bucket, \
-            CAST(interaction_type AS CHAR), COUNT(*)",
-        " GROUP BY bucket, interaction_type"
+    series_day: rolled_up!(
+        "SELECT bucket, kind, CAST(SUM(clicks) AS SIGNED), CAST(SUM(member_clicks) AS SIGNED)",
+        "SELECT DATE_FORMAT(hour, '%Y-%m-%d') AS bucket, interaction_type AS kind, clicks, \
+            member_clicks" from "track_rollup_hours",
+        "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d'), \
+            CONVERT(CAST(interaction_type AS CHAR) USING utf8mb4) COLLATE utf8mb4_bin, 1, \
+            line_id <> ''"
+            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
+        " GROUP BY bucket, kind"
     ),
-    members: "SELECT line_id, COUNT(*) \
-        FROM component_interaction_logs FORCE INDEX (idx_cil_campaign_member) \
-        WHERE campaign_id = ? AND triggered_at >= ? AND triggered_at < ? AND line_id <> '' \
-        GROUP BY line_id",
-    top_targets: TOP_TARGETS,
-    tags: TAGS,
+    unique_members: rolled_up!(
+        "SELECT CAST(COUNT(DISTINCT line_id) AS SIGNED)",
+        "SELECT line_id" from "track_rollup_members",
+        "SELECT CONVERT(line_id USING utf8mb4) COLLATE utf8mb4_bin"
+            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)"
+            where " AND line_id <> ''",
+        ""
+    ),
+    top_members: rolled_up!(
+        "SELECT line_id, CAST(SUM(n) AS SIGNED) AS n",
+        "SELECT line_id, clicks AS n" from "track_rollup_members",
+        "SELECT CONVERT(line_id USING utf8mb4) COLLATE utf8mb4_bin, 1"
+            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)"
+            where " AND line_id <> ''",
+        " GROUP BY line_id ORDER BY n DESC, line_id LIMIT 10"
+    ),
+    top_targets: rolled_up!(
+        "SELECT target, CAST(SUM(n) AS SIGNED) AS n",
+        "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
+        "SELECT CONVERT(COALESCE(target_key, '') USING utf8mb4) COLLATE utf8mb4_bin, 1"
+            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
+        " GROUP BY target ORDER BY n DESC, target LIMIT 10"
+    ),
+    tags: rolled_up!(
+        "SELECT tag, CAST(SUM(n) AS SIGNED) AS n",
+        "SELECT tag, clicks AS n" from "track_rollup_tags",
+        "SELECT tag, 1" from "track_click_tags" "" where "",
+        " GROUP BY tag ORDER BY n DESC, tag LIMIT 100"
+    ),
     display_name: DISPLAY_NAME,
     display_names: DISPLAY_NAMES,
     member_clicks: "SELECT l.click_id, \
@@ -191,12 +272,13 @@ pub const MYSQL: Dialect = Dialect {
 };
 
 impl Dialect {
-    /// The statements that bind (campaign_id, from, to), by name: what EXPLAIN is checked on.
-    pub fn range_queries(&self) -> [(&'static str, &'static str); 6] {
+    /// The statements that read a window, by name: what EXPLAIN is checked on.
+    pub fn range_queries(&self) -> [(&'static str, &'static str); 7] {
         [
             ("series_hour", self.series_hour),
             ("series_day", self.series_day),
-            ("members", self.members),
+            ("unique_members", self.unique_members),
+            ("top_members", self.top_members),
             ("top_targets", self.top_targets),
             ("tags", self.tags),
             ("clicks", self.clicks),

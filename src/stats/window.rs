@@ -127,6 +127,26 @@ impl Window {
         (db_time(self.from), db_time(self.to))
     }
 
+    /// The window cut for the rollups (`Split`).
+    pub fn split(&self) -> Split {
+        let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
+        let mut mid_from = hour(self.from);
+        if mid_from < self.from {
+            mid_from += Duration::HOUR;
+        }
+        let mut mid_to = hour(self.to);
+        if mid_from >= mid_to {
+            // No whole hour inside: all of it from the raw log.
+            (mid_from, mid_to) = (self.to, self.to);
+        }
+        Split {
+            from: db_time(self.from),
+            mid_from: db_time(mid_from),
+            mid_to: db_time(mid_to),
+            to: db_time(self.to),
+        }
+    }
+
     fn bucket_count(&self) -> i64 {
         let span = self.to - self.bucket.floor(self.from);
         let step = self.bucket.step();
@@ -143,6 +163,17 @@ impl Window {
         }
         out
     }
+}
+
+/// A window as the stats queries read it: the whole hours `[mid_from, mid_to)` from the
+/// rollups, the seconds before (`[from, mid_from)`) and after (`[mid_to, to)`) from the raw
+/// log, at most an hour each. All in the store's text form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub from: String,
+    pub mid_from: String,
+    pub mid_to: String,
+    pub to: String,
 }
 
 /// `from` and `to` alone (the export has no buckets), with `parse`'s defaults and checks.
@@ -275,6 +306,38 @@ mod tests {
         let minutes = Window::since(Duration::minutes(10), NOW).expect("valid");
         assert_eq!(minutes.from, datetime!(2026-11-25 10:20:16 UTC));
         assert_eq!(minutes.buckets().len(), 1);
+    }
+
+    #[test]
+    fn a_window_splits_into_whole_hours_and_raw_edges() {
+        let split = |f: &str, t: &str| {
+            let w = Window::parse(Some(f), Some(t), None, NOW).expect("valid");
+            let s = w.split();
+            (s.from, s.mid_from, s.mid_to, s.to)
+        };
+        assert_eq!(
+            split("2026-11-24T22:15:00Z", "2026-11-25T01:00:05Z"),
+            (
+                "2026-11-24 22:15:00".into(),
+                "2026-11-24 23:00:00".into(),
+                "2026-11-25 01:00:00".into(),
+                "2026-11-25 01:00:05".into()
+            )
+        );
+        let aligned = split("2026-11-24T22:00:00Z", "2026-11-25T01:00:00Z");
+        assert_eq!(
+            (aligned.1.as_str(), aligned.2.as_str()),
+            ("2026-11-24 22:00:00", "2026-11-25 01:00:00")
+        );
+        // Within one hour, or across one boundary without a whole hour: all raw.
+        for (f, t) in [
+            ("2026-11-24T22:15:00Z", "2026-11-24T22:45:00Z"),
+            ("2026-11-24T22:15:00Z", "2026-11-24T23:45:00Z"),
+        ] {
+            let (from, mid_from, mid_to, to) = split(f, t);
+            assert_eq!((&mid_from, &mid_to), (&to, &to), "{f} {t}");
+            assert!(from < to);
+        }
     }
 
     #[test]

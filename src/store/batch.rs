@@ -15,13 +15,15 @@ use uuid::Uuid;
 
 use super::members::{Member, MemberCache, Members};
 use super::plan::{self, BatchPlan};
+use super::rollup::{self, RollupClick, RollupDelta, RollupTx};
 use super::{BatchResult, Seen, StoreError, db_time, message_content};
 use crate::domain::tags::merge_tags;
 use crate::domain::{CampaignId, Click, Record, Reject};
 
 /// One dialect's SQL for each step of a batch, run inside one open transaction. Rows arrive in
-/// the order they must be locked in: ascending key, the same on every instance.
-pub(super) trait BatchTx: Send {
+/// the order they must be locked in: ascending key, the same on every instance. The rollup
+/// steps (and `commit`) come from `RollupTx`.
+pub(super) trait BatchTx: RollupTx {
     /// Which of `click_ids` the interaction log or the rejects already hold.
     async fn recorded_click_ids(&mut self, click_ids: &[String])
     -> Result<Vec<String>, StoreError>;
@@ -62,7 +64,6 @@ pub(super) trait BatchTx: Send {
     async fn insert_click_tags(&mut self, rows: &[ClickTagRow<'_>]) -> Result<(), StoreError>;
     /// Rejects whose click id is stored already are skipped, not an error.
     async fn insert_rejects(&mut self, rows: &[RejectRow<'_>]) -> Result<(), StoreError>;
-    async fn commit(self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug)]
@@ -209,6 +210,19 @@ pub(super) async fn write<T: BatchTx>(
     if !rejects.is_empty() {
         tx.insert_rejects(&rejects).await?;
     }
+    // Last: the rollups sum exactly the log rows above, in the same transaction.
+    let mut delta = RollupDelta::default();
+    for (click, log) in plan.clicks.iter().zip(&logs) {
+        let at = RollupClick {
+            campaign_id: log.campaign_id,
+            at: &log.triggered_at,
+            interaction_type: log.interaction_type,
+            target: Some(log.interaction_value),
+            uid: log.line_id,
+        };
+        delta.add(at, click.tags.iter().map(String::as_str));
+    }
+    rollup::write(&mut tx, &delta).await?;
 
     tx.commit().await?;
     // Only now: a rolled-back insert must not leave a member id behind.

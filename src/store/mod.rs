@@ -6,6 +6,7 @@
 //! tag merge) once, in `batch`; each backend's file holds its connection settings and the SQL
 //! of each step (`BatchTx`). Statements that differ only in their text are run once, here.
 
+mod backfill;
 mod batch;
 mod chunks;
 pub mod classify;
@@ -13,6 +14,7 @@ mod members;
 mod mysql;
 mod mysql_schema;
 pub mod plan;
+pub mod rollup;
 mod sqlite;
 
 use std::collections::BTreeSet;
@@ -23,6 +25,7 @@ use time::OffsetDateTime;
 use crate::domain::{Record, RejectReason};
 use crate::telemetry::metrics;
 
+pub use backfill::{BackfillStep, RollupState};
 pub use mysql::MysqlStore;
 pub use sqlite::SqliteStore;
 
@@ -216,6 +219,8 @@ struct Sql {
     add_campaign: &'static str,
     /// Every `table T`, `column T.C` and `index T.I` (clicktrack's bookkeeping left out).
     schema_objects: &'static str,
+    /// `track_rollup_state` as a `RollupState`.
+    rollup_state: &'static str,
 }
 
 const SQLITE: Sql = Sql {
@@ -230,6 +235,8 @@ const SQLITE: Sql = Sql {
         SELECT 'column ' || m.name || '.' || c.name \
         FROM sqlite_master m, pragma_table_info(m.name) c \
         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
+    rollup_state: "SELECT backfill_start_id, backfill_end_id, backfill_next_id \
+        FROM track_rollup_state WHERE id = 1",
 };
 
 const MYSQL: Sql = Sql {
@@ -245,6 +252,10 @@ const MYSQL: Sql = Sql {
         UNION \
         SELECT CONCAT('index ', table_name, '.', index_name) FROM information_schema.statistics \
         WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'",
+    rollup_state: "SELECT CAST(backfill_start_id AS SIGNED) AS backfill_start_id, \
+            CAST(backfill_end_id AS SIGNED) AS backfill_end_id, \
+            CAST(backfill_next_id AS SIGNED) AS backfill_next_id \
+        FROM track_rollup_state WHERE id = 1",
 };
 
 /// Run `$body` with `$pool` bound to the store's pool and `$sql` to its `Sql`; each arm is
@@ -312,6 +323,25 @@ impl Store {
             Store::Sqlite(s) => s.write_batch(records, seen).await,
             Store::Mysql(s) => s.write_batch(records, seen).await,
         }
+    }
+
+    /// Roll up at most `chunk` log rows the rollups do not hold yet (`backfill.rs`): the
+    /// history first, then rows another program added. Idle once there are none.
+    pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.backfill_step(chunk).await,
+            Store::Mysql(s) => s.backfill_step(chunk).await,
+        }
+    }
+
+    /// How far the backfill of the history is (read without waiting for a running step).
+    pub async fn rollup_state(&self) -> Result<RollupState, StoreError> {
+        on_pool!(self, pool, sql => {
+            sqlx::query_as(sql.rollup_state)
+                .fetch_one(pool)
+                .await
+                .map_err(sqlx_error("read rollup state"))
+        })
     }
 
     /// Every table, column and index of the schema, as `table T`, `column T.C`, `index T.I`

@@ -26,12 +26,16 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOpti
 use sqlx::query_builder::Separated;
 use sqlx::{ConnectOptions, Connection, MySql, QueryBuilder, Transaction};
 
+use super::backfill::{self, BackfillStep, BackfillTx, LogRow, RollupState};
 use super::batch::{
     self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
     RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
 use super::chunks::{fixed_chunks, padded_lists};
 use super::members::MemberCache;
+use super::rollup::{
+    CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
+};
 use super::{BatchResult, Seen, StoreError, mysql_schema};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
@@ -50,6 +54,8 @@ pub struct MysqlStore {
     /// `ryan_click_demo.last_click_tag`'s capacity, read from the schema at migration.
     tag_capacity: Arc<OnceLock<usize>>,
     members: MemberCache,
+    /// MariaDB: `INSERT ... RETURNING` (MySQL 8 has none).
+    returning: bool,
 }
 
 /// The shared classifier (`classify.rs`), as this module and `mysql_schema` call it.
@@ -117,10 +123,15 @@ impl MysqlStore {
             .connect_with(options)
             .await
             .map_err(err("open database"))?;
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&pool)
+            .await
+            .map_err(err("open database"))?;
         Ok(MysqlStore {
             pool,
             tag_capacity: Arc::default(),
             members: MemberCache::default(),
+            returning: version.contains("MariaDB"),
         })
     }
 
@@ -166,13 +177,31 @@ impl MysqlStore {
             .get()
             .copied()
             .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
-        batch::write(MysqlBatch(tx), records, seen, &self.members, capacity).await
+        let tx = MysqlBatch {
+            tx,
+            returning: self.returning,
+        };
+        batch::write(tx, records, seen, &self.members, capacity).await
+    }
+
+    /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
+    pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
+        let tx = self.pool.begin().await.map_err(err("begin"))?;
+        let tx = MysqlBatch {
+            tx,
+            returning: self.returning,
+        };
+        backfill::step(tx, chunk).await
     }
 }
 
 /// A batch's transaction (READ COMMITTED, set per connection). Statements are cut into the
 /// fixed sizes of `chunks.rs`; rows arrive in lock order.
-struct MysqlBatch(Tx);
+struct MysqlBatch {
+    tx: Tx,
+    /// See `MysqlStore::returning`.
+    returning: bool,
+}
 
 /// `(?, ?, ...)` with one bound value per item. Bound parameters take the column's collation,
 /// so indexes are used whatever collation the production tables have.
@@ -211,7 +240,7 @@ impl MysqlBatch {
             push_in_list(&mut q, &list);
             rows.extend(
                 q.build_query_as::<R>()
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(&mut *self.tx)
                     .await
                     .map_err(err(operation))?,
             );
@@ -235,7 +264,7 @@ impl MysqlBatch {
             q.push_values(chunk, &mut bind);
             q.push(tail);
             q.build()
-                .execute(&mut *self.0)
+                .execute(&mut *self.tx)
                 .await
                 .map_err(err(operation))?;
         }
@@ -285,7 +314,7 @@ impl BatchTx for MysqlBatch {
             .bind(increment.clicks)
             .bind(now)
             .bind(increment.id)
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await
             .map_err(err("count campaign clicks"))?;
         }
@@ -464,8 +493,251 @@ impl BatchTx for MysqlBatch {
         )
         .await
     }
+}
+
+impl RollupTx for MysqlBatch {
+    async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError> {
+        self.insert(
+            "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
+             member_clicks, last_click_at)",
+            rows,
+            " ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks), \
+             member_clicks = member_clicks + VALUES(member_clicks), \
+             last_click_at = GREATEST(last_click_at, VALUES(last_click_at))",
+            "add to hourly rollups",
+            |mut b, r| {
+                b.push_bind(r.campaign_id)
+                    .push_bind(r.hour)
+                    .push_bind(r.interaction_type)
+                    .push_bind(r.clicks)
+                    .push_bind(r.member_clicks)
+                    .push_bind(r.last_click_at);
+            },
+        )
+        .await
+    }
+
+    async fn add_rollup_keyed(
+        &mut self,
+        table: KeyedRollup,
+        rows: &[KeyCountRow<'_>],
+    ) -> Result<(), StoreError> {
+        let (insert, operation) = match table {
+            KeyedRollup::Targets => (
+                "INSERT INTO track_rollup_targets (campaign_id, hour, target_key, clicks)",
+                "add to target rollups",
+            ),
+            KeyedRollup::Tags => (
+                "INSERT INTO track_rollup_tags (campaign_id, hour, tag, clicks)",
+                "add to tag rollups",
+            ),
+            KeyedRollup::Members => (
+                "INSERT INTO track_rollup_members (campaign_id, hour, line_id, clicks)",
+                "add to member rollups",
+            ),
+        };
+        self.insert(
+            insert,
+            rows,
+            " ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)",
+            operation,
+            |mut b, r| {
+                b.push_bind(r.campaign_id)
+                    .push_bind(r.hour)
+                    .push_bind(r.key)
+                    .push_bind(r.clicks);
+            },
+        )
+        .await
+    }
+
+    async fn add_campaign_members(
+        &mut self,
+        rows: &[CampaignMemberRow<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        const OP: &str = "add campaign members";
+        // INSERT IGNORE only skips the duplicate key here: every column fits its source's width.
+        const INSERT: &str = "INSERT IGNORE INTO track_rollup_campaign_members (campaign_id, line_id, first_click_at) ";
+        let mut inserted = Vec::new();
+        if self.returning {
+            // MariaDB returns only the rows the statement inserted.
+            for chunk in fixed_chunks(rows) {
+                let mut q = QueryBuilder::new(INSERT);
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.campaign_id)
+                        .push_bind(r.line_id)
+                        .push_bind(r.first_click_at);
+                });
+                q.push(" RETURNING CAST(campaign_id AS SIGNED)");
+                let ids: Vec<(i64,)> = q
+                    .build_query_as()
+                    .fetch_all(&mut *self.tx)
+                    .await
+                    .map_err(err(OP))?;
+                inserted.extend(ids.into_iter().map(|(id,)| id));
+            }
+            return Ok(inserted);
+        }
+        // MySQL 8: one campaign at a time, its new rows counted by rows_affected.
+        for of_campaign in rows.chunk_by(|a, b| a.campaign_id == b.campaign_id) {
+            for chunk in fixed_chunks(of_campaign) {
+                let mut q = QueryBuilder::new(INSERT);
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.campaign_id)
+                        .push_bind(r.line_id)
+                        .push_bind(r.first_click_at);
+                });
+                let added = q
+                    .build()
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(err(OP))?
+                    .rows_affected();
+                let cid = chunk[0].campaign_id;
+                inserted.extend(std::iter::repeat_n(cid, added as usize));
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn add_rollup_campaigns(
+        &mut self,
+        rows: &[CampaignRollupRow<'_>],
+    ) -> Result<(), StoreError> {
+        self.insert(
+            "INSERT INTO track_rollup_campaigns (campaign_id, unique_members, last_click_at)",
+            rows,
+            " ON DUPLICATE KEY UPDATE unique_members = unique_members + VALUES(unique_members), \
+             last_click_at = GREATEST(last_click_at, VALUES(last_click_at))",
+            "add to campaign rollups",
+            |mut b, r| {
+                b.push_bind(r.campaign_id)
+                    .push_bind(r.new_members)
+                    .push_bind(r.last_click_at);
+            },
+        )
+        .await
+    }
 
     async fn commit(self) -> Result<(), StoreError> {
-        self.0.commit().await.map_err(err("commit"))
+        self.tx.commit().await.map_err(err("commit"))
+    }
+}
+
+/// `SELECT` of the columns of `backfill::LogRow` (in the text forms both stores return) and
+/// `$rest`.
+macro_rules! select_log_rows {
+    ($rest:literal) => {
+        concat!(
+            "SELECT CAST(l.id AS SIGNED) AS id, CAST(l.campaign_id AS SIGNED) AS campaign_id, \
+                 l.line_id, CAST(l.interaction_type AS CHAR) AS interaction_type, \
+                 l.interaction_value AS target, \
+                 DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s') AS triggered_at, l.click_id ",
+            $rest
+        )
+    };
+}
+
+impl BackfillTx for MysqlBatch {
+    async fn lock_rollup_state(&mut self) -> Result<RollupState, StoreError> {
+        sqlx::query_as(
+            "SELECT CAST(backfill_start_id AS SIGNED) AS backfill_start_id, \
+                 CAST(backfill_end_id AS SIGNED) AS backfill_end_id, \
+                 CAST(backfill_next_id AS SIGNED) AS backfill_next_id \
+             FROM track_rollup_state WHERE id = 1 FOR UPDATE",
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(err("read rollup state"))
+    }
+
+    async fn log_rows_between(
+        &mut self,
+        from_id: i64,
+        to_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError> {
+        sqlx::query_as(select_log_rows!(
+            "FROM component_interaction_logs l \
+             WHERE l.id >= ? AND l.id <= ? ORDER BY l.id LIMIT ?"
+        ))
+        .bind(from_id)
+        .bind(to_id)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(err("read log rows to roll up"))
+    }
+
+    async fn foreign_log_rows(
+        &mut self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError> {
+        // The click_id index holds the NULLs in id order: a range, not a scan of the log.
+        sqlx::query_as(select_log_rows!(
+            "FROM component_interaction_logs l \
+                 FORCE INDEX (uq_component_interaction_logs_click_id) \
+             WHERE l.click_id IS NULL AND l.id > ? \
+               AND NOT EXISTS (SELECT 1 FROM track_rollup_foreign f WHERE f.log_id = l.id) \
+             ORDER BY l.id LIMIT ?"
+        ))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(err("read foreign log rows"))
+    }
+
+    async fn tags_of_clicks(
+        &mut self,
+        click_ids: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.select_in(
+            "click_id, tag FROM track_click_tags",
+            "click_id",
+            click_ids,
+            "read click tags to roll up",
+        )
+        .await
+    }
+
+    async fn lock_campaigns(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        // Ascending, as each batch locks them first: no step waits in a cycle with a batch.
+        for list in padded_lists(ids) {
+            let mut q = QueryBuilder::new("SELECT id FROM campaigns WHERE id IN ");
+            push_in_list(&mut q, &list);
+            q.push(" ORDER BY id FOR UPDATE");
+            q.build()
+                .execute(&mut *self.tx)
+                .await
+                .map_err(err("lock campaigns"))?;
+        }
+        Ok(())
+    }
+
+    async fn set_backfill_next(&mut self, next_id: i64, now: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE track_rollup_state SET backfill_next_id = ?, updated_at = ? WHERE id = 1",
+        )
+        .bind(next_id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(err("record backfill progress"))?;
+        Ok(())
+    }
+
+    async fn mark_foreign(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        self.insert(
+            "INSERT INTO track_rollup_foreign (log_id)",
+            ids,
+            "",
+            "mark foreign log rows",
+            |mut b, id| {
+                b.push_bind(*id);
+            },
+        )
+        .await
     }
 }

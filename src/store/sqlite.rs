@@ -13,11 +13,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Sqlite, Transaction};
 
+use super::backfill::{self, BackfillStep, BackfillTx, LogRow, RollupState};
 use super::batch::{
     self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
     RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
 use super::members::MemberCache;
+use super::rollup::{
+    CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
+};
 use super::{BatchResult, ErrorKind, Seen, StoreError, sqlx_error as err};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
@@ -135,6 +139,16 @@ impl SqliteStore {
             LAST_CLICK_TAG_MAX_BYTES,
         )
         .await
+    }
+
+    /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
+    pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("begin"))?;
+        backfill::step(SqliteBatch(tx), chunk).await
     }
 }
 
@@ -410,8 +424,210 @@ impl BatchTx for SqliteBatch {
         )
         .await
     }
+}
+
+impl RollupTx for SqliteBatch {
+    async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError> {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let (cid, hour, kind) = (r.campaign_id, r.hour, r.interaction_type);
+                (cid, hour, kind, r.clicks, r.member_clicks, r.last_click_at)
+            })
+            .collect();
+        self.execute(
+            "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
+                 member_clicks, last_click_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (campaign_id, hour, interaction_type) DO UPDATE SET \
+                 clicks = track_rollup_hours.clicks + excluded.clicks, \
+                 member_clicks = track_rollup_hours.member_clicks + excluded.member_clicks, \
+                 last_click_at = max(track_rollup_hours.last_click_at, excluded.last_click_at)",
+            &rows,
+            None,
+            "add to hourly rollups",
+        )
+        .await
+    }
+
+    async fn add_rollup_keyed(
+        &mut self,
+        table: KeyedRollup,
+        rows: &[KeyCountRow<'_>],
+    ) -> Result<(), StoreError> {
+        macro_rules! upsert {
+            ($table:literal, $key:literal) => {
+                concat!(
+                    "INSERT INTO ",
+                    $table,
+                    " (campaign_id, hour, ",
+                    $key,
+                    ", clicks) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
+                     FROM json_each(?) WHERE true \
+                     ON CONFLICT (campaign_id, hour, ",
+                    $key,
+                    ") DO UPDATE SET \
+                         clicks = ",
+                    $table,
+                    ".clicks + excluded.clicks"
+                )
+            };
+        }
+        let (sql, operation) = match table {
+            KeyedRollup::Targets => (
+                upsert!("track_rollup_targets", "target_key"),
+                "add to target rollups",
+            ),
+            KeyedRollup::Tags => (upsert!("track_rollup_tags", "tag"), "add to tag rollups"),
+            KeyedRollup::Members => (
+                upsert!("track_rollup_members", "line_id"),
+                "add to member rollups",
+            ),
+        };
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| (r.campaign_id, r.hour, r.key, r.clicks))
+            .collect();
+        self.execute(sql, &rows, None, operation).await
+    }
+
+    async fn add_campaign_members(
+        &mut self,
+        rows: &[CampaignMemberRow<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| (r.campaign_id, r.line_id, r.first_click_at))
+            .collect();
+        // RETURNING names only the rows inserted, not those DO NOTHING skipped.
+        let inserted: Vec<(i64,)> = self
+            .fetch(
+                "INSERT INTO track_rollup_campaign_members (campaign_id, line_id, first_click_at) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+                 ON CONFLICT (campaign_id, line_id) DO NOTHING \
+                 RETURNING campaign_id",
+                &rows,
+                "add campaign members",
+            )
+            .await?;
+        Ok(inserted.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn add_rollup_campaigns(
+        &mut self,
+        rows: &[CampaignRollupRow<'_>],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| (r.campaign_id, r.new_members, r.last_click_at))
+            .collect();
+        self.execute(
+            "INSERT INTO track_rollup_campaigns (campaign_id, unique_members, last_click_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+             ON CONFLICT (campaign_id) DO UPDATE SET \
+                 unique_members = track_rollup_campaigns.unique_members + excluded.unique_members, \
+                 last_click_at = max(track_rollup_campaigns.last_click_at, excluded.last_click_at)",
+            &rows,
+            None,
+            "add to campaign rollups",
+        )
+        .await
+    }
 
     async fn commit(self) -> Result<(), StoreError> {
         self.0.commit().await.map_err(err("commit"))
+    }
+}
+
+impl BackfillTx for SqliteBatch {
+    async fn lock_rollup_state(&mut self) -> Result<RollupState, StoreError> {
+        // BEGIN IMMEDIATE already holds the database's write lock.
+        sqlx::query_as(
+            "SELECT backfill_start_id, backfill_end_id, backfill_next_id \
+             FROM track_rollup_state WHERE id = 1",
+        )
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(err("read rollup state"))
+    }
+
+    async fn log_rows_between(
+        &mut self,
+        from_id: i64,
+        to_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT id, campaign_id, line_id, interaction_type, interaction_value AS target, \
+                 triggered_at, click_id \
+             FROM component_interaction_logs WHERE id >= ? AND id <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(from_id)
+        .bind(to_id)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(err("read log rows to roll up"))
+    }
+
+    async fn foreign_log_rows(
+        &mut self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT l.id, l.campaign_id, l.line_id, l.interaction_type, \
+                 l.interaction_value AS target, l.triggered_at, l.click_id \
+             FROM component_interaction_logs l \
+             WHERE l.click_id IS NULL AND l.id > ? \
+               AND NOT EXISTS (SELECT 1 FROM track_rollup_foreign f WHERE f.log_id = l.id) \
+             ORDER BY l.id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(err("read foreign log rows"))
+    }
+
+    async fn tags_of_clicks(
+        &mut self,
+        click_ids: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.fetch(
+            "SELECT click_id, tag FROM track_click_tags \
+             WHERE click_id IN (SELECT value FROM json_each(?))",
+            click_ids,
+            "read click tags to roll up",
+        )
+        .await
+    }
+
+    async fn lock_campaigns(&mut self, _ids: &[i64]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn set_backfill_next(&mut self, next_id: i64, now: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE track_rollup_state SET backfill_next_id = ?, updated_at = ? WHERE id = 1",
+        )
+        .bind(next_id)
+        .bind(now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(err("record backfill progress"))?;
+        Ok(())
+    }
+
+    async fn mark_foreign(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO track_rollup_foreign (log_id) SELECT value FROM json_each(?)",
+            ids,
+            None,
+            "mark foreign log rows",
+        )
+        .await
     }
 }

@@ -51,6 +51,10 @@ pub const ADMIN_AUTH_FAILURES: &str = "track_admin_auth_failures_total";
 pub const NATS_CONSUMER_PENDING: &str = "track_nats_consumer_pending";
 pub const NATS_ACK_PENDING: &str = "track_nats_consumer_ack_pending";
 pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
+pub const ROLLUP_BACKFILLED: &str = "track_rollup_backfilled_rows_total";
+pub const ROLLUP_HISTORY_LEFT: &str = "track_rollup_history_left";
+/// `source` values of `track_rollup_backfilled_rows_total`.
+pub const BACKFILL_SOURCES: [&str; 2] = ["history", "foreign"];
 /// `reason` values of `track_admin_auth_failures_total`.
 pub const ADMIN_AUTH_FAILURE_REASONS: [&str; 2] = ["missing", "wrong"];
 
@@ -107,7 +111,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 22] = [
+const ERROR_SERIES: [(&str, &str); 26] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -130,6 +134,10 @@ const ERROR_SERIES: [(&str, &str); 22] = [
     ("stats", "unavailable"),
     ("stats", "timeout"),
     ("stats", "other"),
+    ("backfill", "transient"),
+    ("backfill", "unavailable"),
+    ("backfill", "timeout"),
+    ("backfill", "other"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
@@ -292,6 +300,15 @@ fn describe() {
         "Admin API requests refused with 401: no bearer token (missing) or a wrong one (wrong)."
     );
     describe_counter!(
+        ROLLUP_BACKFILLED,
+        "Log rows rolled up by a backfill step: history (older than the rollups) or foreign \
+         (written by another program since)."
+    );
+    describe_gauge!(
+        ROLLUP_HISTORY_LEFT,
+        "Log ids of the history not rolled up yet (0: the statistics are complete)."
+    );
+    describe_counter!(
         SPOOL_REPLAYED,
         "Journal records applied to the store, by outcome (recorded, already_recorded, rejected); kept for dashboards of earlier releases."
     );
@@ -376,6 +393,17 @@ fn register(queue_capacity: usize) {
         gauge!(DB_POOL, "state" => state).set(0.0);
     }
     gauge!(QUEUE_CAPACITY).set(queue_capacity as f64);
+    for source in BACKFILL_SOURCES {
+        counter!(ROLLUP_BACKFILLED, "source" => source).absolute(0);
+    }
+    gauge!(ROLLUP_HISTORY_LEFT).set(0.0);
+}
+
+/// A committed backfill step: rows rolled up by source, and the history still left.
+pub fn backfilled(history_rows: u64, foreign_rows: u64, history_left: i64) {
+    counter!(ROLLUP_BACKFILLED, "source" => BACKFILL_SOURCES[0]).increment(history_rows);
+    counter!(ROLLUP_BACKFILLED, "source" => BACKFILL_SOURCES[1]).increment(foreign_rows);
+    gauge!(ROLLUP_HISTORY_LEFT).set(history_left as f64);
 }
 
 pub fn request(interaction_type: &'static str, status: &'static str, elapsed: Duration) {

@@ -64,8 +64,9 @@ pub async fn seed_clicks(app: &TestApp, db: &TestDb) {
     .await;
 }
 
-/// Rows of the old app (no click_id, no tags), at known times in January 2026.
-async fn seed_old_rows(db: &TestDb) {
+/// Rows of the old app (no click_id, no tags), at known times in January 2026, written while
+/// `app` runs: another program's rows, which its background backfill rolls up within seconds.
+async fn seed_old_rows(app: &TestApp, db: &TestDb) {
     db.execute(
         "INSERT INTO component_interaction_logs \
              (line_id, campaign_id, interaction_type, interaction_value, triggered_at) VALUES \
@@ -75,6 +76,12 @@ async fn seed_old_rows(db: &TestDb) {
          ('', 123, 'carousel_click', 'https://example.com/old', '2026-01-10 07:00:00'), \
          ('H1', 456, 'flex_click', 'https://example.com/old', '2026-01-10 06:00:00')",
     )
+    .await;
+    wait_until(app, "the old rows are rolled up", async || {
+        app.metric(r#"track_rollup_backfilled_rows_total{source="foreign"}"#)
+            .await
+            == 5.0
+    })
     .await;
 }
 
@@ -142,7 +149,7 @@ store_tests! {
     async fn stats_are_exact(db) {
         let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
         seed_clicks(&app, &db).await;
-        seed_old_rows(&db).await;
+        seed_old_rows(&app, &db).await;
 
         // The last 7 days (the default): the 8 clicks just made, none of the old rows.
         let stats = admin_json(&app, "/api/campaigns/123/stats").await;
@@ -263,7 +270,7 @@ store_tests! {
     async fn clicks_csv_is_rfc_4180(db) {
         let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
         seed_clicks(&app, &db).await;
-        seed_old_rows(&db).await;
+        seed_old_rows(&app, &db).await;
         // A User-Agent with quotes and a comma that a spreadsheet would run as a formula.
         let hostile_ua = "=HYPERLINK(\"https://evil.example\",\"x\"), Mobile";
         let response = app

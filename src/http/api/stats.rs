@@ -131,7 +131,8 @@ fn campaign_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
     Ok(id)
 }
 
-/// A stats error's answer: unknown ids are 404, anything else is logged once (the request's
+/// A stats error's answer: unknown ids are 404, a history still being built is 503 with what
+/// is left (not a failure: not logged as one), anything else is logged once (the request's
 /// span names the path), counted and answered 503.
 impl From<StatsError> for ApiError {
     fn from(error: StatsError) -> ApiError {
@@ -139,6 +140,7 @@ impl From<StatsError> for ApiError {
             StatsError::UnknownCampaign(_) | StatsError::UnknownMember(_) => {
                 ApiError::NotFound(error.to_string())
             }
+            StatsError::HistoryIncomplete { .. } => ApiError::Unavailable(error.to_string()),
             _ => {
                 StatsFailed { error: &error }.emit();
                 ApiError::Unavailable(format!("the store did not answer: {error}"))
