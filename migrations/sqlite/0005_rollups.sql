@@ -46,9 +46,8 @@ CREATE TABLE track_rollup_members (
 -- Every member who ever clicked a campaign, once: a new row adds one to the campaign's
 -- `unique_members` in the same transaction.
 CREATE TABLE track_rollup_campaign_members (
-    campaign_id    INTEGER NOT NULL,
-    line_id        TEXT    NOT NULL,
-    first_click_at TEXT    NOT NULL,
+    campaign_id INTEGER NOT NULL,
+    line_id     TEXT    NOT NULL,
     PRIMARY KEY (campaign_id, line_id)
 ) WITHOUT ROWID;
 

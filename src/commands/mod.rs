@@ -97,12 +97,24 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
     let built = build_rollups(&store).await;
     store.close().await;
     let built = built?;
-    println!(
-        "rollups: {} log rows of history and {} rows written by other programs rolled up; \
-         campaign statistics are complete",
-        built.history_rows, built.foreign_rows
-    );
+    println!("rollups: {}", describe_backfill(built));
     Ok(())
+}
+
+/// What `migrate`'s backfill did, in one sentence.
+fn describe_backfill(built: backfill::Backfilled) -> String {
+    let rows = |n: u64, what: &str| {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        crate::stats::report::counted(n, &format!("{what} row"), &format!("{what} rows"))
+    };
+    if built == backfill::Backfilled::default() {
+        return "up to date, campaign statistics are complete".to_owned();
+    }
+    format!(
+        "rolled up {} and {} from other programs; campaign statistics are complete",
+        rows(built.history_rows, "history"),
+        rows(built.foreign_rows, "new"),
+    )
 }
 
 /// The backfill of `migrate`, with a progress bar on a terminal and a log line every few

@@ -99,7 +99,7 @@ pub fn campaigns_csv(campaigns: &[CampaignSummary]) -> String {
 }
 
 /// "1 click", "2 clicks": the sentence a reader expects.
-fn counted(n: i64, one: &str, many: &str) -> String {
+pub fn counted(n: i64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

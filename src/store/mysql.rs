@@ -557,16 +557,15 @@ impl RollupTx for MysqlBatch {
     ) -> Result<Vec<i64>, StoreError> {
         const OP: &str = "add campaign members";
         // INSERT IGNORE only skips the duplicate key here: every column fits its source's width.
-        const INSERT: &str = "INSERT IGNORE INTO track_rollup_campaign_members (campaign_id, line_id, first_click_at) ";
+        const INSERT: &str =
+            "INSERT IGNORE INTO track_rollup_campaign_members (campaign_id, line_id) ";
         let mut inserted = Vec::new();
         if self.returning {
             // MariaDB returns only the rows the statement inserted.
             for chunk in fixed_chunks(rows) {
                 let mut q = QueryBuilder::new(INSERT);
                 q.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.campaign_id)
-                        .push_bind(r.line_id)
-                        .push_bind(r.first_click_at);
+                    b.push_bind(r.campaign_id).push_bind(r.line_id);
                 });
                 q.push(" RETURNING CAST(campaign_id AS SIGNED)");
                 let ids: Vec<(i64,)> = q
@@ -583,9 +582,7 @@ impl RollupTx for MysqlBatch {
             for chunk in fixed_chunks(of_campaign) {
                 let mut q = QueryBuilder::new(INSERT);
                 q.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.campaign_id)
-                        .push_bind(r.line_id)
-                        .push_bind(r.first_click_at);
+                    b.push_bind(r.campaign_id).push_bind(r.line_id);
                 });
                 let added = q
                     .build()

@@ -144,9 +144,8 @@ const ROLLUP_TABLES: [&str; 8] = [
         PRIMARY KEY (campaign_id, hour, line_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS track_rollup_campaign_members (
-        campaign_id    BIGINT       NOT NULL,
-        line_id        VARCHAR(100) NOT NULL,
-        first_click_at DATETIME     NOT NULL,
+        campaign_id BIGINT       NOT NULL,
+        line_id     VARCHAR(100) NOT NULL,
         PRIMARY KEY (campaign_id, line_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS track_rollup_campaigns (

@@ -8,7 +8,7 @@
 //! in which concurrent writers commit does not matter; keys arrive in ascending order, after
 //! the campaign counters (the first lock of every writer on MySQL).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::StoreError;
 
@@ -54,8 +54,8 @@ pub(super) struct RollupDelta<'a> {
     pub tags: BTreeMap<(i64, String, &'a str), i64>,
     /// (campaign, hour, uid) → clicks.
     pub members: BTreeMap<(i64, String, &'a str), i64>,
-    /// (campaign, uid) → the first click's time.
-    pub campaign_members: BTreeMap<(i64, &'a str), &'a str>,
+    /// (campaign, uid) of every member click.
+    pub campaign_members: BTreeSet<(i64, &'a str)>,
     /// campaign → its latest click.
     pub last_click: BTreeMap<i64, &'a str>,
 }
@@ -93,11 +93,7 @@ impl<'a> RollupDelta<'a> {
         }
         if member {
             *self.members.entry((cid, hour, click.uid)).or_insert(0) += 1;
-            let first = self
-                .campaign_members
-                .entry((cid, click.uid))
-                .or_insert(click.at);
-            *first = (*first).min(click.at);
+            self.campaign_members.insert((cid, click.uid));
         }
         let last = self.last_click.entry(cid).or_insert(click.at);
         *last = (*last).max(click.at);
@@ -142,7 +138,6 @@ pub(super) enum KeyedRollup {
 pub(super) struct CampaignMemberRow<'a> {
     pub campaign_id: i64,
     pub line_id: &'a str,
-    pub first_click_at: &'a str,
 }
 
 /// A row of `track_rollup_campaigns` to add.
@@ -217,10 +212,9 @@ pub(super) async fn write<T: RollupTx>(
     let pairs: Vec<CampaignMemberRow<'_>> = delta
         .campaign_members
         .iter()
-        .map(|((cid, uid), first)| CampaignMemberRow {
+        .map(|(cid, uid)| CampaignMemberRow {
             campaign_id: *cid,
             line_id: uid,
-            first_click_at: first,
         })
         .collect();
     let mut new_members: BTreeMap<i64, i64> = BTreeMap::new();

@@ -497,15 +497,12 @@ impl RollupTx for SqliteBatch {
         &mut self,
         rows: &[CampaignMemberRow<'_>],
     ) -> Result<Vec<i64>, StoreError> {
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|r| (r.campaign_id, r.line_id, r.first_click_at))
-            .collect();
+        let rows: Vec<_> = rows.iter().map(|r| (r.campaign_id, r.line_id)).collect();
         // RETURNING names only the rows inserted, not those DO NOTHING skipped.
         let inserted: Vec<(i64,)> = self
             .fetch(
-                "INSERT INTO track_rollup_campaign_members (campaign_id, line_id, first_click_at) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+                "INSERT INTO track_rollup_campaign_members (campaign_id, line_id) \
+                 SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true \
                  ON CONFLICT (campaign_id, line_id) DO NOTHING \
                  RETURNING campaign_id",
                 &rows,

@@ -70,7 +70,10 @@ async fn migrate_is_repeatable_and_campaign_add_refuses_duplicates() {
     );
     let second = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
     assert!(
-        second.ends_with(": schema already up to date, nothing changed\n"),
+        second.ends_with(
+            ": schema already up to date, nothing changed\n\
+             rollups: up to date, campaign statistics are complete\n"
+        ),
         "{second}"
     );
     db.cli_ok(&["campaign", "add", "--id", "123", "--name", "first"]);

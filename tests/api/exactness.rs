@@ -243,6 +243,8 @@ async fn two_processes_on_one_database_stay_exact(db) {
     assert_eq!(db.count("messages").await, 2040);
     // Every click carries one tag: one per-click tag row each, none lost, none twice.
     assert_eq!(db.count("track_click_tags").await, 2040);
+    // The rollups of two processes' batches on the same hot rows: a recount of the log.
+    crate::rollups::assert_rollups_match_log(&db).await;
     // What the contention cost, for the record (a retry is fine; a lost click is not).
     for app in &apps {
         let m = app.metrics().await;

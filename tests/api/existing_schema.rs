@@ -90,12 +90,19 @@ async fn clicktrack_runs_on_the_old_apps_database_and_keeps_its_rows() {
         first.contains("created tables")
             && first.contains("track_rejects")
             && first.contains("column component_interaction_logs.click_id")
-            && first.ends_with("nothing dropped\n"),
+            && first.contains("nothing dropped\n")
+            && first.ends_with(
+                "rollups: rolled up 1 history row and 0 new rows from other programs; \
+                 campaign statistics are complete\n"
+            ),
         "{first}"
     );
     let second = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
     assert!(
-        second.ends_with("schema already up to date, nothing changed\n"),
+        second.ends_with(
+            "schema already up to date, nothing changed\n\
+             rollups: up to date, campaign statistics are complete\n"
+        ),
         "{second}"
     );
     let app = TestApp::spawn(&db, &[]);

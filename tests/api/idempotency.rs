@@ -42,6 +42,7 @@ async fn a_batch_written_twice_counts_once(db) {
     assert_eq!(db.count("messages").await, 4);
     assert_eq!(db.count("track_rejects").await, 1);
     assert_eq!(db.count("track_click_tags").await, 4, "one tag row per recorded click's tag");
+    crate::rollups::assert_rollups_match_log(&db).await;
 
     // Without the lookup the unique key refuses the duplicate, and nothing is double counted.
     let refused = store.write_batch(&batch, Seen::Never).await.expect_err("duplicate click_id");

@@ -37,8 +37,10 @@ fn marked_blocks() -> Vec<(String, String)> {
 fn documented_migrate_output() -> String {
     let start = DOC.find("```text\n").expect("sample output") + "```text\n".len();
     let text = &DOC[start..];
-    let line = text.lines().next().expect("a line");
-    line.split_once(": ")
+    let block = &text[..text.find("```").expect("end of the sample")];
+    block
+        .trim_end()
+        .split_once(": ")
         .expect("URL: what changed")
         .1
         .to_owned()

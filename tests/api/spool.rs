@@ -163,8 +163,9 @@ fn applied_clicks(m: &str) -> f64 {
         )
 }
 
-/// Every table agrees with `n` clicks.
+/// Every table agrees with `n` clicks, and the rollups with a recount of the log.
 async fn assert_tables_hold(db: &TestDb, n: usize) {
+    crate::rollups::assert_rollups_match_log(db).await;
     let n = n as i64;
     assert_eq!(db.count("component_interaction_logs").await, n, "logs");
     assert_eq!(db.count("messages").await, n, "messages");

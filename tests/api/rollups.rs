@@ -1,0 +1,628 @@
+//! Rollups are exact (docs/rollups.md): every rollup table equals a `GROUP BY` recount of the
+//! raw log after a history backfilled in interrupted, concurrent steps, live batches from
+//! several writers at once with replays, duplicates and rejects, and rows another program
+//! wrote; and the stats API answers random windows exactly as a recount of the raw rows does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Row};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::stats::{TOKEN, admin_get};
+use clicktrack::domain::{
+    CampaignId, Click, InteractionType, LineUid, Record, Reject, RejectReason,
+};
+use clicktrack::store::{ConnectOptions, DatabaseUrl, Seen, Store, db_time};
+
+/// The 90 days the clicks fall in.
+const BASE: OffsetDateTime = datetime!(2026-08-01 00:00:00 UTC);
+const DAYS: i64 = 90;
+/// Campaigns clicked (999 does not exist: its clicks are set aside).
+const CLICKED: [i64; 3] = [123, 456, 999];
+const TAGS: [&str; 4] = ["A", "B", "C", "a"];
+
+fn targets() -> Vec<String> {
+    vec![
+        "https://example.com/A".into(),
+        "https://example.com/a".into(),
+        "https://example.com/landing?x=1".into(),
+        // Longer than the 255 characters a target is grouped by, multi-byte.
+        format!("https://example.com/{}", "é".repeat(300)),
+        format!("https://example.com/{}x", "é".repeat(300)),
+    ]
+}
+
+struct Gen {
+    rng: fastrand::Rng,
+    targets: Vec<String>,
+}
+
+impl Gen {
+    fn new(seed: u64) -> Gen {
+        Gen {
+            rng: fastrand::Rng::with_seed(seed),
+            targets: targets(),
+        }
+    }
+
+    fn time(&mut self) -> OffsetDateTime {
+        BASE + Duration::seconds(self.rng.i64(0..DAYS * 86_400))
+    }
+
+    fn uid(&mut self) -> Option<String> {
+        (self.rng.u8(0..5) > 0).then(|| format!("U{}", self.rng.u8(0..40)))
+    }
+
+    fn tags(&mut self) -> Vec<String> {
+        TAGS.iter()
+            .filter(|_| self.rng.u8(0..3) == 0)
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    fn kind(&mut self) -> InteractionType {
+        InteractionType::ALL[self.rng.usize(0..InteractionType::ALL.len())]
+    }
+
+    fn target(&mut self) -> String {
+        self.targets[self.rng.usize(0..self.targets.len())].clone()
+    }
+
+    /// A live record: mostly clicks on 123 and 456, some on the unknown 999, some rejects.
+    fn record(&mut self) -> Record {
+        if self.rng.u8(0..40) == 0 {
+            return Record::Reject(Reject {
+                click_id: Uuid::now_v7(),
+                received_at: self.time(),
+                reason: RejectReason::InvalidCampaign,
+                detail: None,
+                query: "cid=x".into(),
+                user_agent: None,
+            });
+        }
+        let cid = CLICKED[[0, 0, 0, 1, 1, 2][self.rng.usize(0..6)]];
+        Record::Click(Click {
+            click_id: Uuid::now_v7(),
+            received_at: self.time(),
+            uid: self.uid().map(|u| LineUid::parse(&u).expect("valid uid")),
+            campaign_id: CampaignId(cid),
+            source_campaign_id: 0,
+            interaction_type: self.kind(),
+            target: self.target(),
+            tags: self.tags(),
+            user_agent: None,
+        })
+    }
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Log rows written outside clicktrack's batches: `with_ids` of them with a click id and tags
+/// (an earlier clicktrack), the rest without (the old endpoint).
+async fn insert_raw_rows(db: &TestDb, mix: &mut Gen, rows: usize, with_ids: bool) {
+    let mut logs = Vec::new();
+    let mut tags = Vec::new();
+    for _ in 0..rows {
+        let at = db_time(mix.time());
+        let cid = [123, 123, 456][mix.rng.usize(0..3)];
+        let uid = mix.uid().unwrap_or_default();
+        let kind = mix.kind().as_str();
+        let target = mix.target();
+        let click_id = if with_ids {
+            let id = Uuid::now_v7().to_string();
+            for tag in mix.tags() {
+                tags.push(format!(
+                    "({}, {cid}, {}, {})",
+                    quote(&id),
+                    quote(&tag),
+                    quote(&at)
+                ));
+            }
+            quote(&id)
+        } else {
+            "NULL".to_owned()
+        };
+        logs.push(format!(
+            "({}, {cid}, {}, {}, {}, {click_id})",
+            quote(&uid),
+            quote(kind),
+            quote(&target),
+            quote(&at)
+        ));
+    }
+    for chunk in logs.chunks(200) {
+        db.execute(&format!(
+            "INSERT INTO component_interaction_logs \
+                 (line_id, campaign_id, interaction_type, interaction_value, triggered_at, click_id) \
+             VALUES {}",
+            chunk.join(", ")
+        ))
+        .await;
+    }
+    for chunk in tags.chunks(200) {
+        db.execute(&format!(
+            "INSERT INTO track_click_tags (click_id, campaign_id, tag, triggered_at) VALUES {}",
+            chunk.join(", ")
+        ))
+        .await;
+    }
+}
+
+/// Each rollup table and the recount of the raw log it must equal, as `|`-joined text rows.
+fn rollup_checks(kind: StoreKind) -> Vec<(&'static str, &'static str, &'static str)> {
+    match kind {
+        StoreKind::Sqlite => vec![
+            (
+                "track_rollup_hours",
+                "SELECT campaign_id || '|' || hour || '|' || interaction_type || '|' || clicks \
+                     || '|' || member_clicks || '|' || last_click_at FROM track_rollup_hours",
+                "SELECT campaign_id || '|' || substr(triggered_at, 1, 13) || ':00:00|' \
+                     || interaction_type || '|' || COUNT(*) || '|' || SUM(line_id <> '') \
+                     || '|' || MAX(triggered_at) \
+                 FROM component_interaction_logs \
+                 GROUP BY campaign_id, substr(triggered_at, 1, 13), interaction_type",
+            ),
+            (
+                "track_rollup_targets",
+                "SELECT campaign_id || '|' || hour || '|' || target_key || '|' || clicks \
+                 FROM track_rollup_targets",
+                "SELECT campaign_id || '|' || substr(triggered_at, 1, 13) || ':00:00|' \
+                     || substr(COALESCE(interaction_value, ''), 1, 255) || '|' || COUNT(*) \
+                 FROM component_interaction_logs \
+                 GROUP BY campaign_id, substr(triggered_at, 1, 13), \
+                     substr(COALESCE(interaction_value, ''), 1, 255)",
+            ),
+            (
+                "track_rollup_tags",
+                "SELECT campaign_id || '|' || hour || '|' || tag || '|' || clicks \
+                 FROM track_rollup_tags",
+                "SELECT l.campaign_id || '|' || substr(l.triggered_at, 1, 13) || ':00:00|' \
+                     || t.tag || '|' || COUNT(*) \
+                 FROM component_interaction_logs l JOIN track_click_tags t ON t.click_id = l.click_id \
+                 GROUP BY l.campaign_id, substr(l.triggered_at, 1, 13), t.tag",
+            ),
+            (
+                "track_rollup_members",
+                "SELECT campaign_id || '|' || hour || '|' || line_id || '|' || clicks \
+                 FROM track_rollup_members",
+                "SELECT campaign_id || '|' || substr(triggered_at, 1, 13) || ':00:00|' \
+                     || line_id || '|' || COUNT(*) \
+                 FROM component_interaction_logs WHERE line_id <> '' \
+                 GROUP BY campaign_id, substr(triggered_at, 1, 13), line_id",
+            ),
+            (
+                "track_rollup_campaign_members",
+                "SELECT campaign_id || '|' || line_id FROM track_rollup_campaign_members",
+                "SELECT DISTINCT campaign_id || '|' || line_id \
+                 FROM component_interaction_logs WHERE line_id <> ''",
+            ),
+            (
+                "track_rollup_campaigns",
+                "SELECT campaign_id || '|' || unique_members || '|' || last_click_at \
+                 FROM track_rollup_campaigns",
+                "SELECT campaign_id || '|' || COUNT(DISTINCT NULLIF(line_id, '')) || '|' \
+                     || MAX(triggered_at) \
+                 FROM component_interaction_logs GROUP BY campaign_id",
+            ),
+        ],
+        StoreKind::Mysql => vec![
+            (
+                "track_rollup_hours",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(hour, '%Y-%m-%d %H:%i:%s'), \
+                     interaction_type, clicks, member_clicks, \
+                     DATE_FORMAT(last_click_at, '%Y-%m-%d %H:%i:%s')) FROM track_rollup_hours",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:00:00'), \
+                     CAST(interaction_type AS CHAR), COUNT(*), SUM(line_id <> ''), \
+                     DATE_FORMAT(MAX(triggered_at), '%Y-%m-%d %H:%i:%s')) \
+                 FROM component_interaction_logs \
+                 GROUP BY campaign_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:00:00'), \
+                     interaction_type",
+            ),
+            (
+                "track_rollup_targets",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(hour, '%Y-%m-%d %H:%i:%s'), \
+                     target_key, clicks) FROM track_rollup_targets",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:00:00'), \
+                     k, COUNT(*)) \
+                 FROM (SELECT campaign_id, triggered_at, CONVERT(LEFT(COALESCE(interaction_value, ''), \
+                     255) USING utf8mb4) COLLATE utf8mb4_bin AS k FROM component_interaction_logs) l \
+                 GROUP BY campaign_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:00:00'), k",
+            ),
+            (
+                "track_rollup_tags",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(hour, '%Y-%m-%d %H:%i:%s'), tag, \
+                     clicks) FROM track_rollup_tags",
+                "SELECT CONCAT_WS('|', l.campaign_id, \
+                     DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), t.tag, COUNT(*)) \
+                 FROM component_interaction_logs l JOIN track_click_tags t ON t.click_id = l.click_id \
+                 GROUP BY l.campaign_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), t.tag",
+            ),
+            (
+                "track_rollup_members",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(hour, '%Y-%m-%d %H:%i:%s'), line_id, \
+                     clicks) FROM track_rollup_members",
+                "SELECT CONCAT_WS('|', campaign_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:00:00'), \
+                     line_id COLLATE utf8mb4_bin, COUNT(*)) \
+                 FROM component_interaction_logs WHERE line_id <> '' \
+                 GROUP BY campaign_id, DATE_FORMAT(triggered_at, '%Y-%m-%d %H:00:00'), \
+                     line_id COLLATE utf8mb4_bin",
+            ),
+            (
+                "track_rollup_campaign_members",
+                "SELECT CONCAT_WS('|', campaign_id, line_id) FROM track_rollup_campaign_members",
+                "SELECT DISTINCT CONCAT_WS('|', campaign_id, line_id COLLATE utf8mb4_bin) \
+                 FROM component_interaction_logs WHERE line_id <> ''",
+            ),
+            (
+                "track_rollup_campaigns",
+                "SELECT CONCAT_WS('|', campaign_id, unique_members, \
+                     DATE_FORMAT(last_click_at, '%Y-%m-%d %H:%i:%s')) FROM track_rollup_campaigns",
+                "SELECT CONCAT_WS('|', campaign_id, \
+                     COUNT(DISTINCT NULLIF(line_id COLLATE utf8mb4_bin, '')), \
+                     DATE_FORMAT(MAX(triggered_at), '%Y-%m-%d %H:%i:%s')) \
+                 FROM component_interaction_logs GROUP BY campaign_id",
+            ),
+        ],
+    }
+}
+
+/// Every rollup table equals its recount from the raw log, row for row.
+pub async fn assert_rollups_match_log(db: &TestDb) {
+    let pool = db.pool().await;
+    let text_rows = async |sql: &str| -> BTreeSet<String> {
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|row| row.try_get::<String, _>(0).expect("text"))
+            .collect()
+    };
+    for (table, rollup, recount) in rollup_checks(db.kind) {
+        let (held, counted) = (text_rows(rollup).await, text_rows(recount).await);
+        let missing: Vec<_> = counted.difference(&held).take(5).collect();
+        let extra: Vec<_> = held.difference(&counted).take(5).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{table} ({} rows) differs from the log's recount ({} rows): missing {missing:?}, \
+             extra {extra:?}",
+            held.len(),
+            counted.len()
+        );
+        assert!(
+            !held.is_empty() || table == "track_rollup_tags",
+            "{table} is empty"
+        );
+    }
+    pool.close().await;
+}
+
+/// Write `batch` (retrying what a busy database refuses for now), then write it again as a
+/// replay: the second write must change nothing.
+async fn write_twice(store: &Store, batch: &[Record]) {
+    let mut seen = Seen::Never;
+    for _ in 0..2 {
+        let mut attempts = 0;
+        loop {
+            match store.write_batch(batch, seen).await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() && attempts < 20 => {
+                    attempts += 1;
+                    seen = Seen::Maybe;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("write_batch: {e}"),
+            }
+        }
+        seen = Seen::Maybe;
+    }
+}
+
+/// Backfill steps of `chunk` rows until one finds nothing.
+async fn backfill_until_idle(store: &Store, chunk: i64) -> u64 {
+    let mut rows = 0;
+    loop {
+        match store.backfill_step(chunk).await {
+            Ok(step) if step.idle() => return rows,
+            Ok(step) => rows += step.history_rows + step.foreign_rows,
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("backfill step: {e}"),
+        }
+    }
+}
+
+async fn connect(db: &TestDb) -> Store {
+    let url = DatabaseUrl::parse(&db.url).expect("url");
+    Store::connect(&url, ConnectOptions { max_connections: 2 })
+        .await
+        .expect("connect")
+}
+
+/// A raw log row of campaign 123 as the recount reads it.
+struct RawClick {
+    at: String,
+    kind: String,
+    target: String,
+    uid: String,
+    tags: Vec<String>,
+}
+
+async fn raw_clicks(db: &TestDb) -> Vec<RawClick> {
+    let (at, kind, key) = match db.kind {
+        StoreKind::Sqlite => (
+            "triggered_at",
+            "interaction_type",
+            "COALESCE(interaction_value, '')",
+        ),
+        StoreKind::Mysql => (
+            "DATE_FORMAT(triggered_at, '%Y-%m-%d %H:%i:%s')",
+            "CAST(interaction_type AS CHAR)",
+            "COALESCE(interaction_value, '')",
+        ),
+    };
+    let pool = db.pool().await;
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {at}, {kind}, {key}, line_id, COALESCE(click_id, '') \
+         FROM component_interaction_logs WHERE campaign_id = 123"
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("read the log");
+    let tags = sqlx::query("SELECT click_id, tag FROM track_click_tags WHERE campaign_id = 123")
+        .fetch_all(&pool)
+        .await
+        .expect("read the tags");
+    pool.close().await;
+    let mut tags_of: HashMap<String, Vec<String>> = HashMap::new();
+    for row in tags {
+        tags_of
+            .entry(row.get::<String, _>(0))
+            .or_default()
+            .push(row.get(1));
+    }
+    rows.iter()
+        .map(|row| {
+            let target: String = row.get(2);
+            let click_id: String = row.get(4);
+            RawClick {
+                at: row.get(0),
+                kind: row.get(1),
+                target: target.chars().take(255).collect(),
+                uid: row.get(3),
+                tags: tags_of.get(&click_id).cloned().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// (name, clicks) most first, then by name; at most `limit`.
+fn ranked(counts: BTreeMap<String, i64>, limit: usize) -> Vec<(String, i64)> {
+    let mut list: Vec<(String, i64)> = counts.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(limit);
+    list
+}
+
+fn pairs(list: &Value, name: &str, count: &str) -> Vec<(String, i64)> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            (
+                c[name].as_str().expect("name").to_owned(),
+                c[count].as_i64().expect("count"),
+            )
+        })
+        .collect()
+}
+
+/// The API's answer for `[from, to)` equals a recount of `clicks` in that window.
+fn check_window(stats: &Value, clicks: &[RawClick], from: &str, to: &str, label_len: usize) {
+    let inside: Vec<&RawClick> = clicks
+        .iter()
+        .filter(|c| c.at.as_str() >= from && c.at.as_str() < to)
+        .collect();
+    let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
+    let (mut targets, mut members, mut tags, mut buckets) = (
+        BTreeMap::new(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+    );
+    for c in &inside {
+        *by_type.entry(c.kind.clone()).or_default() += 1;
+        *targets.entry(c.target.clone()).or_default() += 1;
+        if !c.uid.is_empty() {
+            *members.entry(c.uid.clone()).or_default() += 1;
+        }
+        for tag in &c.tags {
+            *tags.entry(tag.clone()).or_default() += 1;
+        }
+        *buckets.entry(c.at[..label_len].to_owned()).or_default() += 1;
+    }
+    let what = format!("window {from} .. {to}");
+    let total = inside.len() as i64;
+    let member_clicks: i64 = members.values().sum();
+    assert_eq!(stats["totals"]["clicks"], total, "{what}");
+    assert_eq!(
+        stats["totals"]["unique_members"],
+        members.len() as i64,
+        "{what}"
+    );
+    assert_eq!(
+        stats["totals"]["anonymous_clicks"],
+        total - member_clicks,
+        "{what}"
+    );
+    let api_types: BTreeMap<String, i64> = pairs(&stats["by_type"], "name", "clicks")
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(api_types, by_type, "{what}");
+    assert_eq!(
+        pairs(&stats["by_tag"], "name", "clicks"),
+        ranked(tags, 100),
+        "{what}"
+    );
+    assert_eq!(
+        pairs(&stats["top_targets"], "name", "clicks"),
+        ranked(targets, 10),
+        "{what}"
+    );
+    assert_eq!(
+        pairs(&stats["top_members"], "uid", "clicks"),
+        ranked(members, 10),
+        "{what}"
+    );
+    let series: BTreeMap<String, i64> = stats["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter(|p| p["clicks"].as_i64() != Some(0))
+        .map(|p| {
+            let start = p["start"].as_str().expect("start").replace('T', " ");
+            (
+                start[..label_len].to_owned(),
+                p["clicks"].as_i64().expect("clicks"),
+            )
+        })
+        .collect();
+    assert_eq!(series, buckets, "{what}");
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    db_time(t).replace(' ', "T") + "Z"
+}
+
+crate::store_tests! {
+async fn rollups_equal_a_recount_of_the_log_and_the_api_answers_any_window_exactly(db) {
+    let seed = fastrand::u64(..);
+    println!("seed {seed}");
+    let mut mix = Gen::new(seed);
+    // The history: rows that were in the log before the rollups existed (an earlier
+    // clicktrack's with click ids and tags, the old endpoint's without), as migrate records
+    // them in the state row.
+    insert_raw_rows(&db, &mut mix, 1_200, true).await;
+    insert_raw_rows(&db, &mut mix, 300, false).await;
+    db.execute(
+        "UPDATE track_rollup_state SET \
+             backfill_start_id = (SELECT MIN(id) FROM component_interaction_logs), \
+             backfill_end_id = (SELECT MAX(id) FROM component_interaction_logs), \
+             backfill_next_id = (SELECT MIN(id) FROM component_interaction_logs) WHERE id = 1",
+    )
+    .await;
+    let stats = db.cli(&["stats"]);
+    assert_eq!(stats.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&stats.stderr);
+    assert!(said.contains("history is still being built"), "{said}");
+
+    // An interrupted backfill: three steps committed, then the process is gone.
+    let first = connect(&db).await;
+    for _ in 0..3 {
+        let step = first.backfill_step(97).await.expect("step");
+        assert_eq!(step.history_rows, 97);
+    }
+    first.close().await;
+
+    // Four writers of live batches (each written twice: the replay changes nothing) and two
+    // backfills at once, on the same campaigns, hours and members; another program writes
+    // rows meanwhile.
+    let writers = (0..4u64).map(|w| {
+        let db = &db;
+        async move {
+            let store = connect(db).await;
+            let mut mix = Gen::new(seed ^ (w + 1));
+            for _ in 0..8 {
+                let batch: Vec<Record> = (0..60).map(|_| mix.record()).collect();
+                write_twice(&store, &batch).await;
+            }
+            store.close().await;
+            0
+        }
+    });
+    let backfills = (0..2).map(|_| {
+        let db = &db;
+        async move {
+            let store = connect(db).await;
+            let rows = backfill_until_idle(&store, 50).await;
+            store.close().await;
+            rows
+        }
+    });
+    let foreign = async {
+        let mut mix = Gen::new(seed ^ 99);
+        insert_raw_rows(&db, &mut mix, 150, false).await;
+        0
+    };
+    let (_, backfilled, _) = tokio::join!(join_all(writers), join_all(backfills), foreign);
+    let backfilled: u64 = backfilled.iter().sum();
+    assert!(backfilled >= 1_500 - 3 * 97, "the two backfills shared the history: {backfilled}");
+
+    // migrate finishes whatever is left (the foreign rows may have come after the backfills
+    // went idle) and says so.
+    let out = db.cli_ok(&["migrate"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("campaign statistics are complete"), "{said}");
+    assert_rollups_match_log(&db).await;
+    assert!(db.count("track_rejects").await > 0, "the mix has rejects");
+    assert_eq!(
+        db.count("track_rollup_foreign").await,
+        150,
+        "each foreign row rolled up once"
+    );
+
+    // The API over random windows: whole hours from the rollups, edges from the raw log.
+    let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
+    let clicks = raw_clicks(&db).await;
+    let spans = [
+        Duration::minutes(37),
+        Duration::minutes(90),
+        Duration::hours(5),
+        Duration::days(2),
+        Duration::days(9),
+        Duration::days(DAYS),
+    ];
+    for i in 0..40 {
+        let span = spans[i % spans.len()] + Duration::seconds(mix.rng.i64(0..3_600));
+        let mut from = BASE + Duration::seconds(mix.rng.i64(-86_400..DAYS * 86_400));
+        if i % 4 == 0 {
+            from = from.replace_time(time::Time::from_hms(from.hour(), 0, 0).expect("hour"));
+        }
+        let to = from + span;
+        let bucket = if span <= Duration::days(2) && mix.rng.bool() { "hour" } else { "day" };
+        let path = format!(
+            "/api/campaigns/123/stats?from={}&to={}&bucket={bucket}",
+            rfc3339(from),
+            rfc3339(to)
+        );
+        let (status, body) = admin_get(&app, &path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let stats: Value = serde_json::from_str(&body).expect("JSON");
+        let label_len = if bucket == "hour" { 13 } else { 10 };
+        check_window(&stats, &clicks, &db_time(from), &db_time(to), label_len);
+    }
+    // The campaign list: distinct members and the last click, all time.
+    let (status, body) = admin_get(&app, "/api/campaigns").await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).expect("JSON");
+    let c123 = list["campaigns"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["id"] == 123)
+        .expect("campaign 123");
+    let uids: BTreeSet<&str> = clicks.iter().map(|c| c.uid.as_str()).filter(|u| !u.is_empty()).collect();
+    assert_eq!(c123["unique_members"], uids.len() as i64);
+    let last = clicks.iter().map(|c| c.at.as_str()).max().expect("clicks");
+    assert_eq!(c123["last_click_at"], last.replace(' ', "T") + "Z");
+}
+}
