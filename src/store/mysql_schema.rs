@@ -246,7 +246,15 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     for ddl in ROLLUP_TABLES {
         ddl_step(pool, ddl).await?;
     }
-    ddl_step(pool, ROLLUP_STATE).await?;
+    // A plain read first: the INSERT's duplicate check would wait for a backfill step that
+    // holds the row (another process's `migrate`), and a starting `serve` must not.
+    let state_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM track_rollup_state")
+        .fetch_one(pool)
+        .await
+        .map_err(err("migrate"))?;
+    if state_rows == 0 {
+        ddl_step(pool, ROLLUP_STATE).await?;
+    }
     for (what, ddl) in STATS_ADDITIONS {
         let present = match what {
             Missing::Column(name) => {

@@ -37,14 +37,14 @@ fn targets() -> Vec<String> {
     ]
 }
 
-struct Gen {
+struct Mix {
     rng: fastrand::Rng,
     targets: Vec<String>,
 }
 
-impl Gen {
-    fn new(seed: u64) -> Gen {
-        Gen {
+impl Mix {
+    fn new(seed: u64) -> Mix {
+        Mix {
             rng: fastrand::Rng::with_seed(seed),
             targets: targets(),
         }
@@ -106,7 +106,7 @@ fn quote(text: &str) -> String {
 
 /// Log rows written outside clicktrack's batches: `with_ids` of them with a click id and tags
 /// (an earlier clicktrack), the rest without (the old endpoint).
-async fn insert_raw_rows(db: &TestDb, mix: &mut Gen, rows: usize, with_ids: bool) {
+async fn insert_raw_rows(db: &TestDb, mix: &mut Mix, rows: usize, with_ids: bool) {
     let mut logs = Vec::new();
     let mut tags = Vec::new();
     for _ in 0..rows {
@@ -153,6 +153,18 @@ async fn insert_raw_rows(db: &TestDb, mix: &mut Gen, rows: usize, with_ids: bool
         ))
         .await;
     }
+}
+
+/// Every row of the log predates the rollups, as `migrate` records it when it creates them on
+/// a database with history.
+async fn mark_as_history(db: &TestDb) {
+    db.execute(
+        "UPDATE track_rollup_state SET \
+             backfill_start_id = (SELECT MIN(id) FROM component_interaction_logs), \
+             backfill_end_id = (SELECT MAX(id) FROM component_interaction_logs), \
+             backfill_next_id = (SELECT MIN(id) FROM component_interaction_logs) WHERE id = 1",
+    )
+    .await;
 }
 
 /// Each rollup table and the recount of the raw log it must equal, as `|`-joined text rows.
@@ -507,19 +519,13 @@ crate::store_tests! {
 async fn rollups_equal_a_recount_of_the_log_and_the_api_answers_any_window_exactly(db) {
     let seed = fastrand::u64(..);
     println!("seed {seed}");
-    let mut mix = Gen::new(seed);
+    let mut mix = Mix::new(seed);
     // The history: rows that were in the log before the rollups existed (an earlier
     // clicktrack's with click ids and tags, the old endpoint's without), as migrate records
     // them in the state row.
     insert_raw_rows(&db, &mut mix, 1_200, true).await;
     insert_raw_rows(&db, &mut mix, 300, false).await;
-    db.execute(
-        "UPDATE track_rollup_state SET \
-             backfill_start_id = (SELECT MIN(id) FROM component_interaction_logs), \
-             backfill_end_id = (SELECT MAX(id) FROM component_interaction_logs), \
-             backfill_next_id = (SELECT MIN(id) FROM component_interaction_logs) WHERE id = 1",
-    )
-    .await;
+    mark_as_history(&db).await;
     let stats = db.cli(&["stats"]);
     assert_eq!(stats.status.code(), Some(1));
     let said = String::from_utf8_lossy(&stats.stderr);
@@ -540,7 +546,7 @@ async fn rollups_equal_a_recount_of_the_log_and_the_api_answers_any_window_exact
         let db = &db;
         async move {
             let store = connect(db).await;
-            let mut mix = Gen::new(seed ^ (w + 1));
+            let mut mix = Mix::new(seed ^ (w + 1));
             for _ in 0..8 {
                 let batch: Vec<Record> = (0..60).map(|_| mix.record()).collect();
                 write_twice(&store, &batch).await;
@@ -559,7 +565,7 @@ async fn rollups_equal_a_recount_of_the_log_and_the_api_answers_any_window_exact
         }
     });
     let foreign = async {
-        let mut mix = Gen::new(seed ^ 99);
+        let mut mix = Mix::new(seed ^ 99);
         insert_raw_rows(&db, &mut mix, 150, false).await;
         0
     };
@@ -625,4 +631,69 @@ async fn rollups_equal_a_recount_of_the_log_and_the_api_answers_any_window_exact
     let last = clicks.iter().map(|c| c.at.as_str()).max().expect("clicks");
     assert_eq!(c123["last_click_at"], last.replace(' ', "T") + "Z");
 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_started_during_a_backfill_redirects_and_says_the_history_is_being_built() {
+    let Some(db) = TestDb::new(StoreKind::Mysql).await else {
+        return;
+    };
+    let mut mix = Mix::new(7);
+    insert_raw_rows(&db, &mut mix, 500, true).await;
+    mark_as_history(&db).await;
+    let old = db.count("component_interaction_logs").await;
+    // A `migrate` elsewhere is in the middle of a step: it holds the state row, so serve's own
+    // backfill steps wait for it.
+    let mut migrate = <sqlx::MySqlConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut migrate)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT * FROM track_rollup_state WHERE id = 1 FOR UPDATE")
+        .execute(&mut migrate)
+        .await
+        .expect("hold the backfill's state");
+
+    let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
+    for i in 0..20 {
+        let response = app.track(link(123, &format!("U_LIVE_{i}"), 1, "T")).await;
+        assert_eq!(
+            response.status().as_u16(),
+            302,
+            "redirects go on during the backfill"
+        );
+    }
+    for path in ["/api/campaigns", "/api/campaigns/123/stats"] {
+        let (status, body) = admin_get(&app, path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(
+            body.contains("history is still being built"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        app.metric(r#"track_errors_total{operation="stats",error_type="other"}"#)
+            .await,
+        0.0,
+        "a history being built is not a failure"
+    );
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut migrate)
+        .await
+        .expect("release");
+    wait_until(&app, "serve finishes the backfill", async || {
+        admin_get(&app, "/api/campaigns").await.0 == 200
+    })
+    .await;
+    assert_eq!(db.count("component_interaction_logs").await, old + 20);
+    assert_rollups_match_log(&db).await;
+    assert_eq!(app.metric("track_rollup_history_left").await, 0.0);
+    assert!(
+        app.metric(r#"track_rollup_backfilled_rows_total{source="history"}"#)
+            .await
+            >= 500.0
+    );
 }
