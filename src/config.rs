@@ -56,6 +56,22 @@ pub enum Command {
     Link(LinkArgs),
     /// Print campaign results: every campaign, or one campaign's stats with --campaign.
     Stats(StatsArgs),
+    /// Delete raw log rows, their tags and rejects older than --before; the campaign
+    /// statistics keep their counts (rollups).
+    Purge(PurgeArgs),
+}
+
+/// `clicktrack purge --before DATE [--dry-run]`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Delete what is older than this: a date (2026-01-01, midnight UTC) or an RFC 3339 time.
+    #[arg(long)]
+    pub before: String,
+    /// Only count what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// `clicktrack stats`: the numbers of the admin API and dashboard, read from --database-url.
@@ -332,6 +348,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CLICKTRACK_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
     pub journal_max_bytes: u64,
 
+    /// Keep raw log rows, their per-click tags and rejects this long (90d, 26w, ...), then
+    /// delete them (hourly, in small steps); the campaign statistics keep their counts.
+    /// Default: keep everything. At least 1h.
+    #[arg(long, env = "CLICKTRACK_LOG_RETENTION", value_parser = parse_span)]
+    pub log_retention: Option<Duration>,
+
     /// On SIGTERM, how long the applier may keep writing the journal into the store before
     /// the process exits (what is left is applied at the next start), in milliseconds.
     #[arg(long, env = "CLICKTRACK_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
@@ -437,6 +459,8 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     pub nats_server_syncs: bool,
     pub drain_timeout: Duration,
+    /// `--log-retention`: `None` keeps everything.
+    pub log_retention: Option<Duration>,
     pub apply_nice: i32,
     pub policy: RedirectPolicy,
     pub pipeline: PipelineSettings,
@@ -460,6 +484,15 @@ impl ServeArgs {
                      before their clicks reach the journal",
                     self.spill_after_ms, self.ack_timeout_ms
                 ),
+            ));
+        }
+        if self
+            .log_retention
+            .is_some_and(|r| r < Duration::from_secs(3_600))
+        {
+            return Err(ConfigError::new(
+                "--log-retention",
+                "at least 1h: the statistics read the current hour from the raw log",
             ));
         }
         let keyring = self.signing.keyring()?;
@@ -524,6 +557,7 @@ impl ServeArgs {
             nats_server_syncs: self.nats_server_syncs,
             apply_nice: self.apply_nice,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            log_retention: self.log_retention,
             database,
             connect: self.db.connect_options(),
             policy,

@@ -61,11 +61,14 @@ CREATE TABLE track_rollup_campaigns (
 -- The backfill's progress: log rows with start_id <= id <= end_id existed before the
 -- rollups did and are rolled up by `clicktrack migrate` in id order; next_id is the first
 -- not yet done. Rows clicktrack writes later are rolled up as they are written.
+-- purged_before: raw rows older than this may be gone (`clicktrack purge`); the statistics
+-- read nothing older from the raw log.
 CREATE TABLE track_rollup_state (
     id                INTEGER PRIMARY KEY CHECK (id = 1),
     backfill_start_id INTEGER NOT NULL,
     backfill_end_id   INTEGER NOT NULL,
     backfill_next_id  INTEGER NOT NULL,
+    purged_before     TEXT,
     updated_at        TEXT    NOT NULL
 );
 INSERT INTO track_rollup_state (id, backfill_start_id, backfill_end_id, backfill_next_id, updated_at)

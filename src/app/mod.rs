@@ -101,6 +101,8 @@ struct Background {
     /// Rolls up log rows the applier did not write (`pipeline/backfill.rs`), on a store
     /// connection of its own.
     backfill: tokio::task::JoinHandle<()>,
+    /// `--log-retention`: purges the raw log every hour, on the same connection.
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -152,7 +154,10 @@ impl Application {
             journal,
             store,
             upkeep,
-            backfill: pipeline::backfill::spawn(backfill_store),
+            backfill: pipeline::backfill::spawn(backfill_store.clone()),
+            retention: settings
+                .log_retention
+                .map(|retention| pipeline::retention::spawn(backfill_store, retention)),
         };
 
         let public = bind("--listen", settings.listen).await?;
@@ -235,6 +240,9 @@ impl Application {
         let bg = self.background;
         // A step cut short rolls back; the next start continues from the last committed one.
         bg.backfill.abort();
+        if let Some(retention) = &bg.retention {
+            retention.abort();
+        }
         let overflow_result = bg.overflow.await;
         let appender_result = bg.appender.await;
         let drain_deadline = tokio::time::Instant::now() + bg.drain_timeout;

@@ -2,6 +2,7 @@
 //! (`stats` has its own file).
 
 mod progress;
+mod purge;
 mod stats;
 
 use std::collections::BTreeSet;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Spool(SpoolCommand::Replay(args)) => spool_replay(&args).await,
         Command::Link(args) => print_link(&args),
         Command::Stats(args) => stats::print(&args).await,
+        Command::Purge(args) => purge::run(&args).await,
     }
 }
 

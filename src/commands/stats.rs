@@ -42,6 +42,15 @@ async fn run(reader: &StatsReader, args: &StatsArgs) -> Result<(), AppError> {
         }
         StatsFormat::Csv => {
             reader.campaign(id).await?;
+            if let Some(horizon) = reader.log_purged_before().await?
+                && window.from < horizon
+            {
+                eprintln!(
+                    "note: the raw log before {} was purged (retention): those clicks are \
+                     counted in the stats but cannot be listed",
+                    crate::stats::window::rfc3339(horizon)
+                );
+            }
             // Errors reach us through the channel; the callback is for the server's metrics.
             let mut chunks = export::clicks_csv(reader, id, window.from, window.to, |_| {});
             while let Some(chunk) = chunks.recv().await {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::store::{BackfillStep, ErrorKind, Store, StoreError};
+use crate::store::{BackfillStep, Store, StoreError};
 use crate::telemetry::{Event, metrics};
 
 /// Log rows per step in `clicktrack migrate`: each step holds its locks for a fraction of a
@@ -124,12 +124,7 @@ struct BackfillFailed<'a> {
 
 impl Event for BackfillFailed<'_> {
     fn emit(self) {
-        let error_type = match self.error.kind {
-            ErrorKind::Transient => "transient",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::TimedOut => "timeout",
-            ErrorKind::Refused | ErrorKind::Other => "other",
-        };
+        let error_type = self.error.kind.as_str();
         if !self.logged {
             tracing::warn!(
                 operation = "backfill",

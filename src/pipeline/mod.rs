@@ -24,6 +24,7 @@ mod lag;
 mod overflow;
 mod probe;
 mod queue;
+pub mod retention;
 
 pub use appender::Appender;
 pub use applier::Applier;

@@ -22,6 +22,7 @@ use serde::Serialize;
 use sqlx::ConnectOptions;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use time::OffsetDateTime;
 
 use crate::domain::InteractionType;
 use crate::store::classify::classify;
@@ -177,6 +178,10 @@ pub struct CampaignStats {
     pub from: String,
     pub to: String,
     pub bucket: window::Bucket,
+    /// Raw log rows before this time were purged (retention): the window's edges before it
+    /// were widened to whole hours (`from` and `to` are the window counted). `null`: nothing
+    /// was purged.
+    pub log_purged_before: Option<String>,
     pub totals: Totals,
     /// Every interaction type, most clicked first.
     pub by_type: Vec<Count>,
@@ -218,15 +223,33 @@ pub struct MemberClicks {
     pub summaries: Vec<MemberSummary>,
 }
 
-/// `HistoryIncomplete` until the backfill has passed the last log id older than the rollups
-/// (`state` = next id, last id).
-fn history_complete((next_id, end_id): (i64, i64)) -> Result<(), StatsError> {
-    if next_id > end_id {
-        Ok(())
-    } else {
-        Err(StatsError::HistoryIncomplete {
-            left: end_id - next_id + 1,
-        })
+/// What the reports need to know of the rollups: how far the backfill is, and before when the
+/// raw log may have been purged (`sql.rollup_state`).
+#[derive(Debug, sqlx::FromRow)]
+struct RollupProgress {
+    next_id: i64,
+    end_id: i64,
+    purged_before: Option<String>,
+}
+
+impl RollupProgress {
+    /// `HistoryIncomplete` until the backfill has passed the last log id older than the
+    /// rollups.
+    fn history_complete(&self) -> Result<(), StatsError> {
+        if self.next_id > self.end_id {
+            Ok(())
+        } else {
+            Err(StatsError::HistoryIncomplete {
+                left: self.end_id - self.next_id + 1,
+            })
+        }
+    }
+
+    /// The purge horizon, if any raw rows were purged.
+    fn purged_before(&self) -> Option<OffsetDateTime> {
+        self.purged_before
+            .as_deref()
+            .and_then(window::parse_db_time)
     }
 }
 
@@ -282,13 +305,13 @@ impl StatsReader {
 
     pub async fn campaigns(&self) -> Result<Vec<CampaignSummary>, StatsError> {
         type Row = (i64, String, i64, Option<String>, i64);
-        let (rows, state): (Vec<Row>, (i64, i64)) = on_pool!(self, pool, sql => {
+        let (rows, state): (Vec<Row>, RollupProgress) = on_pool!(self, pool, sql => {
             tokio::try_join!(
                 timed("list campaigns", sqlx::query_as(sql.campaigns).fetch_all(pool)),
                 timed("read rollup state", sqlx::query_as(sql.rollup_state).fetch_one(pool)),
             )?
         });
-        history_complete(state)?;
+        state.history_complete()?;
         Ok(rows
             .into_iter()
             .map(
@@ -301,6 +324,22 @@ impl StatsReader {
                 },
             )
             .collect())
+    }
+
+    /// How far the backfill is and the purge horizon.
+    async fn rollup_progress(&self) -> Result<RollupProgress, StatsError> {
+        on_pool!(self, pool, sql => {
+            timed(
+                "read rollup state",
+                sqlx::query_as(sql.rollup_state).fetch_one(pool),
+            )
+            .await
+        })
+    }
+
+    /// The purge horizon: raw log rows before it may be gone (the CSV export says so).
+    pub async fn log_purged_before(&self) -> Result<Option<OffsetDateTime>, StatsError> {
+        Ok(self.rollup_progress().await?.purged_before())
     }
 
     pub async fn campaign(&self, id: i64) -> Result<CampaignInfo, StatsError> {
@@ -326,18 +365,19 @@ impl StatsReader {
         id: i64,
         window: &Window,
     ) -> Result<CampaignStats, StatsError> {
-        let campaign = self.campaign(id).await?;
+        let (campaign, state) = tokio::try_join!(self.campaign(id), self.rollup_progress())?;
+        state.history_complete()?;
+        // The raw log before the purge horizon is gone: a window's edges there are widened
+        // to whole hours, which the rollups hold.
+        let purged_before = state.purged_before();
+        let window = &match purged_before {
+            Some(horizon) => window.whole_hours_before(horizon),
+            None => *window,
+        };
         let split = window.split();
         type Series = Vec<(String, String, i64, i64)>;
         type Pairs = Vec<(String, i64)>;
-        let (state, series, unique_members, members, targets, tags): (
-            (i64, i64),
-            Series,
-            i64,
-            Pairs,
-            Pairs,
-            Pairs,
-        ) = on_pool!(self, pool, sql => {
+        let (series, unique_members, members, targets, tags): (Series, i64, Pairs, Pairs, Pairs) = on_pool!(self, pool, sql => {
             let series_sql = match window.bucket {
                 window::Bucket::Hour => sql.series_hour,
                 window::Bucket::Day => sql.series_day,
@@ -357,7 +397,6 @@ impl StatsReader {
                 };
             }
             tokio::try_join!(
-                timed("read rollup state", sqlx::query_as(sql.rollup_state).fetch_one(pool)),
                 timed(
                     "read clicks over time",
                     rolled_up!(sqlx::query_as(series_sql)).fetch_all(pool)
@@ -377,7 +416,6 @@ impl StatsReader {
                 timed("read tags", rolled_up!(sqlx::query_as(sql.tags)).fetch_all(pool)),
             )?
         });
-        history_complete(state)?;
 
         let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
         let mut per_type: BTreeMap<String, i64> = InteractionType::ALL
@@ -409,6 +447,7 @@ impl StatsReader {
             from: rfc3339(window.from),
             to: rfc3339(window.to),
             bucket: window.bucket,
+            log_purged_before: purged_before.map(rfc3339),
             totals: Totals {
                 clicks,
                 unique_members,

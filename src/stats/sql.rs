@@ -15,7 +15,7 @@ pub struct Dialect {
     pub campaigns: &'static str,
     /// One campaign by id: id, name, clicked_count, created_at.
     pub campaign: &'static str,
-    /// The backfill's progress: (next id, last id); the history is complete once next > last.
+    /// The backfill's progress and the purge horizon, as a `RollupProgress`.
     pub rollup_state: &'static str,
     /// (bucket label, interaction type, clicks, clicks with a uid) for hour buckets
     /// (`YYYY-MM-DD HH`).
@@ -110,7 +110,8 @@ pub const SQLITE: Dialect = Dialect {
         ORDER BY c.id DESC",
     campaign: "SELECT id, COALESCE(name, ''), COALESCE(clicked_count, 0), created_at \
         FROM campaigns WHERE id = ?",
-    rollup_state: "SELECT backfill_next_id, backfill_end_id FROM track_rollup_state WHERE id = 1",
+    rollup_state: "SELECT backfill_next_id AS next_id, backfill_end_id AS end_id, \
+            purged_before FROM track_rollup_state WHERE id = 1",
     series_hour: rolled_up!(
         "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
         "SELECT substr(hour, 1, 13) AS bucket, interaction_type, clicks, member_clicks"
@@ -193,7 +194,9 @@ pub const MYSQL: Dialect = Dialect {
             CAST(COALESCE(clicked_count, 0) AS SIGNED), \
             DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') \
         FROM campaigns WHERE id = ?",
-    rollup_state: "SELECT CAST(backfill_next_id AS SIGNED), CAST(backfill_end_id AS SIGNED) \
+    rollup_state: "SELECT CAST(backfill_next_id AS SIGNED) AS next_id, \
+            CAST(backfill_end_id AS SIGNED) AS end_id, \
+            DATE_FORMAT(purged_before, '%Y-%m-%d %H:%i:%s') AS purged_before \
         FROM track_rollup_state WHERE id = 1",
     series_hour: rolled_up!(
         "SELECT bucket, kind, CAST(SUM(clicks) AS SIGNED), CAST(SUM(member_clicks) AS SIGNED)",

@@ -127,6 +127,28 @@ impl Window {
         (db_time(self.from), db_time(self.to))
     }
 
+    /// This window with each edge before `horizon` (an hour boundary: the purge horizon)
+    /// widened to the hour it falls in: `from` down, `to` up. The rollups hold those hours
+    /// whole; the raw rows to count a part of one are gone.
+    pub fn whole_hours_before(&self, horizon: OffsetDateTime) -> Window {
+        let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
+        let from = if self.from < horizon {
+            hour(self.from)
+        } else {
+            self.from
+        };
+        let to = if self.to < horizon && hour(self.to) < self.to {
+            hour(self.to) + Duration::HOUR
+        } else {
+            self.to
+        };
+        Window {
+            from,
+            to,
+            bucket: self.bucket,
+        }
+    }
+
     /// The window cut for the rollups (`Split`).
     pub fn split(&self) -> Split {
         let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
@@ -209,6 +231,14 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
         return Err(format!("{text:?} is outside the years 1970 to 9999"));
     }
     Ok(whole_seconds(t))
+}
+
+/// A store time (`YYYY-MM-DD HH:MM:SS`, UTC) as a time.
+pub fn parse_db_time(text: &str) -> Option<OffsetDateTime> {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
 }
 
 /// The API's form of a store time: `2026-11-25 09:00:00` → `2026-11-25T09:00:00Z`.
@@ -338,6 +368,25 @@ mod tests {
             assert_eq!((&mid_from, &mid_to), (&to, &to), "{f} {t}");
             assert!(from < to);
         }
+    }
+
+    #[test]
+    fn edges_before_the_purge_horizon_widen_to_whole_hours() {
+        let w = Window::parse(
+            Some("2026-11-20T10:15:00Z"),
+            Some("2026-11-20T12:30:00Z"),
+            None,
+            NOW,
+        )
+        .expect("valid");
+        let horizon = datetime!(2026-11-20 11:00 UTC);
+        let widened = w.whole_hours_before(horizon);
+        assert_eq!(widened.from, datetime!(2026-11-20 10:00 UTC));
+        assert_eq!(widened.to, w.to, "after the horizon: exact");
+        let all_before = w.whole_hours_before(datetime!(2026-11-21 00:00 UTC));
+        assert_eq!(all_before.to, datetime!(2026-11-20 13:00 UTC));
+        assert_eq!(w.whole_hours_before(datetime!(2026-11-01 00:00 UTC)), w);
+        assert_eq!(parse_db_time("2026-11-20 11:00:00"), Some(horizon));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod members;
 mod mysql;
 mod mysql_schema;
 pub mod plan;
+mod purge;
 pub mod rollup;
 mod sqlite;
 
@@ -27,6 +28,7 @@ use crate::telemetry::metrics;
 
 pub use backfill::{BackfillStep, RollupState};
 pub use mysql::MysqlStore;
+pub use purge::Purged;
 pub use sqlite::SqliteStore;
 
 /// What happened to one record of a written batch.
@@ -130,6 +132,12 @@ impl StoreError {
             source: format!("no answer within {} ms", limit.as_millis()).into(),
         }
     }
+}
+
+/// An open transaction of one of clicktrack's writers (a batch, a backfill step, a purge
+/// step), whose steps are each dialect's SQL (`BatchTx`, `RollupTx`, `BackfillTx`, `PurgeTx`).
+pub(crate) trait StoreTx: Send {
+    async fn commit(self) -> Result<(), StoreError>;
 }
 
 /// A written batch: one outcome per record, in order, and what else the caller should count.
@@ -332,6 +340,51 @@ impl Store {
             Store::Sqlite(s) => s.backfill_step(chunk).await,
             Store::Mysql(s) => s.backfill_step(chunk).await,
         }
+    }
+
+    /// Record that raw rows older than `before` (`db_time`) are about to be purged: from now
+    /// on the statistics read nothing older from the raw log. Only ever moves forward.
+    pub async fn set_purge_horizon(&self, before: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool, _sql => {
+            sqlx::query(
+                "UPDATE track_rollup_state SET purged_before = ? \
+                 WHERE id = 1 AND (purged_before IS NULL OR purged_before < ?)",
+            )
+            .bind(before)
+            .bind(before)
+            .execute(pool)
+            .await
+            .map_err(sqlx_error("record the purge horizon"))?;
+            Ok(())
+        })
+    }
+
+    /// Delete at most `chunk` raw rows of each kind older than `before` (`purge.rs`).
+    pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.purge_step(before, chunk).await,
+            Store::Mysql(s) => s.purge_step(before, chunk).await,
+        }
+    }
+
+    /// What a purge before `before` would delete (`--dry-run`).
+    pub async fn purge_counts(&self, before: &str) -> Result<Purged, StoreError> {
+        let count = async |sql: &'static str| -> Result<u64, StoreError> {
+            let n: i64 = on_pool!(self, pool, _sql => {
+                sqlx::query_scalar(sql)
+                    .bind(before)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(sqlx_error("count rows to purge"))?
+            });
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Purged {
+            logs: count("SELECT COUNT(*) FROM component_interaction_logs WHERE triggered_at < ?")
+                .await?,
+            tags: count("SELECT COUNT(*) FROM track_click_tags WHERE triggered_at < ?").await?,
+            rejects: count("SELECT COUNT(*) FROM track_rejects WHERE received_at < ?").await?,
+        })
     }
 
     /// How far the backfill of the history is (read without waiting for a running step).

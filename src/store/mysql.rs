@@ -33,10 +33,11 @@ use super::batch::{
 };
 use super::chunks::{fixed_chunks, padded_lists};
 use super::members::MemberCache;
+use super::purge::{self, PurgeTx, Purged};
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
-use super::{BatchResult, Seen, StoreError, mysql_schema};
+use super::{BatchResult, Seen, StoreError, StoreTx, mysql_schema};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
@@ -171,27 +172,31 @@ impl MysqlStore {
         records: &[Record],
         seen: Seen,
     ) -> Result<BatchResult, StoreError> {
-        let tx = self.pool.begin().await.map_err(err("begin"))?;
+        let tx = self.begin().await?;
         let capacity = self
             .tag_capacity
             .get()
             .copied()
             .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
-        let tx = MysqlBatch {
-            tx,
-            returning: self.returning,
-        };
         batch::write(tx, records, seen, &self.members, capacity).await
     }
 
     /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
     pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
+        backfill::step(self.begin().await?, chunk).await
+    }
+
+    /// One purge step (`purge.rs`) of at most `chunk` rows per table.
+    pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
+        purge::step(self.begin().await?, before, chunk).await
+    }
+
+    async fn begin(&self) -> Result<MysqlBatch, StoreError> {
         let tx = self.pool.begin().await.map_err(err("begin"))?;
-        let tx = MysqlBatch {
+        Ok(MysqlBatch {
             tx,
             returning: self.returning,
-        };
-        backfill::step(tx, chunk).await
+        })
     }
 }
 
@@ -615,7 +620,9 @@ impl RollupTx for MysqlBatch {
         )
         .await
     }
+}
 
+impl StoreTx for MysqlBatch {
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(err("commit"))
     }
@@ -736,5 +743,86 @@ impl BackfillTx for MysqlBatch {
             },
         )
         .await
+    }
+}
+
+impl MysqlBatch {
+    /// `{delete_where} IN (...)` over `keys`, as padded lists; the rows it deleted.
+    async fn delete_in<K>(
+        &mut self,
+        delete_where: &'static str,
+        keys: &[K],
+        operation: &'static str,
+    ) -> Result<u64, StoreError>
+    where
+        K: for<'q> sqlx::Encode<'q, MySql> + sqlx::Type<MySql> + Clone + Send + Sync,
+    {
+        let mut deleted = 0;
+        for list in padded_lists(keys) {
+            let mut q = QueryBuilder::new(delete_where);
+            q.push(" IN ");
+            push_in_list(&mut q, &list);
+            deleted += q
+                .build()
+                .execute(&mut *self.tx)
+                .await
+                .map_err(err(operation))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+}
+
+impl PurgeTx for MysqlBatch {
+    async fn old_log_rows(
+        &mut self,
+        before: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        sqlx::query_as(
+            "SELECT CAST(id AS SIGNED), click_id FROM component_interaction_logs \
+             WHERE triggered_at < ? ORDER BY triggered_at LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(err("find old log rows"))
+    }
+
+    async fn delete_click_tags(&mut self, click_ids: &[&str]) -> Result<u64, StoreError> {
+        self.delete_in(
+            "DELETE FROM track_click_tags WHERE click_id",
+            click_ids,
+            "purge click tags",
+        )
+        .await
+    }
+
+    async fn delete_log_rows(&mut self, ids: &[i64]) -> Result<u64, StoreError> {
+        self.delete_in(
+            "DELETE FROM track_rollup_foreign WHERE log_id",
+            ids,
+            "purge foreign marks",
+        )
+        .await?;
+        self.delete_in(
+            "DELETE FROM component_interaction_logs WHERE id",
+            ids,
+            "purge log rows",
+        )
+        .await
+    }
+
+    async fn delete_old_rejects(&mut self, before: &str, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM track_rejects WHERE received_at < ? ORDER BY received_at LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(err("purge rejects"))?;
+        Ok(done.rows_affected())
     }
 }

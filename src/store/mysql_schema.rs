@@ -158,6 +158,7 @@ const ROLLUP_TABLES: [&str; 8] = [
         backfill_start_id BIGINT   NOT NULL,
         backfill_end_id   BIGINT   NOT NULL,
         backfill_next_id  BIGINT   NOT NULL,
+        purged_before     DATETIME NULL,
         updated_at        DATETIME NOT NULL
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS track_rollup_foreign (

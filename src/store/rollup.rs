@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::StoreError;
+use super::{StoreError, StoreTx};
 
 /// One click as the rollups see it, from a batch or from a stored log row.
 #[derive(Debug, Clone, Copy)]
@@ -148,9 +148,8 @@ pub(super) struct CampaignRollupRow<'a> {
     pub last_click_at: &'a str,
 }
 
-/// One dialect's SQL for the rollup steps, run inside the caller's transaction (which every
-/// writer of rollups, a batch or a backfill step, commits through it).
-pub(super) trait RollupTx: Send {
+/// One dialect's SQL for the rollup steps, run inside the caller's transaction.
+pub(super) trait RollupTx: StoreTx {
     async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError>;
     async fn add_rollup_keyed(
         &mut self,
@@ -167,7 +166,6 @@ pub(super) trait RollupTx: Send {
         &mut self,
         rows: &[CampaignRollupRow<'_>],
     ) -> Result<(), StoreError>;
-    async fn commit(self) -> Result<(), StoreError>;
 }
 
 /// Add `delta` to the rollups through `tx` (which the caller commits).
@@ -274,15 +272,8 @@ mod tests {
             1
         );
         assert_eq!(
-            delta
-                .campaign_members
-                .iter()
-                .map(|(k, v)| (*k, *v))
-                .collect::<Vec<_>>(),
-            [
-                ((1, "U1"), "2026-01-02 03:59:59"),
-                ((2, "U1"), "2026-01-01 00:00:00")
-            ]
+            delta.campaign_members.iter().copied().collect::<Vec<_>>(),
+            [(1, "U1"), (2, "U1")]
         );
         assert_eq!(delta.last_click[&1], "2026-01-02 04:00:00");
         assert_eq!(

@@ -19,10 +19,11 @@ use super::batch::{
     RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
 use super::members::MemberCache;
+use super::purge::{self, PurgeTx, Purged};
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
-use super::{BatchResult, ErrorKind, Seen, StoreError, sqlx_error as err};
+use super::{BatchResult, ErrorKind, Seen, StoreError, StoreTx, sqlx_error as err};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
@@ -143,12 +144,21 @@ impl SqliteStore {
 
     /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
     pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
+        backfill::step(self.begin().await?, chunk).await
+    }
+
+    /// One purge step (`purge.rs`) of at most `chunk` rows per table.
+    pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
+        purge::step(self.begin().await?, before, chunk).await
+    }
+
+    async fn begin(&self) -> Result<SqliteBatch, StoreError> {
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("begin"))?;
-        backfill::step(SqliteBatch(tx), chunk).await
+        Ok(SqliteBatch(tx))
     }
 }
 
@@ -532,7 +542,9 @@ impl RollupTx for SqliteBatch {
         )
         .await
     }
+}
 
+impl StoreTx for SqliteBatch {
     async fn commit(self) -> Result<(), StoreError> {
         self.0.commit().await.map_err(err("commit"))
     }
@@ -626,5 +638,77 @@ impl BackfillTx for SqliteBatch {
             "mark foreign log rows",
         )
         .await
+    }
+}
+
+impl PurgeTx for SqliteBatch {
+    async fn old_log_rows(
+        &mut self,
+        before: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        sqlx::query_as(
+            "SELECT id, click_id FROM component_interaction_logs \
+             WHERE triggered_at < ? ORDER BY triggered_at LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(err("find old log rows"))
+    }
+
+    async fn delete_click_tags(&mut self, click_ids: &[&str]) -> Result<u64, StoreError> {
+        self.delete(
+            "DELETE FROM track_click_tags WHERE click_id IN (SELECT value FROM json_each(?))",
+            click_ids,
+            "purge click tags",
+        )
+        .await
+    }
+
+    async fn delete_log_rows(&mut self, ids: &[i64]) -> Result<u64, StoreError> {
+        self.delete(
+            "DELETE FROM track_rollup_foreign WHERE log_id IN (SELECT value FROM json_each(?))",
+            ids,
+            "purge foreign marks",
+        )
+        .await?;
+        self.delete(
+            "DELETE FROM component_interaction_logs WHERE id IN (SELECT value FROM json_each(?))",
+            ids,
+            "purge log rows",
+        )
+        .await
+    }
+
+    async fn delete_old_rejects(&mut self, before: &str, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM track_rejects WHERE id IN (SELECT id FROM track_rejects \
+                 WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&mut *self.0)
+        .await
+        .map_err(err("purge rejects"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl SqliteBatch {
+    /// Run `sql`, whose one parameter is `keys` as a JSON array; the rows it deleted.
+    async fn delete<K: serde::Serialize + Sync>(
+        &mut self,
+        sql: &'static str,
+        keys: &[K],
+        operation: &'static str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql)
+            .bind(json_rows(keys, operation)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(err(operation))?;
+        Ok(done.rows_affected())
     }
 }

@@ -53,6 +53,13 @@ pub const NATS_ACK_PENDING: &str = "track_nats_consumer_ack_pending";
 pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
 pub const ROLLUP_BACKFILLED: &str = "track_rollup_backfilled_rows_total";
 pub const ROLLUP_HISTORY_LEFT: &str = "track_rollup_history_left";
+pub const PURGED: &str = "track_purged_rows_total";
+/// `table` values of `track_purged_rows_total`.
+pub const PURGED_TABLES: [&str; 3] = [
+    "component_interaction_logs",
+    "track_click_tags",
+    "track_rejects",
+];
 /// `source` values of `track_rollup_backfilled_rows_total`.
 pub const BACKFILL_SOURCES: [&str; 2] = ["history", "foreign"];
 /// `reason` values of `track_admin_auth_failures_total`.
@@ -111,7 +118,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 26] = [
+const ERROR_SERIES: [(&str, &str); 32] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -135,9 +142,15 @@ const ERROR_SERIES: [(&str, &str); 26] = [
     ("stats", "timeout"),
     ("stats", "other"),
     ("backfill", "transient"),
+    ("backfill", "refused"),
     ("backfill", "unavailable"),
     ("backfill", "timeout"),
     ("backfill", "other"),
+    ("purge", "transient"),
+    ("purge", "refused"),
+    ("purge", "unavailable"),
+    ("purge", "timeout"),
+    ("purge", "other"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
@@ -309,6 +322,11 @@ fn describe() {
         "Log ids of the history not rolled up yet (0: the statistics are complete)."
     );
     describe_counter!(
+        PURGED,
+        "Raw rows deleted by retention (clicktrack purge, --log-retention), by table; the \
+         rollups keep their counts."
+    );
+    describe_counter!(
         SPOOL_REPLAYED,
         "Journal records applied to the store, by outcome (recorded, already_recorded, rejected); kept for dashboards of earlier releases."
     );
@@ -397,6 +415,16 @@ fn register(queue_capacity: usize) {
         counter!(ROLLUP_BACKFILLED, "source" => source).absolute(0);
     }
     gauge!(ROLLUP_HISTORY_LEFT).set(0.0);
+    for table in PURGED_TABLES {
+        counter!(PURGED, "table" => table).absolute(0);
+    }
+}
+
+/// A committed purge step: rows deleted from each table.
+pub fn purged(logs: u64, tags: u64, rejects: u64) {
+    for (table, n) in PURGED_TABLES.into_iter().zip([logs, tags, rejects]) {
+        counter!(PURGED, "table" => table).increment(n);
+    }
 }
 
 /// A committed backfill step: rows rolled up by source, and the history still left.

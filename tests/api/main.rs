@@ -19,6 +19,7 @@ mod observability;
 mod proxy;
 mod readiness;
 mod rejects;
+mod retention;
 mod rollups;
 mod shutdown;
 mod signing;

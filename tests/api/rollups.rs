@@ -37,13 +37,13 @@ fn targets() -> Vec<String> {
     ]
 }
 
-struct Mix {
+pub struct Mix {
     rng: fastrand::Rng,
     targets: Vec<String>,
 }
 
 impl Mix {
-    fn new(seed: u64) -> Mix {
+    pub fn new(seed: u64) -> Mix {
         Mix {
             rng: fastrand::Rng::with_seed(seed),
             targets: targets(),
@@ -74,7 +74,7 @@ impl Mix {
     }
 
     /// A live record: mostly clicks on 123 and 456, some on the unknown 999, some rejects.
-    fn record(&mut self) -> Record {
+    pub fn record(&mut self) -> Record {
         if self.rng.u8(0..40) == 0 {
             return Record::Reject(Reject {
                 click_id: Uuid::now_v7(),
@@ -106,7 +106,7 @@ fn quote(text: &str) -> String {
 
 /// Log rows written outside clicktrack's batches: `with_ids` of them with a click id and tags
 /// (an earlier clicktrack), the rest without (the old endpoint).
-async fn insert_raw_rows(db: &TestDb, mix: &mut Mix, rows: usize, with_ids: bool) {
+pub async fn insert_raw_rows(db: &TestDb, mix: &mut Mix, rows: usize, with_ids: bool) {
     let mut logs = Vec::new();
     let mut tags = Vec::new();
     for _ in 0..rows {
@@ -318,7 +318,7 @@ pub async fn assert_rollups_match_log(db: &TestDb) {
 
 /// Write `batch` (retrying what a busy database refuses for now), then write it again as a
 /// replay: the second write must change nothing.
-async fn write_twice(store: &Store, batch: &[Record]) {
+pub async fn write_twice(store: &Store, batch: &[Record]) {
     let mut seen = Seen::Never;
     for _ in 0..2 {
         let mut attempts = 0;
@@ -352,7 +352,7 @@ async fn backfill_until_idle(store: &Store, chunk: i64) -> u64 {
     }
 }
 
-async fn connect(db: &TestDb) -> Store {
+pub async fn connect(db: &TestDb) -> Store {
     let url = DatabaseUrl::parse(&db.url).expect("url");
     Store::connect(&url, ConnectOptions { max_connections: 2 })
         .await
@@ -511,7 +511,7 @@ fn check_window(stats: &Value, clicks: &[RawClick], from: &str, to: &str, label_
     assert_eq!(series, buckets, "{what}");
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub fn rfc3339(t: OffsetDateTime) -> String {
     db_time(t).replace(' ', "T") + "Z"
 }
 

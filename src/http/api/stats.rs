@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -43,6 +43,10 @@ pub struct ExportParams {
 pub struct MemberParams {
     limit: Option<i64>,
 }
+
+/// Header of a CSV export whose window reaches before the purge horizon: its value is the
+/// horizon, before which the raw log no longer lists clicks.
+const PURGED_BEFORE: &str = "clicktrack-log-purged-before";
 
 /// Clicks `/api/members/{uid}/clicks` lists when no `limit` is given, and the most it lists.
 const DEFAULT_MEMBER_CLICKS: i64 = 100;
@@ -85,7 +89,12 @@ pub async fn clicks_csv(
     )
     .map_err(ApiError::BadRequest)?;
     // 404 before the 200 starts: once rows stream, the status is sent.
-    state.stats.campaign(id).await?;
+    let (_, purged_before) =
+        tokio::try_join!(state.stats.campaign(id), state.stats.log_purged_before())?;
+    // Clicks before the purge horizon are counted in the stats but no longer listed: say so.
+    let purged = purged_before
+        .filter(|horizon| from < *horizon)
+        .map(|horizon| (PURGED_BEFORE, crate::stats::window::rfc3339(horizon)));
     let chunks = export::clicks_csv(&state.stats, id, from, to, |error| {
         StatsFailed { error }.emit();
     });
@@ -104,6 +113,7 @@ pub async fn clicks_csv(
             ),
             (CACHE_CONTROL, "no-store".to_owned()),
         ],
+        AppendHeaders(purged),
         body,
     )
         .into_response())

@@ -1,0 +1,96 @@
+//! Retention of the raw log (`clicktrack purge --before DATE`, `serve --log-retention`): single
+//! clicks older than a limit are deleted in small steps, while the rollups keep their counts
+//! (docs/rollups.md, "Retention").
+//!
+//! A purge first brings the rollups up to date (every log row it is about to delete must be
+//! counted in them), then records the horizon, then deletes `PURGE_CHUNK` rows of each table
+//! per transaction with a pause between steps, so the applier's batches and the redirects never
+//! wait behind it.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use super::backfill;
+use crate::store::{Purged, Store, StoreError, db_time};
+use crate::telemetry::{Event, metrics};
+
+/// Rows of each table one purge step deletes.
+pub const PURGE_CHUNK: i64 = 2_000;
+/// Between two purge steps.
+const PURGE_PAUSE: Duration = Duration::from_millis(10);
+/// How often `serve --log-retention` purges.
+const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
+/// Attempts of one step before a transient error ends the purge.
+const ATTEMPTS: u32 = 5;
+
+/// Delete the raw rows older than `before`; `on_step` sees what each step deleted.
+pub async fn purge_before(
+    store: &Store,
+    before: OffsetDateTime,
+    mut on_step: impl FnMut(Purged),
+) -> Result<Purged, StoreError> {
+    backfill::run_to_end(store, backfill::MIGRATE_CHUNK, |_| {}).await?;
+    let before = db_time(before);
+    store.set_purge_horizon(&before).await?;
+    let mut total = Purged::default();
+    loop {
+        let step = step_with_retries(store, &before).await?;
+        metrics::purged(step.logs, step.tags, step.rejects);
+        if step.is_empty() {
+            return Ok(total);
+        }
+        total.add(step);
+        on_step(step);
+        tokio::time::sleep(PURGE_PAUSE).await;
+    }
+}
+
+async fn step_with_retries(store: &Store, before: &str) -> Result<Purged, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match store.purge_step(before, PURGE_CHUNK).await {
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                PurgeFailed { error: &e }.emit();
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// `serve --log-retention`: purge what is older than `retention` now and every hour after.
+pub fn spawn(store: Store, retention: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let before = OffsetDateTime::now_utc() - retention;
+            match purge_before(&store, before, |_| {}).await {
+                Ok(purged) if !purged.is_empty() => tracing::info!(
+                    before = %db_time(before),
+                    logs = purged.logs,
+                    tags = purged.tags,
+                    rejects = purged.rejects,
+                    "purged raw rows older than --log-retention (the rollups keep their counts)"
+                ),
+                Ok(_) => {}
+                Err(error) => PurgeFailed { error: &error }.emit(),
+            }
+            tokio::time::sleep(RETENTION_EVERY).await;
+        }
+    })
+}
+
+/// A purge step that failed: logged and counted in `track_errors_total{operation="purge"}`.
+struct PurgeFailed<'a> {
+    error: &'a StoreError,
+}
+
+impl Event for PurgeFailed<'_> {
+    fn emit(self) {
+        let error_type = self.error.kind.as_str();
+        tracing::warn!(operation = "purge", error_type, error = %self.error, "purge step failed");
+        metrics::error("purge", error_type);
+    }
+}
