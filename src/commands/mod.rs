@@ -137,10 +137,12 @@ async fn build_rollups(store: &Store) -> Result<backfill::Backfilled, AppError> 
 }
 
 /// What `migrate` changed, in one sentence: the tables it created, then the columns and
-/// indexes it added to tables that were there before (migrations never drop anything).
+/// indexes it added to tables that were there before, then what it dropped (only clicktrack's
+/// own indexes that nothing reads any more; never a table, a column or a seed index).
 fn describe_migration(before: &BTreeSet<String>, after: &BTreeSet<String>) -> String {
     let added: Vec<&String> = after.difference(before).collect();
-    if added.is_empty() {
+    let dropped: Vec<&str> = before.difference(after).map(String::as_str).collect();
+    if added.is_empty() && dropped.is_empty() {
         return "schema already up to date, nothing changed".to_owned();
     }
     let new_tables: Vec<&str> = added
@@ -166,7 +168,12 @@ fn describe_migration(before: &BTreeSet<String>, after: &BTreeSet<String>) -> St
     if !extras.is_empty() {
         parts.push(format!("added {}", extras.join(", ")));
     }
-    format!("{}; nothing dropped", parts.join("; "))
+    if dropped.is_empty() {
+        parts.push("nothing dropped".to_owned());
+    } else {
+        parts.push(format!("dropped {}", dropped.join(", ")));
+    }
+    parts.join("; ")
 }
 
 async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
@@ -290,6 +297,13 @@ mod tests {
         assert_eq!(
             describe_migration(&BTreeSet::new(), &old),
             "created tables logs, members; nothing dropped"
+        );
+        let mut retired = new.clone();
+        retired.remove("index logs.idx_click");
+        retired.insert("table rollups".to_owned());
+        assert_eq!(
+            describe_migration(&new, &retired),
+            "created tables rollups; dropped index logs.idx_click"
         );
     }
 }
