@@ -11,7 +11,7 @@
 #                                    # for one), wrk split between them
 #   scripts/bench.sh --all           # both stores x both modes, one after the other
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
-#   scripts/bench.sh --stats         # the stats step instead: API latency over 1,000,000
+#   scripts/bench.sh --stats         # the stats step instead: API latency over 10,000,000
 #                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
 #   BENCH_DURATION=30 scripts/bench.sh
 #   BENCH_KEEP=/tmp/bench scripts/bench.sh   # keep the logs, wrk output and spool file there

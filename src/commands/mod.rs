@@ -22,6 +22,9 @@ use crate::pipeline::backfill;
 use crate::pipeline::{Budget, Committer};
 use crate::store::Store;
 
+/// SQLite page cache of `migrate`'s backfill, MiB (the writer's usual 8 MiB made a backfill of
+/// millions of rows read the rollups' pages back from the OS at every step).
+const BACKFILL_CACHE_MIB: u32 = 256;
 /// Records per applied transaction in `clicktrack spool replay`.
 const REPLAY_BATCH: usize = 4_096;
 /// How long `spool replay` keeps retrying one batch before it gives up and exits.
@@ -123,6 +126,9 @@ fn describe_backfill(built: backfill::Backfilled) -> String {
 /// seconds otherwise.
 async fn build_rollups(store: &Store) -> Result<backfill::Backfilled, AppError> {
     let state = store.rollup_state().await?;
+    if !state.history_complete() {
+        store.set_bulk_cache_mib(BACKFILL_CACHE_MIB).await?;
+    }
     let mut progress =
         progress::Progress::new(state.ids_total(), state.ids_total() - state.ids_left());
     let built = backfill::run_to_end(store, backfill::MIGRATE_CHUNK, |step| {

@@ -14,7 +14,7 @@ use crate::telemetry::{Event, metrics};
 
 /// Log rows per step in `clicktrack migrate`: each step holds its locks for a fraction of a
 /// second.
-pub const MIGRATE_CHUNK: i64 = 10_000;
+pub const MIGRATE_CHUNK: i64 = 20_000;
 /// Log rows per step in `serve`, where the applier waits for the same write lock.
 const SERVE_CHUNK: i64 = 2_000;
 /// `serve` between two steps that found work: the applier's batches go first.

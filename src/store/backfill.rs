@@ -3,16 +3,18 @@
 //! log later (the old endpoint during a cut-over, an import), which `serve` picks up.
 //!
 //! One step is one short transaction: it takes the state row first (so steps of several
-//! processes take turns and none counts a row twice), reads at most `chunk` log rows, adds them
-//! to the rollups and records how far it got, all committed together: an interrupted backfill
-//! resumes where its last committed step ended. On MySQL the campaign rows are locked next, in
+//! processes take turns and none counts a row twice), adds at most `chunk` log rows to the
+//! rollups and records how far it got, all committed together: an interrupted backfill resumes
+//! where its last committed step ended. The history is summed by the database itself, a range
+//! of ids per statement (`roll_up_between`: millions of rows, none of which need travel);
+//! foreign rows, a few at a time, are read and summed here like a batch's clicks. On MySQL the campaign rows are locked next, in
 //! ascending order, as every batch does first, so a step never deadlocks with the applier.
 
 use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::rollup::{self, RollupClick, RollupDelta, RollupTx};
+use super::rollup::{self, CampaignRollupRow, RollupClick, RollupDelta, RollupTx};
 use super::{StoreError, db_time};
 
 /// A log row as a backfill step reads it.
@@ -24,7 +26,6 @@ pub(super) struct LogRow {
     pub interaction_type: String,
     pub target: Option<String>,
     pub triggered_at: String,
-    pub click_id: Option<String>,
 }
 
 /// `track_rollup_state`: log rows `start_id..=end_id` predate the rollups; `next_id` is the
@@ -75,24 +76,26 @@ impl BackfillStep {
 pub(super) trait BackfillTx: RollupTx {
     /// Lock the state row (waiting for any other step) and read it.
     async fn lock_rollup_state(&mut self) -> Result<RollupState, StoreError>;
-    /// Log rows with `from_id <= id <= to_id`, by id, at most `limit`.
-    async fn log_rows_between(
+    /// Per campaign of the log rows with `from_id <= id <= to_id`: (campaign, rows, latest
+    /// click), ascending.
+    async fn campaigns_between(
         &mut self,
         from_id: i64,
         to_id: i64,
-        limit: i64,
-    ) -> Result<Vec<LogRow>, StoreError>;
+    ) -> Result<Vec<CampaignRows>, StoreError>;
+    /// Add the log rows with `from_id <= id <= to_id` (of `campaigns`) to the hour, target,
+    /// tag and member rollups, summed by the database itself (the history is millions of
+    /// rows: nothing travels), and insert their (campaign, member) pairs; the campaign of
+    /// each new pair.
+    async fn roll_up_between(
+        &mut self,
+        from_id: i64,
+        to_id: i64,
+        campaigns: &[i64],
+    ) -> Result<Vec<i64>, StoreError>;
     /// Log rows after `after_id` without a click id that are not rolled up yet, by id.
-    async fn foreign_log_rows(
-        &mut self,
-        after_id: i64,
-        limit: i64,
-    ) -> Result<Vec<LogRow>, StoreError>;
-    /// (click_id, tag) of these clicks.
-    async fn tags_of_clicks(
-        &mut self,
-        click_ids: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError>;
+    async fn foreign_log_rows(&mut self, after_id: i64, limit: i64)
+    -> Result<Vec<LogRow>, StoreError>;
     /// Lock these campaigns' rows, ascending (MySQL; SQLite holds the write lock already).
     async fn lock_campaigns(&mut self, ids: &[i64]) -> Result<(), StoreError>;
     async fn set_backfill_next(&mut self, next_id: i64, now: &str) -> Result<(), StoreError>;
@@ -100,26 +103,50 @@ pub(super) trait BackfillTx: RollupTx {
     async fn mark_foreign(&mut self, ids: &[i64]) -> Result<(), StoreError>;
 }
 
-/// Roll up at most `chunk` rows: the history first, then foreign rows. Commits when it did
-/// anything.
+/// One campaign's share of a range of log rows.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct CampaignRows {
+    pub campaign_id: i64,
+    pub rows: i64,
+    pub last_click_at: String,
+}
+
+/// Roll up at most `chunk` rows: the history first (ids `chunk` at a time), then foreign rows.
+/// Commits when it did anything.
 pub(super) async fn step<T: BackfillTx>(mut tx: T, chunk: i64) -> Result<BackfillStep, StoreError> {
     let mut state = tx.lock_rollup_state().await?;
     if !state.history_complete() {
-        let rows = tx
-            .log_rows_between(state.backfill_next_id, state.backfill_end_id, chunk)
-            .await?;
-        let next = match rows.last() {
-            Some(last) if rows.len() as i64 >= chunk => last.id + 1,
-            // Fewer than asked for: nothing is left up to end_id.
-            _ => state.backfill_end_id + 1,
-        };
-        roll_up(&mut tx, &rows).await?;
-        tx.set_backfill_next(next, &db_time(OffsetDateTime::now_utc()))
+        let from = state.backfill_next_id;
+        let to = state.backfill_end_id.min(from.saturating_add(chunk - 1));
+        let campaigns = tx.campaigns_between(from, to).await?;
+        let ids: Vec<i64> = campaigns.iter().map(|c| c.campaign_id).collect();
+        if !ids.is_empty() {
+            tx.lock_campaigns(&ids).await?;
+        }
+        let new_pairs = tx.roll_up_between(from, to, &ids).await?;
+        let mut new_members: HashMap<i64, i64> = HashMap::new();
+        for cid in new_pairs {
+            *new_members.entry(cid).or_insert(0) += 1;
+        }
+        let rows: Vec<CampaignRollupRow<'_>> = campaigns
+            .iter()
+            .map(|c| CampaignRollupRow {
+                campaign_id: c.campaign_id,
+                new_members: new_members.get(&c.campaign_id).copied().unwrap_or(0),
+                last_click_at: &c.last_click_at,
+            })
+            .collect();
+        if !rows.is_empty() {
+            tx.add_rollup_campaigns(&rows).await?;
+        }
+        tx.set_backfill_next(to + 1, &db_time(OffsetDateTime::now_utc()))
             .await?;
         tx.commit().await?;
-        state.backfill_next_id = next;
+        state.backfill_next_id = to + 1;
+        let rolled: i64 = campaigns.iter().map(|c| c.rows).sum();
         return Ok(BackfillStep {
-            history_rows: rows.len() as u64,
+            // At least one per step, so that a stretch of ids without rows is not "idle".
+            history_rows: u64::try_from(rolled).unwrap_or(0).max(1),
             foreign_rows: 0,
             state,
         });
@@ -139,26 +166,12 @@ pub(super) async fn step<T: BackfillTx>(mut tx: T, chunk: i64) -> Result<Backfil
     })
 }
 
-/// Add `rows` (with their per-click tags) to the rollups.
+/// Add foreign `rows` to the rollups (they have no click id, so no per-click tags).
 async fn roll_up<T: BackfillTx>(tx: &mut T, rows: &[LogRow]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let mut campaigns: Vec<i64> = rows.iter().map(|r| r.campaign_id).collect();
     campaigns.sort_unstable();
     campaigns.dedup();
     tx.lock_campaigns(&campaigns).await?;
-
-    let click_ids: Vec<&str> = rows.iter().filter_map(|r| r.click_id.as_deref()).collect();
-    let tags = if click_ids.is_empty() {
-        Vec::new()
-    } else {
-        tx.tags_of_clicks(&click_ids).await?
-    };
-    let mut tags_of: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (click_id, tag) in &tags {
-        tags_of.entry(click_id).or_default().push(tag);
-    }
     let mut delta = RollupDelta::default();
     for row in rows {
         let click = RollupClick {
@@ -168,13 +181,7 @@ async fn roll_up<T: BackfillTx>(tx: &mut T, rows: &[LogRow]) -> Result<(), Store
             target: row.target.as_deref(),
             uid: &row.line_id,
         };
-        let tags = row
-            .click_id
-            .as_deref()
-            .and_then(|id| tags_of.get(id))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        delta.add(click, tags.iter().copied());
+        delta.add(click, []);
     }
     rollup::write(tx, &delta).await
 }

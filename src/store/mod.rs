@@ -387,6 +387,15 @@ impl Store {
         })
     }
 
+    /// For a bulk job on this connection (`migrate`'s backfill): SQLite keeps `mib` MiB of
+    /// pages cached; MySQL's cache is the server's buffer pool, so nothing changes there.
+    pub async fn set_bulk_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_cache_mib(mib).await,
+            Store::Mysql(_) => Ok(()),
+        }
+    }
+
     /// How far the backfill of the history is (read without waiting for a running step).
     pub async fn rollup_state(&self) -> Result<RollupState, StoreError> {
         on_pool!(self, pool, sql => {
