@@ -9,7 +9,9 @@
 #      and `clicktrack stats` as a command;
 #   3. the CSV export of 7 days of campaign 1 and 30 days of campaign 2 (rows/s; target
 #      >= 200,000) with clicktrack's peak RSS after each (constant memory);
-#   4. the apply rate at that size (examples/apply_ceiling, 200,000 clicks in batches of
+#   4. the redirects (wrk, 50 connections, BENCH_DURATION s) alone and while `clicktrack
+#      purge` deletes the oldest 30 days: req/s and p99 (a purge must not move them);
+#   5. the apply rate at that size (examples/apply_ceiling, 200,000 clicks in batches of
 #      4,096), beside the same on an empty database in the same run.
 # BENCH_INNODB_BUFFER_POOL_MB=N (MySQL) sets the server's buffer pool for the run and puts it
 # back afterwards.
@@ -57,7 +59,8 @@ if [ "$store" = sqlite ]; then
   command -v sqlite3 >/dev/null || { echo "bench: needs sqlite3 (apt-get install sqlite3)" >&2; exit 1; }
   db_url="sqlite://$work/stats.db"
   empty_url="sqlite://$work/empty.db"
-  q() { sqlite3 "$work/stats.db" "$1"; }
+  # A page cache the seed's indexes fit in, and no fsync: the seed is not what is measured.
+  q() { sqlite3 "$work/stats.db" "PRAGMA cache_size = -2000000; PRAGMA synchronous = OFF; $1"; }
   uid="printf('U%032x', (n * 7919) % 300000)"
   at="strftime('%Y-%m-%d %H:%M:%S', $start + n * $step, 'unixepoch')"
   kind="CASE n % 7 WHEN 0 THEN 'image_click' WHEN 1 THEN 'button_url' WHEN 2 THEN 'carousel_click'
@@ -196,6 +199,34 @@ for entry in "1|7" "2|30"; do
   printf 'campaign %s, %2s days: %8d rows %5d MiB in %7.0f ms = %7d rows/s (first byte %4.0f ms), peak RSS after: %d MiB\n' \
     "$id" "$span" "$lines" $((bytes / 1048576)) "$ms" "$(awk -v l="$lines" -v m="$ms" 'BEGIN { printf "%d", l * 1000 / m }')" "$first" "$(hwm)"
 done
+kill -TERM "$pid"
+wait "$pid" || true
+pid=""
+
+# 4. The redirects while a purge runs: wrk at 50 connections (the seed's mix) for
+#    BENCH_DURATION seconds, then again while `clicktrack purge` deletes the oldest 30 days.
+duration="${BENCH_DURATION:-10}"
+"$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+  --database-url "$db_url" --spool-path "$work/spool.db" --allow-host example.com \
+  --log-format json 2>"$work/serve.log" &
+pid=$!
+for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" 2>/dev/null && break; sleep 0.05; done
+p99() { awk '$1 == "99%" { print $2 }' <<<"$1"; }
+rate() { awk '/^Requests\/sec/ { printf "%d", $2 }' <<<"$1"; }
+echo
+echo "redirects at 50 connections, ${duration}s each (wrk -t1, the seed's mix):"
+out=$(wrk -t1 -c50 -d"${duration}s" --latency -s scripts/bench/mix.lua "http://127.0.0.1:$port" 2>&1)
+echo "  without a purge: $(rate "$out") req/s, p99 $(p99 "$out")"
+purge_before=$(iso $((start + 30 * 86400)))
+purge_started=$(date +%s%N)
+"$bin" purge --before "$purge_before" --database-url "$db_url" --log-format json \
+  >"$work/purge.out" 2>"$work/purge.log" &
+purge_pid=$!
+out=$(wrk -t1 -c50 -d"${duration}s" --latency -s scripts/bench/mix.lua "http://127.0.0.1:$port" 2>&1)
+echo "  during a purge:  $(rate "$out") req/s, p99 $(p99 "$out")"
+wait "$purge_pid"
+purge_ms=$(ms_since "$purge_started")
+echo "  purge: $(sed 's/^[^ ]*: //' "$work/purge.out") in $((purge_ms / 1000)) s"
 kill -TERM "$pid"
 wait "$pid" || true
 pid=""

@@ -56,7 +56,8 @@ async fn step_with_retries(store: &Store, chunk: i64) -> Result<BackfillStep, St
     loop {
         match store.backfill_step(chunk).await {
             Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                BackfillFailed {
+                StepFailed {
+                    operation: "backfill",
                     error: &e,
                     logged: false,
                 }
@@ -100,7 +101,8 @@ pub fn spawn(store: Store) -> JoinHandle<()> {
                     if step.idle() { SERVE_IDLE } else { SERVE_PAUSE }
                 }
                 Err(error) => {
-                    BackfillFailed {
+                    StepFailed {
+                        operation: "backfill",
                         error: &error,
                         logged: failing,
                     }
@@ -114,25 +116,27 @@ pub fn spawn(store: Store) -> JoinHandle<()> {
     })
 }
 
-/// A backfill step that failed: logged once per run of failures, counted every time in
-/// `track_errors_total{operation="backfill"}`.
-struct BackfillFailed<'a> {
-    error: &'a StoreError,
+/// A backfill or purge step that failed: logged once per run of failures, counted every time
+/// in `track_errors_total{operation}` (`backfill`, `purge`).
+pub(super) struct StepFailed<'a> {
+    pub operation: &'static str,
+    pub error: &'a StoreError,
     /// Already logged in this run of failures.
-    logged: bool,
+    pub logged: bool,
 }
 
-impl Event for BackfillFailed<'_> {
+impl Event for StepFailed<'_> {
     fn emit(self) {
         let error_type = self.error.kind.as_str();
         if !self.logged {
             tracing::warn!(
-                operation = "backfill",
+                operation = self.operation,
                 error_type,
                 error = %self.error,
-                "rollup backfill step failed; retrying"
+                "{} step failed; retrying",
+                self.operation
             );
         }
-        metrics::error("backfill", error_type);
+        metrics::error(self.operation, error_type);
     }
 }

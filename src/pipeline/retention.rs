@@ -12,7 +12,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use super::backfill;
+use super::backfill::{self, StepFailed};
 use crate::store::{Purged, Store, StoreError, db_time};
 use crate::telemetry::{Event, metrics};
 
@@ -52,7 +52,12 @@ async fn step_with_retries(store: &Store, before: &str) -> Result<Purged, StoreE
     loop {
         match store.purge_step(before, PURGE_CHUNK).await {
             Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                PurgeFailed { error: &e }.emit();
+                StepFailed {
+                    operation: "purge",
+                    error: &e,
+                    logged: false,
+                }
+                .emit();
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 attempt += 1;
             }
@@ -75,22 +80,14 @@ pub fn spawn(store: Store, retention: Duration) -> JoinHandle<()> {
                     "purged raw rows older than --log-retention (the rollups keep their counts)"
                 ),
                 Ok(_) => {}
-                Err(error) => PurgeFailed { error: &error }.emit(),
+                Err(error) => StepFailed {
+                    operation: "purge",
+                    error: &error,
+                    logged: false,
+                }
+                .emit(),
             }
             tokio::time::sleep(RETENTION_EVERY).await;
         }
     })
-}
-
-/// A purge step that failed: logged and counted in `track_errors_total{operation="purge"}`.
-struct PurgeFailed<'a> {
-    error: &'a StoreError,
-}
-
-impl Event for PurgeFailed<'_> {
-    fn emit(self) {
-        let error_type = self.error.kind.as_str();
-        tracing::warn!(operation = "purge", error_type, error = %self.error, "purge step failed");
-        metrics::error("purge", error_type);
-    }
 }
