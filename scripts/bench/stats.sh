@@ -51,9 +51,12 @@ numbers="(SELECT a.d + 10*b.d + 100*c.d + 1000*e.d + 10000*f.d + 100000*g.d + 10
   FROM $digits a, $digits b, $digits c, $digits e, $digits f, $digits g, $digits h) s"
 ua="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Safari Line/14.9.0"
 types="'image_click','button_url','carousel_click','imagemap_click','richmenu_click','flex_click','text_link'"
-# Campaign of row n: 5/10 campaign 1, 2/10 campaign 2, 2/10 campaign 3, 1/10 the small ones.
-campaign="CASE WHEN n % 10 < 5 THEN 1 WHEN n % 10 < 7 THEN 2 WHEN n % 10 < 9 THEN 3
-  ELSE 1001 + (n / 10) % 1000 END"
+# Campaign of row n: 5/10 campaign 1, 2/10 campaign 2, 2/10 campaign 3, 1/10 the small ones
+# (integer division: `/` on SQLite, `DIV` on MySQL).
+campaign() {
+  echo "CASE WHEN n % 10 < 5 THEN 1 WHEN n % 10 < 7 THEN 2 WHEN n % 10 < 9 THEN 3
+    ELSE 1001 + (n $1 10) % 1000 END"
+}
 
 if [ "$store" = sqlite ]; then
   command -v sqlite3 >/dev/null || { echo "bench: needs sqlite3 (apt-get install sqlite3)" >&2; exit 1; }
@@ -69,6 +72,7 @@ if [ "$store" = sqlite ]; then
   click_id="printf('%08x-0000-7000-8000-%012x', n, n)"
   tag="CASE id % 3 WHEN 0 THEN 'vip' WHEN 1 THEN 'spring' ELSE 'spa' END"
   name="'campaign ' || n"
+  campaign=$(campaign /)
 else
   mysql_user="${mysql_server%%@*}"
   mysql_host="${mysql_server#*@}"
@@ -89,6 +93,7 @@ else
   click_id="CONCAT(LPAD(HEX(n), 8, '0'), '-0000-7000-8000-', LPAD(HEX(n), 12, '0'))"
   tag="ELT(1 + id % 3, 'vip', 'spring', 'spa')"
   name="CONCAT('campaign ', n)"
+  campaign=$(campaign DIV)
 fi
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
