@@ -94,8 +94,11 @@ pub(super) trait BackfillTx: RollupTx {
         campaigns: &[i64],
     ) -> Result<Vec<i64>, StoreError>;
     /// Log rows after `after_id` without a click id that are not rolled up yet, by id.
-    async fn foreign_log_rows(&mut self, after_id: i64, limit: i64)
-    -> Result<Vec<LogRow>, StoreError>;
+    async fn foreign_log_rows(
+        &mut self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError>;
     /// Lock these campaigns' rows, ascending (MySQL; SQLite holds the write lock already).
     async fn lock_campaigns(&mut self, ids: &[i64]) -> Result<(), StoreError>;
     async fn set_backfill_next(&mut self, next_id: i64, now: &str) -> Result<(), StoreError>;
