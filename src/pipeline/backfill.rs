@@ -21,7 +21,7 @@ const SERVE_CHUNK: i64 = 2_000;
 const SERVE_PAUSE: Duration = Duration::from_millis(20);
 /// `serve` after a step found nothing (or failed): how soon a foreign row is rolled up.
 const SERVE_IDLE: Duration = Duration::from_secs(2);
-/// Attempts of one step in `migrate` before a transient error ends it.
+/// Attempts of one step of `migrate` or `purge` before a transient error ends it.
 const ATTEMPTS: u32 = 5;
 
 /// What a run of steps rolled up.
@@ -52,12 +52,20 @@ pub async fn run_to_end(
 }
 
 async fn step_with_retries(store: &Store, chunk: i64) -> Result<BackfillStep, StoreError> {
+    with_retries("backfill", || store.backfill_step(chunk)).await
+}
+
+/// `step()` again after a retryable failure (counted as `operation`), `ATTEMPTS` times at most.
+pub(super) async fn with_retries<T, F: Future<Output = Result<T, StoreError>>>(
+    operation: &'static str,
+    mut step: impl FnMut() -> F,
+) -> Result<T, StoreError> {
     let mut attempt = 1;
     loop {
-        match store.backfill_step(chunk).await {
+        match step().await {
             Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
                 StepFailed {
-                    operation: "backfill",
+                    operation,
                     error: &e,
                     logged: false,
                 }

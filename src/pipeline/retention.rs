@@ -12,7 +12,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use super::backfill::{self, StepFailed};
+use super::backfill::{self, StepFailed, with_retries};
 use crate::store::{Purged, Store, StoreError, db_time};
 use crate::telemetry::{Event, metrics};
 
@@ -25,8 +25,6 @@ pub const PURGE_CHUNK: i64 = 2_000;
 const PURGE_IDLE_FACTOR: u32 = 3;
 /// How often `serve --log-retention` purges.
 const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
-/// Attempts of one step before a transient error ends the purge.
-const ATTEMPTS: u32 = 5;
 
 /// Delete the raw rows older than `before`; `on_step` sees what each step deleted.
 pub async fn purge_before(
@@ -52,22 +50,7 @@ pub async fn purge_before(
 }
 
 async fn step_with_retries(store: &Store, before: &str) -> Result<Purged, StoreError> {
-    let mut attempt = 1;
-    loop {
-        match store.purge_step(before, PURGE_CHUNK).await {
-            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                StepFailed {
-                    operation: "purge",
-                    error: &e,
-                    logged: false,
-                }
-                .emit();
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    with_retries("purge", || store.purge_step(before, PURGE_CHUNK)).await
 }
 
 /// `serve --log-retention`: purge what is older than `retention` now and every hour after.
