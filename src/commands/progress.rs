@@ -52,14 +52,18 @@ impl Progress {
         if self.terminal {
             let filled = (percent / 100.0 * BAR_WIDTH as f64) as usize;
             let bar = format!("{}{}", "#".repeat(filled), " ".repeat(BAR_WIDTH - filled));
-            let mut err = std::io::stderr();
-            // A progress bar that cannot be drawn is not worth failing the migration for.
-            let _ = write!(
-                err,
+            let drawn = write!(
+                std::io::stderr(),
                 "\rrollups [{bar}] {percent:5.1}%  {} rows, {:.0} rows/s, about {eta:.0} s left ",
-                self.rows, rate
-            );
-            let _ = err.flush();
+                self.rows,
+                rate
+            )
+            .and_then(|()| std::io::stderr().flush());
+            if let Err(error) = drawn {
+                // A terminal that cannot be drawn on gets the log lines instead.
+                tracing::warn!(%error, "cannot draw the progress bar; logging progress instead");
+                self.terminal = false;
+            }
         } else {
             tracing::info!(
                 percent = format!("{percent:.1}"),

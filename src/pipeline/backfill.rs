@@ -95,7 +95,7 @@ pub fn spawn(store: Store) -> JoinHandle<()> {
                         step.foreign_rows,
                         step.state.ids_left(),
                     );
-                    if step.history_rows > 0 && !announced {
+                    if step.history_ids > 0 && !announced {
                         announced = true;
                         tracing::info!(
                             left = step.state.ids_left(),
@@ -103,7 +103,7 @@ pub fn spawn(store: Store) -> JoinHandle<()> {
                              (`clicktrack migrate` does it faster); stats answer 503 until done"
                         );
                     }
-                    if step.history_rows > 0 && step.state.history_complete() {
+                    if step.history_ids > 0 && step.state.history_complete() {
                         tracing::info!("rollups of the log's history complete");
                     }
                     if step.idle() { SERVE_IDLE } else { SERVE_PAUSE }

@@ -59,6 +59,8 @@ impl RollupState {
 pub struct BackfillStep {
     /// Rows of the history rolled up.
     pub history_rows: u64,
+    /// Log ids of the history this step covered (ids may have gaps: more than its rows).
+    pub history_ids: i64,
     /// Rows another program added since, rolled up.
     pub foreign_rows: u64,
     /// The state after the step.
@@ -68,7 +70,7 @@ pub struct BackfillStep {
 impl BackfillStep {
     /// Nothing was left to do.
     pub fn idle(&self) -> bool {
-        self.history_rows == 0 && self.foreign_rows == 0
+        self.history_ids == 0 && self.foreign_rows == 0
     }
 }
 
@@ -148,8 +150,8 @@ pub(super) async fn step<T: BackfillTx>(mut tx: T, chunk: i64) -> Result<Backfil
         state.backfill_next_id = to + 1;
         let rolled: i64 = campaigns.iter().map(|c| c.rows).sum();
         return Ok(BackfillStep {
-            // At least one per step, so that a stretch of ids without rows is not "idle".
-            history_rows: u64::try_from(rolled).unwrap_or(0).max(1),
+            history_rows: u64::try_from(rolled).unwrap_or(0),
+            history_ids: to + 1 - from,
             foreign_rows: 0,
             state,
         });
@@ -164,6 +166,7 @@ pub(super) async fn step<T: BackfillTx>(mut tx: T, chunk: i64) -> Result<Backfil
     // Nothing to do: dropping the transaction rolls it back.
     Ok(BackfillStep {
         history_rows: 0,
+        history_ids: 0,
         foreign_rows: rows.len() as u64,
         state,
     })

@@ -628,20 +628,6 @@ impl StoreTx for MysqlBatch {
     }
 }
 
-/// `SELECT` of the columns of `backfill::LogRow` (in the text forms both stores return) and
-/// `$rest`.
-macro_rules! select_log_rows {
-    ($rest:literal) => {
-        concat!(
-            "SELECT CAST(l.id AS SIGNED) AS id, CAST(l.campaign_id AS SIGNED) AS campaign_id, \
-                 l.line_id, CAST(l.interaction_type AS CHAR) AS interaction_type, \
-                 l.interaction_value AS target, \
-                 DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s') AS triggered_at ",
-            $rest
-        )
-    };
-}
-
 impl BackfillTx for MysqlBatch {
     async fn lock_rollup_state(&mut self) -> Result<RollupState, StoreError> {
         sqlx::query_as(
@@ -781,13 +767,17 @@ impl BackfillTx for MysqlBatch {
         limit: i64,
     ) -> Result<Vec<LogRow>, StoreError> {
         // The click_id index holds the NULLs in id order: a range, not a scan of the log.
-        sqlx::query_as(select_log_rows!(
-            "FROM component_interaction_logs l \
+        sqlx::query_as(
+            "SELECT CAST(l.id AS SIGNED) AS id, CAST(l.campaign_id AS SIGNED) AS campaign_id, \
+                 l.line_id, CAST(l.interaction_type AS CHAR) AS interaction_type, \
+                 l.interaction_value AS target, \
+                 DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:%i:%s') AS triggered_at \
+             FROM component_interaction_logs l \
                  FORCE INDEX (uq_component_interaction_logs_click_id) \
              WHERE l.click_id IS NULL AND l.id > ? \
                AND NOT EXISTS (SELECT 1 FROM track_rollup_foreign f WHERE f.log_id = l.id) \
-             ORDER BY l.id LIMIT ?"
-        ))
+             ORDER BY l.id LIMIT ?",
+        )
         .bind(after_id)
         .bind(limit)
         .fetch_all(&mut *self.tx)
