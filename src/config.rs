@@ -546,6 +546,7 @@ impl ServeArgs {
                 subject: self.nats_subject.clone(),
                 replicas: usize::from(self.nats_replicas),
                 ack_wait: Duration::from_millis(self.nats_ack_wait_ms),
+                max_bytes: self.journal_max_bytes,
             })
         };
         Ok(Settings {

@@ -91,7 +91,7 @@ pub fn encode_all<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
     serde_json::to_string(&all).unwrap_or_default()
 }
 
-/// One record's journal JSON (a JetStream message's payload).
+/// One record's journal JSON (joined into a JetStream message's array).
 pub fn encode_one(record: &Record) -> String {
     // Strings, integers and vectors always serialize.
     serde_json::to_string(&encoded(record)).unwrap_or_default()
@@ -105,7 +105,22 @@ fn encode(record: &Record) -> serde_json::Value {
 
 /// The record a journal row holds.
 pub fn decode(json: &str) -> Result<Record, DecodeError> {
-    match serde_json::from_str(json)? {
+    from_spooled(serde_json::from_str(json)?)
+}
+
+/// The records a JetStream message holds: a JSON array of records (one group), or one record
+/// (the form of releases that published one message per click).
+pub fn decode_group(json: &str) -> Result<Vec<Record>, DecodeError> {
+    if json.trim_start().starts_with('[') {
+        let all: Vec<SpooledRecord<'_>> = serde_json::from_str(json)?;
+        all.into_iter().map(from_spooled).collect()
+    } else {
+        decode(json).map(|record| vec![record])
+    }
+}
+
+fn from_spooled(spooled: SpooledRecord<'_>) -> Result<Record, DecodeError> {
+    match spooled {
         SpooledRecord::Click {
             v,
             click_id,
@@ -229,5 +244,19 @@ mod tests {
             })
         ));
         assert!(decode("{").is_err());
+    }
+
+    #[test]
+    fn a_group_message_and_a_single_record_message_both_decode() {
+        let (a, b) = (click(), click());
+        let group = encode_all([&a, &b]);
+        let decoded = decode_group(&group).expect("group");
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[1].click_id(), b.click_id());
+        // A message of the release that published one click per message.
+        let single = decode_group(&encode_one(&a)).expect("single");
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].click_id(), a.click_id());
+        assert!(decode_group("[{").is_err());
     }
 }

@@ -135,6 +135,17 @@ pub enum JournalError {
         message: String,
     },
     #[error(
+        "NATS: no server answered for subject {subject}: the stream's leader is being elected \
+         (a server of the cluster stopped), or no server holding the stream is up; clicks go \
+         to the store directly meanwhile"
+    )]
+    NatsNoLeader { subject: String },
+    #[error(
+        "NATS stream is full ({message}; --journal-max-bytes sets its limit): clicks go to the \
+         store directly until the appliers make room"
+    )]
+    NatsFull { message: String },
+    #[error(
         "NATS stream {stream} could lose acknowledged clicks or mix stores: {problems} \
          (docs/scale-out.md)"
     )]
@@ -158,6 +169,8 @@ impl JournalError {
             JournalError::Locked(LockError::Io { .. }) => "unavailable",
             JournalError::OtherStore { .. } => "other_store",
             JournalError::Nats { .. } => "unavailable",
+            JournalError::NatsNoLeader { .. } => "no_leader",
+            JournalError::NatsFull { .. } => "full",
             JournalError::UnsafeStream { .. } => "unsafe_stream",
         }
     }
@@ -308,7 +321,7 @@ impl Event for JournalFailed<'_> {
 /// so it neither blocks the records behind it nor is retried forever; one error line with
 /// where it was and what became of it, counted as `error_type="undecodable"`.
 pub struct RecordUnreadable<'a> {
-    pub error: &'a DecodeError,
+    pub error: &'a dyn fmt::Display,
     pub at: fmt::Arguments<'a>,
     pub fate: &'static str,
 }

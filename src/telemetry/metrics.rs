@@ -118,7 +118,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 32] = [
+const ERROR_SERIES: [(&str, &str); 33] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -129,6 +129,7 @@ const ERROR_SERIES: [(&str, &str); 32] = [
     ("spool", "busy"),
     ("spool", "undecodable"),
     ("spool", "full"),
+    ("spool", "no_leader"),
     ("probe", "transient"),
     ("probe", "unavailable"),
     ("probe", "timeout"),
@@ -464,8 +465,8 @@ pub fn nats_consumer(pending: u64, ack_pending: usize) {
     gauge!(NATS_ACK_PENDING).set(ack_pending as f64);
 }
 
-pub fn nats_redelivered() {
-    counter!(NATS_REDELIVERED).increment(1);
+pub fn nats_redelivered(clicks: usize) {
+    counter!(NATS_REDELIVERED).increment(clicks as u64);
 }
 
 pub fn admin_auth_failure(reason: &'static str) {

@@ -14,6 +14,7 @@ mod journal;
 mod locust;
 mod migrating;
 mod nats;
+mod nats_cluster;
 mod nginx;
 mod observability;
 mod proxy;

@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 
 use crate::helpers::*;
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// A nats-server with JetStream, on ports and a store directory of its own.
 pub struct NatsServer {
@@ -107,7 +107,10 @@ impl NatsServer {
 
 /// Until the server's health endpoint (on `monitor`) says JetStream is up; a server that
 /// exits first returns its exit status.
-async fn wait_healthy(server: &mut Child, monitor: u16) -> Result<(), std::process::ExitStatus> {
+pub async fn wait_healthy(
+    server: &mut Child,
+    monitor: u16,
+) -> Result<(), std::process::ExitStatus> {
     let http = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{monitor}/healthz");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -208,6 +211,17 @@ async fn kill_9_of_an_instance_holding_unacked_clicks_loses_none(db) {
     let Some(server) = NatsServer::start().await else { return };
     let victim = spawn_on(&db, &server, &[]);
     let survivor = spawn_on(&db, &server, &[]);
+    instance_killed_holding_unacked_clicks(&db, victim, &survivor).await;
+}
+}
+
+/// The kill -9 case, on one server or a cluster: `victim` and `survivor` serve `db` on one
+/// stream with a short ack wait.
+pub async fn instance_killed_holding_unacked_clicks(
+    db: &TestDb,
+    victim: TestApp,
+    survivor: &TestApp,
+) {
     let blocker = db.block_writes().await;
     // Clicks to the victim; its applier fetches them and cannot commit.
     let mut redirected = 0;
@@ -216,7 +230,10 @@ async fn kill_9_of_an_instance_holding_unacked_clicks_loses_none(db) {
         redirected += u32::from(r.status() == 302);
     }
     wait_until(&victim, "the victim holds unacked clicks", async || {
-        metric(&victim.metrics_now().await, "track_nats_consumer_ack_pending") > 0.0
+        metric(
+            &victim.metrics_now().await,
+            "track_nats_consumer_ack_pending",
+        ) > 0.0
     })
     .await;
     // More clicks in flight at the moment of the kill: each either got its 302 or failed.
@@ -226,7 +243,11 @@ async fn kill_9_of_an_instance_holding_unacked_clicks_loses_none(db) {
             let uid = format!("U_F{i}");
             let url = victim.url(&format!("/__track?{}", link(123, &uid, 1, "F")));
             async move {
-                let ok = client.get(url).send().await.is_ok_and(|r| r.status() == 302);
+                let ok = client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 302);
                 (uid, ok)
             }
         })
@@ -240,10 +261,13 @@ async fn kill_9_of_an_instance_holding_unacked_clicks_loses_none(db) {
     // The survivor gets the victim's clicks after the ack wait (2 s) and applies them. A click
     // in flight at the kill may be recorded without its 302 having left (it was durable
     // already); one that got its 302 must be there; none may be there twice.
-    let redirected_in_flight: Vec<&str> =
-        answers.iter().filter(|(_, ok)| *ok).map(|(uid, _)| uid.as_str()).collect();
+    let redirected_in_flight: Vec<&str> = answers
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(uid, _)| uid.as_str())
+        .collect();
     let at_least = i64::from(redirected) + redirected_in_flight.len() as i64;
-    wait_until(&survivor, "the survivor applied every click", async || {
+    wait_until(survivor, "the survivor applied every click", async || {
         db.campaign_clicks(123).await >= at_least
     })
     .await;
@@ -256,13 +280,33 @@ async fn kill_9_of_an_instance_holding_unacked_clicks_loses_none(db) {
         assert!(!ok || rows == 1, "{uid} got its 302 and is not recorded");
     }
     let total = db.count("component_interaction_logs").await;
-    assert_eq!(db.campaign_clicks(123).await, total, "the counter agrees with the rows");
+    assert_eq!(
+        db.campaign_clicks(123).await,
+        total,
+        "the counter agrees with the rows"
+    );
     let m = survivor.metrics().await;
+    let redelivered = metric(&m, "track_nats_redelivered_total");
     assert!(
-        metric(&m, "track_nats_redelivered_total") >= 1.0,
+        redelivered >= 1.0,
         "the survivor applied clicks the victim had fetched"
     );
-}
+    // One line for the takeover, with its count (logged once the redeliveries stop).
+    wait_until(survivor, "the takeover is logged", async || {
+        survivor.logs().contains("took over clicks")
+    })
+    .await;
+    let counted: Vec<f64> = survivor
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("took over clicks"))
+        })
+        .map(|l| l["clicks"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(counted.iter().sum::<f64>(), redelivered, "{counted:?}");
 }
 
 // NATS restarted while clicks keep coming: every request gets its 302 (the clicks meanwhile go
@@ -353,6 +397,7 @@ async fn the_stream_drops_a_click_published_twice() {
         subject: "clicktrack.clicks".into(),
         replicas: 1,
         ack_wait: Duration::from_secs(2),
+        max_bytes: 0,
     };
     let publisher = NatsJournal::connect(&settings, &identity)
         .await
@@ -382,6 +427,121 @@ async fn the_stream_drops_a_click_published_twice() {
         0.0,
         "the second publish never reached the stream"
     );
+    store.close().await;
+}
+
+// The previous release published one message per click (a JSON object, not an array): what
+// it left in the stream at an upgrade is applied, each click once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_the_previous_release_are_applied_after_an_upgrade() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    // The stream as an instance makes it, then stopped before anything is published.
+    drop(spawn_on(&db, &server, &[]));
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let received_at_ns = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    for i in 0..5 {
+        let click_id = uuid::Uuid::now_v7();
+        let old = serde_json::json!({
+            "kind": "click", "v": 1, "click_id": click_id, "received_at_ns": received_at_ns as i64,
+            "uid": format!("U_OLD_{i}"), "campaign_id": 123, "source_campaign_id": 1,
+            "interaction_type": "image_click", "target": format!("https://{ALLOWED_HOST}/old"),
+            "tags": ["OLD"], "user_agent": null,
+        });
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(old.to_string().into())
+            .message_id(click_id.to_string());
+        js.send_publish("clicktrack.clicks", message)
+            .await
+            .expect("publish")
+            .await
+            .expect("PubAck");
+    }
+    let app = spawn_on(&db, &server, &[]);
+    wait_until(&app, "the old messages are applied", async || {
+        app.metric("track_journal_depth").await == 0.0
+    })
+    .await;
+    assert_eq!(db.campaign_clicks(123).await, 5);
+    assert_eq!(
+        db.summary("U_OLD_3", 1).await,
+        Some((1, Some("OLD".into())))
+    );
+    // And a new click after them, in the new form.
+    assert_eq!(app.track(link(123, "U_NEW", 1, "NEW")).await.status(), 302);
+    assert_eq!(db.count("component_interaction_logs").await, 6);
+}
+
+// --journal-max-bytes is the stream's size limit (discard new): a full stream refuses a
+// publish as "full" (the group then goes to the store directly), and an instance started
+// with another limit sets its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_size_limit_reaches_the_stream() {
+    use clicktrack::journal::{NatsJournal, NatsSettings, StoreIdentity};
+    use clicktrack::store::{ConnectOptions, DatabaseUrl, Store};
+
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let url = DatabaseUrl::parse(&db.url).expect("url");
+    let store = Store::connect(&url, ConnectOptions { max_connections: 1 })
+        .await
+        .expect("store");
+    let identity = StoreIdentity::of(&store, &url).await.expect("identity");
+    let settings = NatsSettings {
+        urls: vec![server.url()],
+        stream: "clicktrack".into(),
+        subject: "clicktrack.clicks".into(),
+        replicas: 1,
+        ack_wait: Duration::from_secs(2),
+        max_bytes: 2048,
+    };
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let limit = async || {
+        let mut stream = js.get_stream("clicktrack").await.expect("stream");
+        stream.info().await.expect("info").config.max_bytes
+    };
+    let journal = NatsJournal::connect(&settings, &identity)
+        .await
+        .expect("journal");
+    assert_eq!(limit().await, 2048);
+    let mut refused = None;
+    for i in 0..100 {
+        if let Err(e) = journal
+            .append(&[&click_record(&format!("U_FULL_{i}"), "T")])
+            .await
+        {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("a 2 KiB stream fills up");
+    assert_eq!(refused.kind(), "full", "{refused}");
+    assert!(
+        refused.to_string().contains("--journal-max-bytes"),
+        "{refused}"
+    );
+    journal.close().await;
+    let unlimited = NatsJournal::connect(
+        &NatsSettings {
+            max_bytes: 0,
+            ..settings
+        },
+        &identity,
+    )
+    .await
+    .expect("journal");
+    assert_eq!(
+        limit().await,
+        -1,
+        "the instance's own limit (none) is the stream's"
+    );
+    unlimited.close().await;
     store.close().await;
 }
 
