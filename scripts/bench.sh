@@ -303,8 +303,10 @@ for c in $connections; do
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" clicktrack "$c_rps" "$c_p50" "$c_p99" "$c_reqs" "$c_non"
   awk -v c="$c_rps" -v b="$b_rps" -v n="$c" -v cp="$c_p99" -v bp="$b_p99" \
     'BEGIN { printf "%-6s ratio clicktrack/bare = %.2f req/s, p99 %.1f x\n", n, c / b, cp / (bp > 0 ? bp : 1) }'
-  awk -v n="$c" -v d="$backlog" -v s="$drain_s" \
-    'BEGIN { printf "%-6s journal at the end of the run: %d clicks, empty %.2f s later (%s clicks/s applied)\n", n, d, s, (d > 0 && s > 0) ? sprintf("%.0f", d / s) : "-" }'
+  # With NATS the depth counts messages, each a group of clicks.
+  unit=clicks; [ "$journal" = local ] || unit=messages
+  awk -v n="$c" -v d="$backlog" -v s="$drain_s" -v u="$unit" \
+    'BEGIN { printf "%-6s journal at the end of the run: %d %s, empty %.2f s later (%s %s/s applied)\n", n, d, u, s, (d > 0 && s > 0) ? sprintf("%.0f", d / s) : "-", u }'
   wrk_total=$((wrk_total + c_reqs))
   total_conns=$((total_conns + c))
   [ "$c_non" = 0 ] || bad=1

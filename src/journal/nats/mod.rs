@@ -46,8 +46,11 @@ const CONSUMER: &str = "clicktrack-applier";
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a fetch waits for messages when none are ready.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
-/// Most bytes one fetch brings in (a few thousand clicks), whatever the message count asked.
-const FETCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Most messages one fetch asks for. A message holds 1 to 1,024 clicks (a group), so this
+/// bounds what one fetch brings in without a byte limit: a request that reaches a byte limit
+/// ends with an error status, and messages the server sent after it would be dropped by the
+/// client and wait out the ack wait (30 s) before anyone applies them.
+const FETCH_MAX_MESSAGES: usize = 256;
 
 /// `--nats-*` flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,8 +237,7 @@ impl NatsJournal {
             let mut batch = self
                 .consumer
                 .fetch()
-                .max_messages(limit - held)
-                .max_bytes(FETCH_MAX_BYTES)
+                .max_messages((limit - held).min(FETCH_MAX_MESSAGES))
                 .expires(FETCH_WAIT)
                 .messages()
                 .await
