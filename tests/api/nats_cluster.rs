@@ -23,7 +23,7 @@ pub enum Release {
     Debian,
 }
 
-fn server_binary(release: Release) -> Option<PathBuf> {
+pub fn server_binary(release: Release) -> Option<PathBuf> {
     if release == Release::Debian {
         let path = PathBuf::from(crate::nats::NATS_SERVER);
         if path.exists() {
