@@ -319,36 +319,11 @@ async fn nats_restarted_under_load_loses_nothing() {
     };
     let db = TestDb::sqlite().await;
     let app = Arc::new(spawn_on(&db, &server, &[]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..6)
-        .map(|w| {
-            let (app, stop, sent) = (app.clone(), stop.clone(), sent.clone());
-            tokio::spawn(async move {
-                let mut bad = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let r = app.track(link(123, &format!("U_{w}_{i}"), 1, "N")).await;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if r.status() != 302 {
-                        bad.push(r.status().as_u16());
-                    }
-                    i += 1;
-                }
-                bad
-            })
-        })
-        .collect();
-    sent_at_least(&sent, 200).await;
+    let load = Load::start(std::slice::from_ref(&app), "N");
+    load.until_more(200).await;
     server.restart().await;
-    sent_at_least(&sent, sent.load(Ordering::Relaxed) + 200).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut bad = Vec::new();
-    for w in workers {
-        bad.extend(w.await.expect("worker"));
-    }
-    assert!(bad.is_empty(), "statuses other than 302: {bad:?}");
-    let sent = sent.load(Ordering::Relaxed) as i64;
+    load.until_more(200).await;
+    let sent = load.finish().await;
     assert_eq!(
         db.count("component_interaction_logs").await,
         sent,
@@ -375,30 +350,47 @@ async fn nats_restarted_under_load_loses_nothing() {
     assert!(read_failures <= 1, "{}", app.logs());
 }
 
-// A publisher retry (the same click_id published twice) is one message in the stream and one
-// row in the store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_drops_a_click_published_twice() {
-    use clicktrack::journal::{NatsJournal, NatsSettings, StoreIdentity};
+/// For a test that drives the journal without an app: `db`'s store, its identity, and the
+/// settings of a stream on `server` with a 2 s ack wait and `max_bytes`.
+async fn direct_journal(
+    db: &TestDb,
+    server: &NatsServer,
+    max_bytes: u64,
+) -> (
+    clicktrack::store::Store,
+    clicktrack::journal::StoreIdentity,
+    clicktrack::journal::NatsSettings,
+) {
     use clicktrack::store::{ConnectOptions, DatabaseUrl, Store};
-
-    let Some(server) = NatsServer::start().await else {
-        return;
-    };
-    let db = TestDb::sqlite().await;
     let url = DatabaseUrl::parse(&db.url).expect("url");
     let store = Store::connect(&url, ConnectOptions { max_connections: 1 })
         .await
         .expect("store");
-    let identity = StoreIdentity::of(&store, &url).await.expect("identity");
-    let settings = NatsSettings {
+    let identity = clicktrack::journal::StoreIdentity::of(&store, &url)
+        .await
+        .expect("identity");
+    let settings = clicktrack::journal::NatsSettings {
         urls: vec![server.url()],
         stream: "clicktrack".into(),
         subject: "clicktrack.clicks".into(),
         replicas: 1,
         ack_wait: Duration::from_secs(2),
-        max_bytes: 0,
+        max_bytes,
     };
+    (store, identity, settings)
+}
+
+// A publisher retry (the same click_id published twice) is one message in the stream and one
+// row in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_drops_a_click_published_twice() {
+    use clicktrack::journal::NatsJournal;
+
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let (store, identity, settings) = direct_journal(&db, &server, 0).await;
     let publisher = NatsJournal::connect(&settings, &identity)
         .await
         .expect("journal");
@@ -480,26 +472,13 @@ async fn messages_of_the_previous_release_are_applied_after_an_upgrade() {
 // with another limit sets its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_size_limit_reaches_the_stream() {
-    use clicktrack::journal::{NatsJournal, NatsSettings, StoreIdentity};
-    use clicktrack::store::{ConnectOptions, DatabaseUrl, Store};
+    use clicktrack::journal::{NatsJournal, NatsSettings};
 
     let Some(server) = NatsServer::start().await else {
         return;
     };
     let db = TestDb::sqlite().await;
-    let url = DatabaseUrl::parse(&db.url).expect("url");
-    let store = Store::connect(&url, ConnectOptions { max_connections: 1 })
-        .await
-        .expect("store");
-    let identity = StoreIdentity::of(&store, &url).await.expect("identity");
-    let settings = NatsSettings {
-        urls: vec![server.url()],
-        stream: "clicktrack".into(),
-        subject: "clicktrack.clicks".into(),
-        replicas: 1,
-        ack_wait: Duration::from_secs(2),
-        max_bytes: 2048,
-    };
+    let (store, identity, settings) = direct_journal(&db, &server, 2048).await;
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let limit = async || {
@@ -675,4 +654,59 @@ async fn example_config_runs(binary: &Path) {
     drop(app);
     signal(server.id(), "TERM");
     server.wait().expect("reap");
+}
+
+/// Clicks from 6 workers, each click a uid of its own, alternating between `apps`, until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<Vec<u16>>>,
+}
+
+impl Load {
+    /// `prefix` keeps the uids of two loads in one test apart.
+    pub fn start(apps: &[Arc<TestApp>], prefix: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let workers = (0..6)
+            .map(|w| {
+                let (app, stop, sent) = (apps[w % apps.len()].clone(), stop.clone(), sent.clone());
+                tokio::spawn(async move {
+                    let mut bad = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = app
+                            .track(link(123, &format!("U_{prefix}{w}_{i}"), 1, "C"))
+                            .await;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if r.status() != 302 {
+                            bad.push(r.status().as_u16());
+                        }
+                        i += 1;
+                    }
+                    bad
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            sent,
+            workers,
+        }
+    }
+
+    pub async fn until_more(&self, more: u64) {
+        sent_at_least(&self.sent, self.sent.load(Ordering::Relaxed) + more).await;
+    }
+
+    /// Stop; every answer was a 302; how many clicks were sent.
+    pub async fn finish(self) -> i64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut bad = Vec::new();
+        for w in self.workers {
+            bad.extend(w.await.expect("worker"));
+        }
+        assert!(bad.is_empty(), "statuses other than 302: {bad:?}");
+        self.sent.load(Ordering::Relaxed) as i64
+    }
 }

@@ -8,11 +8,10 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use crate::nats::{instance_killed_holding_unacked_clicks, wait_healthy};
+use crate::nats::{Load, instance_killed_holding_unacked_clicks, wait_healthy};
 
 /// Which nats-server a cluster runs.
 #[derive(Clone, Copy, PartialEq)]
@@ -337,59 +336,12 @@ fn spawn_on(db: &TestDb, cluster: &NatsCluster, by_env: bool) -> TestApp {
     }
 }
 
-/// Clicks from 6 workers, each click a uid of its own, alternating between `apps`, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    workers: Vec<tokio::task::JoinHandle<Vec<u16>>>,
-}
-
-impl Load {
-    /// `prefix` keeps the uids of two loads in one test apart.
-    fn start(apps: &[Arc<TestApp>], prefix: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let workers = (0..6)
-            .map(|w| {
-                let (app, stop, sent) = (apps[w % apps.len()].clone(), stop.clone(), sent.clone());
-                tokio::spawn(async move {
-                    let mut bad = Vec::new();
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let r = app
-                            .track(link(123, &format!("U_{prefix}{w}_{i}"), 1, "C"))
-                            .await;
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        if r.status() != 302 {
-                            bad.push(r.status().as_u16());
-                        }
-                        i += 1;
-                    }
-                    bad
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            sent,
-            workers,
-        }
-    }
-
-    async fn until_more(&self, more: u64) {
-        sent_at_least(&self.sent, self.sent.load(Ordering::Relaxed) + more).await;
-    }
-
-    /// Stop; every answer was a 302; how many clicks were sent.
-    async fn finish(self) -> i64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut bad = Vec::new();
-        for w in self.workers {
-            bad.extend(w.await.expect("worker"));
-        }
-        assert!(bad.is_empty(), "statuses other than 302: {bad:?}");
-        self.sent.load(Ordering::Relaxed) as i64
-    }
+/// Two instances on the cluster, one given the servers by flag, one by the environment.
+fn two_instances(db: &TestDb, cluster: &NatsCluster) -> [Arc<TestApp>; 2] {
+    [
+        Arc::new(spawn_on(db, cluster, false)),
+        Arc::new(spawn_on(db, cluster, true)),
+    ]
 }
 
 /// Every click sent is in the tables once (each had a uid of its own), and every instance
@@ -428,10 +380,7 @@ async fn the_stream_leader_killed_under_load_loses_nothing() {
         return;
     };
     let db = TestDb::sqlite().await;
-    let apps = [
-        Arc::new(spawn_on(&db, &cluster, false)),
-        Arc::new(spawn_on(&db, &cluster, true)),
-    ];
+    let apps = two_instances(&db, &cluster);
     let load = Load::start(&apps, "L");
     load.until_more(300).await;
     let leader = cluster.stream_leader().await;
@@ -489,10 +438,7 @@ async fn stale_copy(release: Release) {
         return;
     };
     let db = TestDb::sqlite().await;
-    let apps = [
-        Arc::new(spawn_on(&db, &cluster, false)),
-        Arc::new(spawn_on(&db, &cluster, true)),
-    ];
+    let apps = two_instances(&db, &cluster);
     // Clicks the node will hold (the store is blocked, so they wait in the stream), applied
     // and removed by the others while it is down.
     // (The node is killed between two loads: an instance connected to it reconnects to

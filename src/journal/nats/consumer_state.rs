@@ -75,8 +75,12 @@ impl Refresher {
     /// first message after the consumer's acknowledgement floor.
     pub async fn read_once(&mut self, failing: &mut bool) {
         let published_before = self.state.published.load(Ordering::Relaxed);
-        let info = match self.consumer.info().await {
-            Ok(info) => info.clone(),
+        let (pending, ack_pending, floor) = match self.consumer.info().await {
+            Ok(info) => (
+                info.num_pending,
+                info.num_ack_pending,
+                info.ack_floor.stream_sequence,
+            ),
             Err(e) => {
                 if !*failing {
                     tracing::warn!(operation = "spool", error = %e, "cannot read the consumer's state");
@@ -93,8 +97,8 @@ impl Refresher {
             );
             *failing = false;
         }
-        metrics::nats_consumer(info.num_pending, info.num_ack_pending);
-        let owed = info.num_pending + info.num_ack_pending as u64;
+        metrics::nats_consumer(pending, ack_pending);
+        let owed = pending + ack_pending as u64;
         let published_since = self
             .state
             .published
@@ -109,7 +113,7 @@ impl Refresher {
         let oldest = if owed == 0 {
             0
         } else {
-            self.oldest_after(info.ack_floor.stream_sequence).await
+            self.oldest_after(floor).await
         };
         self.state.oldest_ns.store(oldest, Ordering::Relaxed);
     }

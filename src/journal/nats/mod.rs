@@ -147,7 +147,7 @@ impl NatsJournal {
             .map_err(nats_err("consumer"))?;
         let state = Arc::new(ConsumerState::default());
         let refresh_now = Arc::new(tokio::sync::Notify::new());
-        let refresher = Refresher {
+        let mut refresher = Refresher {
             stream,
             consumer: consumer.clone(),
             subject: settings.subject.clone(),
@@ -155,7 +155,6 @@ impl NatsJournal {
             wake: refresh_now.clone(),
         };
         // The first reading before the first answer: the applier starts on a true depth.
-        let mut refresher = refresher;
         refresher.read_once(&mut false).await;
         let refresher = tokio::spawn(refresher.run());
         Ok(NatsJournal {
