@@ -71,7 +71,34 @@ pub(super) async fn ensure_stream(
             "the stream's size limit set from --journal-max-bytes"
         );
     }
+    wait_for_leader(&stream, &settings.stream).await;
     Ok(stream)
+}
+
+/// How long start-up waits for a new or restarted replicated stream to elect its leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Until the stream has a leader (a replicated stream just created elects one first): an
+/// instance that said "ready" before would send its first clicks to the store directly. Past
+/// `LEADER_WAIT` it starts anyway, with a warning: publishes fall back to the store until
+/// the cluster has elected one.
+async fn wait_for_leader(stream: &Stream, name: &str) {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match stream.get_info().await {
+            // No cluster information: a single server, always its own leader.
+            Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => return,
+            _ if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    operation = "spool",
+                    stream = %name,
+                    "the stream has no leader yet; clicks go to the store directly until it has"
+                );
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// `--journal-max-bytes` as a stream's `max_bytes` (-1: no limit).
