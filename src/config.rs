@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::domain::user_agent::UserAgentDetail;
 use crate::dedup::{DedupSettings, RedisSettings};
 use crate::domain::RedirectPolicy;
 use crate::domain::signature::{Keyring, SigningKey};
@@ -59,6 +60,42 @@ pub enum Command {
     /// Delete raw log rows, their tags and rejects older than --before; the campaign
     /// statistics keep their counts (rollups).
     Purge(PurgeArgs),
+    /// Members' personal data: `member erase --uid U` removes one person (docs/privacy.md).
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Remove one person from every table clicktrack writes or reads, from the journal and
+    /// from Redis; campaign counters and statistics keep their counts. Safe while `serve`
+    /// runs (the same as DELETE /api/members/{uid} on the admin listener).
+    Erase(MemberEraseArgs),
+}
+
+/// `clicktrack member erase --uid U [--dry-run]`.
+#[derive(Debug, Args)]
+pub struct MemberEraseArgs {
+    /// The member's LINE uid, as in the links (`uid=`).
+    #[arg(long)]
+    pub uid: String,
+    /// Only count what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The Redis of the instances' de-duplication, to delete the member's keys there too.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of clicktrack's Redis keys (as given to `serve`).
+    #[arg(
+        long,
+        env = "CLICKTRACK_REDIS_KEY_PREFIX",
+        default_value = "clicktrack:dedup:"
+    )]
+    pub redis_key_prefix: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spool: SpoolPathArg,
 }
 
 /// `clicktrack purge --before DATE [--dry-run]`.
@@ -399,6 +436,11 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// How much of each click's User-Agent is stored: full (the whole header, the seed's
+    /// behaviour), family (browser family and OS only, e.g. "LINE / iOS") or none.
+    #[arg(long, env = "CLICKTRACK_USER_AGENT_DETAIL", value_enum, default_value = "full")]
+    pub user_agent_detail: UserAgentDetail,
+
     /// A repeat of the same click within this many milliseconds of the first is redirected
     /// but not recorded; 0 turns de-duplication off.
     #[arg(long, env = "CLICKTRACK_DEDUP_WINDOW_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
@@ -469,6 +511,7 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub dedup: DedupSettings,
+    pub user_agent_detail: UserAgentDetail,
 }
 
 impl ServeArgs {
@@ -578,6 +621,7 @@ impl ServeArgs {
             require_signature: self.require_signature,
             admin_token: self.admin_token.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
+            user_agent_detail: self.user_agent_detail,
             dedup: DedupSettings {
                 window: Duration::from_millis(self.dedup_window_ms),
                 cache_entries: self.dedup_cache_entries,

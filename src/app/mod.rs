@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, Settings};
 use crate::dedup::Dedup;
-use crate::http::api::ApiState;
+use crate::http::api::{ApiState, ErasureParts};
 use crate::http::{self, AppState, LinkChecks};
 use crate::journal::{Journal, StoreIdentity};
 use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
@@ -48,6 +48,8 @@ pub enum AppError {
     CampaignExists(i64),
     #[error("no journal at {0} (check --spool-path)")]
     NoJournal(std::path::PathBuf),
+    #[error(transparent)]
+    Erasure(#[from] crate::pipeline::erasure::ErasureError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error("stats: {0}")]
@@ -145,6 +147,7 @@ impl Application {
             },
             settings.pipeline,
         );
+        let (erasure_store, erasure_journal) = (backfill_store.clone(), journal.clone());
         let background = Background {
             appender: tokio::spawn(pipeline.appender.run()),
             overflow: tokio::spawn(pipeline.overflow.run()),
@@ -176,6 +179,11 @@ impl Application {
             keys: keys.clone(),
             stats: StatsReader::connect(&settings.database)?,
             auth_failures: Arc::default(),
+            erasure: Arc::new(ErasureParts {
+                store: erasure_store,
+                journal: erasure_journal,
+                dedup: dedup.clone(),
+            }),
         };
         let state = AppState {
             queue: pipeline.queue,
@@ -186,6 +194,7 @@ impl Application {
             }),
             dedup,
             trusted_proxies: settings.trusted_proxies.into(),
+            user_agent_detail: settings.user_agent_detail,
             health: health.clone(),
         };
         Ok(Application {

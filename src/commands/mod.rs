@@ -2,6 +2,7 @@
 //! (`stats` has its own file).
 
 mod progress;
+mod member;
 mod purge;
 mod stats;
 
@@ -12,8 +13,8 @@ use crate::app::{self, AppError};
 use time::OffsetDateTime;
 
 use crate::config::{
-    CampaignAddArgs, CampaignCommand, Cli, Command, ConfigError, DbArgs, LinkArgs, SpoolArgs,
-    SpoolCommand,
+    CampaignAddArgs, CampaignCommand, Cli, Command, ConfigError, DbArgs, LinkArgs, MemberCommand,
+    SpoolArgs, SpoolCommand,
 };
 use crate::domain::link::{LinkError, LinkSpec};
 use crate::journal::{Journal, LocalJournal, StoreIdentity};
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Link(args) => print_link(&args),
         Command::Stats(args) => stats::print(&args).await,
         Command::Purge(args) => purge::run(&args).await,
+        Command::Member(MemberCommand::Erase(args)) => member::erase(&args).await,
     }
 }
 

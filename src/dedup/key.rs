@@ -1,7 +1,8 @@
 //! What makes two clicks "the same click" (docs/link-contract.md): the same member (or, for an
 //! anonymous click, the same client address and User-Agent), campaign, source, type, target
 //! and tags. The key is a hash of those, so it has a fixed size in memory and in Redis and
-//! carries no uid in clear.
+//! carries no uid in clear. Its first part is a hash of the member alone (`owner`), so an
+//! erasure can find and remove a member's keys (`Dedup::erase_member`).
 
 use std::net::IpAddr;
 
@@ -10,7 +11,26 @@ use sha2::{Digest, Sha256};
 use crate::domain::Click;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DedupKey([u8; 16]);
+pub struct DedupKey {
+    /// `owner_of_member(uid)`, or zero for an anonymous click.
+    owner: [u8; 8],
+    click: [u8; 16],
+}
+
+/// The part of a member's keys that names the member: a hash of the uid.
+pub fn owner_of_member(uid: &str) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(b"clicktrack dedup member\0")
+        .chain_update(uid.as_bytes())
+        .finalize();
+    let mut owner = [0u8; 8];
+    owner.copy_from_slice(&digest[..8]);
+    owner
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 impl DedupKey {
     pub fn of(click: &Click, client: IpAddr) -> DedupKey {
@@ -41,12 +61,28 @@ impl DedupKey {
         let digest = h.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
-        DedupKey(key)
+        DedupKey {
+            owner: click
+                .uid
+                .as_deref()
+                .map_or([0u8; 8], |uid| owner_of_member(uid)),
+            click: key,
+        }
     }
 
+    /// `owner:click` in hex: a member's Redis keys share the prefix `owner_hex(uid):`.
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        format!("{}:{}", hex(&self.owner), hex(&self.click))
     }
+
+    pub fn owner(&self) -> [u8; 8] {
+        self.owner
+    }
+}
+
+/// The first part of the Redis keys of `uid`'s clicks.
+pub fn owner_hex(uid: &str) -> String {
+    hex(&owner_of_member(uid))
 }
 
 #[cfg(test)]
@@ -114,6 +150,7 @@ mod tests {
             ..click(None, &[])
         };
         assert_ne!(DedupKey::of(&anon, ip), DedupKey::of(&other_ua, ip));
-        assert_eq!(DedupKey::of(&anon, ip).hex().len(), 32);
+        assert_eq!(DedupKey::of(&anon, ip).hex().len(), 16 + 1 + 32);
+        assert!(DedupKey::of(&a, ip).hex().starts_with(&format!("{}:", owner_hex("U1"))));
     }
 }

@@ -31,6 +31,11 @@ pub struct DedupSettings {
     pub redis: Option<RedisSettings>,
 }
 
+/// Redis could not delete a member's keys (they expire within the window anyway).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot remove the member's de-duplication keys: {0}")]
+pub struct DedupEraseError(pub String);
+
 /// Whether a click is the first of its kind within the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -59,9 +64,25 @@ impl Dedup {
             local: Cache::builder()
                 .max_capacity(settings.cache_entries)
                 .time_to_live(settings.window)
+                // `erase_member` removes a member's keys.
+                .support_invalidation_closures()
                 .build(),
             shared,
         })
+    }
+
+    /// Forget `uid`'s keys here and in Redis (an erasure). Returns the Redis keys deleted, or
+    /// `None` without Redis. The local keys are invalidated; they would expire within the
+    /// window anyway.
+    pub async fn erase_member(&self, uid: &str) -> Result<Option<u64>, DedupEraseError> {
+        let owner = key::owner_of_member(uid);
+        self.local
+            .invalidate_entries_if(move |key, _| key.owner() == owner)
+            .map_err(|e| DedupEraseError(e.to_string()))?;
+        match &self.shared {
+            None => Ok(None),
+            Some(shared) => shared.erase_member(uid).await.map(Some),
+        }
     }
 
     /// Decide, and remember, whether `click` from `client` is the first within the window.

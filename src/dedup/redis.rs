@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::DedupKey;
+use super::key::owner_hex;
+use super::{DedupEraseError, DedupKey};
 use crate::telemetry::metrics;
 
 /// How long Redis is skipped after it failed.
@@ -107,6 +108,39 @@ impl RedisDedup {
                 self.mark_down("timeout", "no answer within --redis-timeout-ms");
                 None
             }
+        }
+    }
+
+    /// Delete every key of `uid` (`SCAN` over the member's prefix, then `DEL`): an erasure.
+    pub async fn erase_member(&self, uid: &str) -> Result<u64, DedupEraseError> {
+        let Some(mut conn) = self.conn.clone() else {
+            return Ok(0);
+        };
+        let pattern = format!("{}{}:*", self.prefix, owner_hex(uid));
+        let fail = |e: redis::RedisError| DedupEraseError(e.to_string());
+        let mut deleted = 0u64;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(fail)?;
+            if !keys.is_empty() {
+                deleted += redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .map_err(fail)?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
         }
     }
 

@@ -17,6 +17,40 @@ use super::target::Target;
 pub const MAX_USER_AGENT_BYTES: usize = 512;
 /// Longest raw query string kept on a reject.
 pub const MAX_REJECT_QUERY_BYTES: usize = 4096;
+/// The longest target a request can carry (its whole query string is at most 8 KiB).
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// The longest reject detail stored (a database's message).
+pub const MAX_REJECT_DETAIL_BYTES: usize = 1024;
+
+/// Why a click read back from a journal could not have come from a request, or `None`: the
+/// checks of the request path again, so a record another release or producer wrote is set
+/// aside identically on every store instead of being stored on one and cut or refused on the
+/// other.
+pub fn problem_of_decoded(click: &Click) -> Option<RejectReason> {
+    if let Some(uid) = &click.uid
+        && let Err(reason) = super::LineUid::parse(uid.to_string())
+    {
+        return Some(reason);
+    }
+    if click.campaign_id.get() <= 0 {
+        return Some(RejectReason::InvalidCampaign);
+    }
+    if click.tags.len() > super::tags::MAX_TAGS_PER_CLICK {
+        return Some(RejectReason::TooManyTags);
+    }
+    if click.tags.iter().any(|t| t.len() > super::tags::MAX_TAG_BYTES) {
+        return Some(RejectReason::TagTooLong);
+    }
+    if click.target.len() > MAX_TARGET_BYTES
+        || click
+            .user_agent
+            .as_ref()
+            .is_some_and(|ua| ua.len() > MAX_USER_AGENT_BYTES)
+    {
+        return Some(RejectReason::ValueTooLong);
+    }
+    None
+}
 
 /// A click accepted for recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +102,13 @@ pub enum RejectReason {
     BadEncoding,
     /// The database refused the click's rows (found by bisecting a failed batch).
     RefusedByDatabase,
+    /// A journal record (another release's, another producer's) holds a value longer than any
+    /// request could carry: set aside the same way on every store, never cut to fit.
+    ValueTooLong,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::MissingCampaign,
         RejectReason::InvalidCampaign,
         RejectReason::UnknownCampaign,
@@ -83,6 +120,7 @@ impl RejectReason {
         RejectReason::RepeatedParameter,
         RejectReason::BadEncoding,
         RejectReason::RefusedByDatabase,
+        RejectReason::ValueTooLong,
     ];
 
     /// Stored in `track_rejects.reason` and used as a metric label.
@@ -99,6 +137,7 @@ impl RejectReason {
             RejectReason::RepeatedParameter => "repeated_parameter",
             RejectReason::BadEncoding => "bad_encoding",
             RejectReason::RefusedByDatabase => "refused_by_database",
+            RejectReason::ValueTooLong => "value_too_long",
         }
     }
 
@@ -154,6 +193,15 @@ impl Record {
         match self {
             Record::Click(c) => c.received_at,
             Record::Reject(r) => r.received_at,
+        }
+    }
+
+    /// The uids this record holds: a click's member, or every uid a reject's raw query names
+    /// (what an erasure must find).
+    pub fn member_uids(&self) -> Vec<String> {
+        match self {
+            Record::Click(c) => c.uid.iter().map(|u| u.to_string()).collect(),
+            Record::Reject(r) => super::query::uids_in(&r.query),
         }
     }
 

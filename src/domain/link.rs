@@ -93,7 +93,8 @@ impl LinkError {
             }
             RejectReason::RepeatedParameter
             | RejectReason::BadEncoding
-            | RejectReason::RefusedByDatabase => (
+            | RejectReason::RefusedByDatabase
+            | RejectReason::ValueTooLong => (
                 "link",
                 format!("/__track would set the link aside ({})", reason.as_str()),
             ),

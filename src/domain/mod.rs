@@ -16,6 +16,7 @@ pub mod tags;
 #[cfg(test)]
 mod hostile;
 pub mod target;
+pub mod user_agent;
 
 pub use click::{Click, Record, Reject, RejectReason};
 pub use ids::{CampaignId, LineUid};

@@ -83,6 +83,20 @@ impl<'q> TrackParams<'q> {
     }
 }
 
+/// Every `uid` a raw query string names (a repeated one too), decoded, with bytes that are
+/// not UTF-8 replaced: what erasure looks for in a reject's stored query.
+pub fn uids_in(raw_query: &str) -> Vec<String> {
+    raw_query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == "uid")
+        .map(|(_, value)| {
+            let value = value.replace('+', " ");
+            percent_decode_str(&value).decode_utf8_lossy().into_owned()
+        })
+        .collect()
+}
+
 /// `application/x-www-form-urlencoded` decoding of one component, failing on non-UTF-8.
 fn decode_component(raw: &str) -> Result<String, FieldError> {
     let plus_as_space;
@@ -101,6 +115,12 @@ fn decode_component(raw: &str) -> Result<String, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_uid_of_a_query_is_found_decoded() {
+        assert_eq!(uids_in("cid=1&uid=U%31&x=uid%3DU9&uid=U2"), ["U1", "U2"]);
+        assert!(uids_in("cid=1&to=x").is_empty());
+    }
 
     #[test]
     fn decodes_known_parameters_and_ignores_others() {

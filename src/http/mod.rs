@@ -38,6 +38,8 @@ pub struct AppState {
     pub dedup: Option<Arc<Dedup>>,
     pub trusted_proxies: Arc<[IpNet]>,
     pub health: Arc<Health>,
+    /// `--user-agent-detail`.
+    pub user_agent_detail: crate::domain::user_agent::UserAgentDetail,
 }
 
 /// How links are authenticated.

@@ -124,6 +124,9 @@ pub async fn track(
         }
     }
 
+    // Only now: the bot check and de-duplication read the whole header.
+    let record = state.user_agent_detail.apply(record);
+
     // Queue, wait and count in a task of its own: if the client hangs up, the handler future
     // is dropped, but a click already queued is still written and must still be counted.
     let recording =
@@ -171,7 +174,9 @@ async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
     let uid = short_uid(record.uid());
     let is_reject = matches!(record, Record::Reject(_));
     let outcome = match queue.submit(record).await {
-        Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded) => status::REDIRECTED,
+        Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded | Outcome::Erased) => {
+            status::REDIRECTED
+        }
         Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
         // In the journal; a reject is known as one before it is applied.
         Submission::Journaled if is_reject => status::REJECTED,

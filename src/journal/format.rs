@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::click::{
+    MAX_REJECT_DETAIL_BYTES, MAX_REJECT_QUERY_BYTES, MAX_USER_AGENT_BYTES, problem_of_decoded,
+    truncate_utf8,
+};
 use crate::domain::{CampaignId, Click, InteractionType, LineUid, Record, Reject, RejectReason};
 
 /// Bumped when a field changes meaning; readers refuse versions they do not know.
@@ -134,10 +138,10 @@ fn from_spooled(spooled: SpooledRecord<'_>) -> Result<Record, DecodeError> {
             user_agent,
         } => {
             check_version(v)?;
-            Ok(Record::Click(Click {
+            let click = Click {
                 click_id,
                 received_at: time_from(received_at_ns)?,
-                // Checked before it was journaled.
+                // Checked below, with the rest.
                 uid: uid.map(|uid| LineUid::parsed_before(uid.into_owned())),
                 campaign_id: CampaignId(campaign_id),
                 source_campaign_id,
@@ -150,7 +154,15 @@ fn from_spooled(spooled: SpooledRecord<'_>) -> Result<Record, DecodeError> {
                 target: target.into_owned(),
                 tags: tags.into_iter().map(Cow::into_owned).collect(),
                 user_agent: user_agent.map(Cow::into_owned),
-            }))
+            };
+            // Checked again: the record may come from another release or producer.
+            Ok(match problem_of_decoded(&click) {
+                None => Record::Click(click),
+                Some(reason) => Record::Reject(
+                    Record::Click(click)
+                        .into_reject(reason, Some("read back from the journal".to_owned())),
+                ),
+            })
         }
         SpooledRecord::Reject {
             v,
@@ -169,9 +181,10 @@ fn from_spooled(spooled: SpooledRecord<'_>) -> Result<Record, DecodeError> {
                     field: "reason",
                     value: reason.into_owned(),
                 })?,
-                detail: detail.map(Cow::into_owned),
-                query: query.into_owned(),
-                user_agent: user_agent.map(Cow::into_owned),
+                // Cut as the request path cuts them: the columns hold any value this long.
+                detail: detail.map(|d| truncate_utf8(&d, MAX_REJECT_DETAIL_BYTES).to_owned()),
+                query: truncate_utf8(&query, MAX_REJECT_QUERY_BYTES).to_owned(),
+                user_agent: user_agent.map(|u| truncate_utf8(&u, MAX_USER_AGENT_BYTES).to_owned()),
             }))
         }
     }

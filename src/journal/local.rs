@@ -449,6 +449,40 @@ impl LocalJournal {
         Ok(())
     }
 
+    /// Remove every waiting record that names `uid` (a click of that member, a reject whose
+    /// query names it): part of an erasure (`store/erase.rs`). With `dry_run`, only count.
+    /// Records that cannot be decoded (`unreadable_records`) are not searched.
+    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<u64, JournalError> {
+        let pool = self.pool().await?;
+        // A uid of letters and digits is written as is in the JSON: search for it; any other
+        // spelling may be escaped, so every record is decoded.
+        let needle = if uid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            uid
+        } else {
+            ""
+        };
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, record FROM spooled_records WHERE instr(record, ?) > 0")
+                .bind(needle)
+                .fetch_all(pool)
+                .await
+                .map_err(self.err("erase"))?;
+        let seqs: Vec<i64> = rows
+            .into_iter()
+            .filter(|(_, json)| {
+                format::decode(json).is_ok_and(|r| r.member_uids().iter().any(|u| u == uid))
+            })
+            .map(|(seq, _)| seq)
+            .collect();
+        if !dry_run {
+            let mut conn = pool.acquire().await.map_err(self.err("erase"))?;
+            for chunk in seqs.chunks(REMOVE_CHUNK) {
+                self.delete(&mut conn, chunk).await?;
+            }
+        }
+        Ok(seqs.len() as u64)
+    }
+
     pub async fn status(&self) -> Result<JournalStatus, JournalError> {
         let depth = self.refresh_depth().await?;
         let pool = self.pool().await?;

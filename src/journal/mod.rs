@@ -242,6 +242,16 @@ impl Journal {
         }
     }
 
+    /// Remove the waiting records that name `uid` (an erasure): `Some(count)` from a local
+    /// journal; `None` from a NATS stream, whose messages cannot be edited (every applier drops
+    /// them as they come, `store/erase.rs`, and the stream deletes them once acknowledged).
+    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Option<u64>, JournalError> {
+        match self {
+            Journal::Local(j) => j.erase(uid, dry_run).await.map(Some),
+            Journal::Nats(_) => Ok(None),
+        }
+    }
+
     /// Shared by every instance (NATS): what one instance leaves at shutdown, the others
     /// apply, so a draining instance need not apply it first.
     pub fn is_shared(&self) -> bool {

@@ -87,7 +87,7 @@ pub async fn apply_step(
             Fate::Stored(outcome) => {
                 match outcome {
                     Outcome::Recorded => step.recorded += 1,
-                    Outcome::AlreadyRecorded => step.already_recorded += 1,
+                    Outcome::AlreadyRecorded | Outcome::Erased => step.already_recorded += 1,
                     Outcome::Rejected(_) => step.rejected += 1,
                 }
                 outcomes.push(Some(outcome));

@@ -19,6 +19,7 @@ pub mod applier_thread;
 pub mod backfill;
 mod batcher;
 mod commit;
+pub mod erasure;
 mod health;
 mod lag;
 mod overflow;

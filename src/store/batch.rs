@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::members::{Member, MemberCache, Members};
+use super::erase::{ErasureList, list_time};
 use super::plan::{self, BatchPlan};
 use super::rollup::{self, RollupClick, RollupDelta, RollupTx};
 use super::{BatchResult, Seen, StoreError, db_time, message_content};
@@ -24,6 +24,9 @@ use crate::domain::{CampaignId, Click, Record, Reject};
 /// the order they must be locked in: ascending key, the same on every instance. The rollup
 /// steps (and `commit`) come from `RollupTx`.
 pub(super) trait BatchTx: RollupTx {
+    /// The erasure list's entries made after `since` (`erase::list_time`). First in every
+    /// batch: on MySQL it takes the list's lock row shared (`erase.rs`).
+    async fn erasures_after(&mut self, since: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Which of `click_ids` the interaction log or the rejects already hold.
     async fn recorded_click_ids(&mut self, click_ids: &[String])
     -> Result<Vec<String>, StoreError>;
@@ -35,12 +38,11 @@ pub(super) trait BatchTx: RollupTx {
         increments: &[CampaignIncrement],
         now: &str,
     ) -> Result<(), StoreError>;
-    /// Create the members of `uids` that do not exist, then read all of them.
-    async fn ensure_members(
-        &mut self,
-        uids: &[&str],
-        now: &str,
-    ) -> Result<Vec<MemberRow>, StoreError>;
+    /// The members of `uids` that exist. On MySQL the rows are locked shared until commit, so
+    /// the marketing app cannot delete one under the batch's `messages` rows.
+    async fn read_members(&mut self, uids: &[&str]) -> Result<Vec<MemberRow>, StoreError>;
+    /// Create members for `uids` (ascending), a uid that exists by now being no error.
+    async fn create_members(&mut self, uids: &[&str], now: &str) -> Result<(), StoreError>;
     async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError>;
     /// Add the clicks to each summary row, creating it, tags untouched: afterwards the
     /// transaction holds every summary row of the batch.
@@ -148,16 +150,24 @@ pub(super) struct RejectRow<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// A member as a batch needs it.
+struct Member {
+    id: i64,
+    display_name: Option<String>,
+}
+
+/// A batch's members, by uid.
+type Members = HashMap<String, Member>;
+
 /// Write `records` through `tx` and commit. `tag_capacity`: bytes `last_click_tag` holds.
 pub(super) async fn write<T: BatchTx>(
     mut tx: T,
     records: &[Record],
     seen: Seen,
-    member_cache: &MemberCache,
     tag_capacity: usize,
 ) -> Result<BatchResult, StoreError> {
-    let (already, known) = what_the_store_holds(&mut tx, records, seen).await?;
-    let plan = BatchPlan::new(records, &already, &known);
+    let held = what_the_store_holds(&mut tx, records, seen).await?;
+    let plan = BatchPlan::new(records, &held.recorded, &held.campaigns, &held.erased);
     let now = db_time(OffsetDateTime::now_utc());
 
     let increments: Vec<CampaignIncrement> = plan
@@ -171,21 +181,7 @@ pub(super) async fn write<T: BatchTx>(
     if !increments.is_empty() {
         tx.bump_campaigns(&increments, &now).await?;
     }
-    let (mut members, unknown) = member_cache.split(&plan.member_uids);
-    if !unknown.is_empty() {
-        members.extend(
-            tx.ensure_members(&unknown, &now)
-                .await?
-                .into_iter()
-                .map(|m| {
-                    let member = Member {
-                        id: m.id,
-                        display_name: m.line_display_name,
-                    };
-                    (m.line_uid, member)
-                }),
-        );
-    }
+    let members = members_of(&mut tx, &plan.member_uids, &now).await?;
     let messages = message_rows(&plan.clicks, &members);
     if !messages.is_empty() {
         tx.insert_messages(&messages).await?;
@@ -225,21 +221,33 @@ pub(super) async fn write<T: BatchTx>(
     rollup::write(&mut tx, &delta).await?;
 
     tx.commit().await?;
-    // Only now: a rolled-back insert must not leave a member id behind.
-    member_cache.remember(&members);
     Ok(BatchResult {
         outcomes: plan.outcomes,
         tags_dropped,
     })
 }
 
-/// What the plan needs from the store: which of the records' click ids it holds (looked up only
-/// when `seen` says they may be there) and which of their campaigns exist.
+/// What the plan needs from the store.
+struct Held {
+    /// Which of the records' click ids it holds (looked up only when `seen` says they may be
+    /// there).
+    recorded: HashSet<Uuid>,
+    /// Which of their campaigns exist.
+    campaigns: HashSet<CampaignId>,
+    /// Erasures that may concern them (made after the oldest record arrived).
+    erased: ErasureList,
+}
+
 async fn what_the_store_holds<T: BatchTx>(
     tx: &mut T,
     records: &[Record],
     seen: Seen,
-) -> Result<(HashSet<Uuid>, HashSet<CampaignId>), StoreError> {
+) -> Result<Held, StoreError> {
+    let oldest = records.iter().map(Record::received_at).min();
+    let mut erased = ErasureList::new();
+    if let Some(oldest) = oldest {
+        erased.extend(tx.erasures_after(&list_time(oldest)).await?);
+    }
     let mut recorded = HashSet::new();
     if seen == Seen::Maybe {
         let ids: Vec<String> = records.iter().map(|r| r.click_id().to_string()).collect();
@@ -250,12 +258,50 @@ async fn what_the_store_holds<T: BatchTx>(
         .into_iter()
         .map(CampaignId::get)
         .collect();
-    let mut known = HashSet::new();
+    let mut campaigns = HashSet::new();
     if !campaign_ids.is_empty() {
         let found = tx.existing_campaigns(&campaign_ids).await?;
-        known.extend(found.into_iter().map(CampaignId));
+        campaigns.extend(found.into_iter().map(CampaignId));
     }
-    Ok((recorded, known))
+    Ok(Held {
+        recorded,
+        campaigns,
+        erased,
+    })
+}
+
+/// The members of `uids` (ascending), read from the store in this transaction: never from a
+/// cache, because the marketing app may delete a member (an erasure) or rename one at any
+/// time. Those that do not exist are created and read back.
+async fn members_of<T: BatchTx>(
+    tx: &mut T,
+    uids: &[&str],
+    now: &str,
+) -> Result<Members, StoreError> {
+    let mut members = Members::with_capacity(uids.len());
+    if uids.is_empty() {
+        return Ok(members);
+    }
+    let add = |rows: Vec<MemberRow>, members: &mut Members| {
+        for m in rows {
+            let member = Member {
+                id: m.id,
+                display_name: m.line_display_name,
+            };
+            members.insert(m.line_uid, member);
+        }
+    };
+    add(tx.read_members(uids).await?, &mut members);
+    let missing: Vec<&str> = uids
+        .iter()
+        .copied()
+        .filter(|uid| !members.contains_key(*uid))
+        .collect();
+    if !missing.is_empty() {
+        tx.create_members(&missing, now).await?;
+        add(tx.read_members(&missing).await?, &mut members);
+    }
+    Ok(members)
 }
 
 /// Count the clicks into every summary row (which locks them), then merge the batch's tags into

@@ -10,7 +10,7 @@ mod backfill;
 mod batch;
 mod chunks;
 pub mod classify;
-mod members;
+pub mod erase;
 mod mysql;
 mod mysql_schema;
 pub mod plan;
@@ -40,6 +40,8 @@ pub enum Outcome {
     Rejected(RejectReason),
     /// Its `click_id` was already in the store (a replay): nothing changed.
     AlreadyRecorded,
+    /// Its member was erased after it was made (`store/erase.rs`): not written, on purpose.
+    Erased,
 }
 
 /// Whether a batch's records may already be in the store.
@@ -223,7 +225,8 @@ pub enum Store {
 struct Sql {
     /// Create the identity row unless it exists. Binds (store_id, created_at).
     create_identity: &'static str,
-    /// Create a campaign unless the id exists. Binds (id, name, created_at, updated_at).
+    /// Create a campaign (a duplicate id is an error the caller reads). Binds (id, name,
+    /// created_at, updated_at).
     add_campaign: &'static str,
     /// Every `table T`, `column T.C` and `index T.I` (clicktrack's bookkeeping left out).
     schema_objects: &'static str,
@@ -235,7 +238,7 @@ const SQLITE: Sql = Sql {
     create_identity: "INSERT INTO track_store_identity (id, store_id, created_at) \
         VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING",
     add_campaign: "INSERT INTO campaigns (id, name, clicked_count, created_at, updated_at) \
-        VALUES (?, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
+        VALUES (?, ?, 0, ?, ?)",
     schema_objects: "SELECT m.type || ' ' || m.name FROM sqlite_master m \
         WHERE m.type IN ('table', 'index') AND m.name NOT LIKE 'sqlite_%' \
           AND m.name NOT LIKE '_sqlx%' \
@@ -248,9 +251,11 @@ const SQLITE: Sql = Sql {
 };
 
 const MYSQL: Sql = Sql {
-    create_identity: "INSERT IGNORE INTO track_store_identity (id, store_id, created_at) \
-        VALUES (1, ?, ?)",
-    add_campaign: "INSERT IGNORE INTO campaigns (id, name, clicked_count, created_at, updated_at) \
+    // Not INSERT IGNORE, which would also turn a value too long for its column into a warning
+    // and store it cut: only the duplicate key is a no-op here.
+    create_identity: "INSERT INTO track_store_identity (id, store_id, created_at) \
+        VALUES (1, ?, ?) ON DUPLICATE KEY UPDATE id = id",
+    add_campaign: "INSERT INTO campaigns (id, name, clicked_count, created_at, updated_at) \
         VALUES (?, ?, 0, ?, ?)",
     schema_objects: "SELECT CONCAT('table ', table_name) FROM information_schema.tables \
         WHERE table_schema = DATABASE() \
@@ -359,6 +364,14 @@ impl Store {
         })
     }
 
+    /// Erase one member from every table (`erase.rs`); with `dry_run`, only count.
+    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<erase::Erased, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.erase(uid, dry_run).await,
+            Store::Mysql(s) => s.erase(uid, dry_run).await,
+        }
+    }
+
     /// Delete at most `chunk` raw rows of each kind older than `before` (`purge.rs`).
     pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
         match self {
@@ -449,7 +462,7 @@ impl Store {
     /// marketing app). `Ok(false)` if the id exists already.
     pub async fn add_campaign(&self, id: i64, name: &str) -> Result<bool, StoreError> {
         let now = db_time(OffsetDateTime::now_utc());
-        let added = on_pool!(self, pool, sql => {
+        let done = on_pool!(self, pool, sql => {
             sqlx::query(sql.add_campaign)
                 .bind(id)
                 .bind(name)
@@ -457,10 +470,13 @@ impl Store {
                 .bind(&now)
                 .execute(pool)
                 .await
-                .map_err(sqlx_error("add campaign"))?
-                .rows_affected()
+                .map(|_| ())
         });
-        Ok(added == 1)
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => Ok(false),
+            Err(e) => Err(sqlx_error("add campaign")(e)),
+        }
     }
 
     /// Connections of the store's pool right now, for `db_pool_connections{state}`.
@@ -484,15 +500,17 @@ pub struct PoolStats {
 impl BatchResult {
     /// Count what this committed batch did (`track_clicks_recorded_total`, ...).
     pub fn count(&self) {
-        let (mut recorded, mut already) = (0u64, 0u64);
+        let (mut recorded, mut already, mut erased) = (0u64, 0u64, 0u64);
         for outcome in &self.outcomes {
             match outcome {
                 Outcome::Recorded => recorded += 1,
                 Outcome::AlreadyRecorded => already += 1,
                 Outcome::Rejected(reason) => metrics::reject(*reason),
+                Outcome::Erased => erased += 1,
             }
         }
         metrics::batch_written(recorded, already, self.tags_dropped as u64);
+        metrics::clicks_erased(erased);
     }
 }
 
@@ -503,6 +521,7 @@ impl Outcome {
             Outcome::Recorded => metrics::outcome::RECORDED,
             Outcome::AlreadyRecorded => metrics::outcome::ALREADY_RECORDED,
             Outcome::Rejected(_) => metrics::outcome::REJECTED,
+            Outcome::Erased => metrics::outcome::ERASED,
         }
     }
 }

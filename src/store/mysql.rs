@@ -5,7 +5,9 @@
 //!   1. campaign counters, ascending id: the exclusive lock first, because the interaction
 //!      log's foreign key later takes a shared lock on the same row (shared-then-upgrade is the
 //!      classic two-writer deadlock);
-//!   2. `INSERT IGNORE` the batch's members, ascending uid, then read their ids;
+//!   0. the erasure list's lock row, shared (`erase.rs`);
+//!   2. the batch's members, ascending uid: read and locked shared, the missing ones created
+//!      (a duplicate key is a no-op) and read;
 //!   3. message rows;
 //!   4. summary upsert, ascending key, counting clicks but not touching tags: this locks every
 //!      summary row of the batch, new or old;
@@ -32,7 +34,7 @@ use super::batch::{
     RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
 use super::chunks::{fixed_chunks, padded_lists};
-use super::members::MemberCache;
+use super::erase::{self, EraseTx, Erased};
 use super::purge::{self, PurgeTx, Purged};
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
@@ -54,7 +56,6 @@ pub struct MysqlStore {
     pool: MySqlPool,
     /// `ryan_click_demo.last_click_tag`'s capacity, read from the schema at migration.
     tag_capacity: Arc<OnceLock<usize>>,
-    members: MemberCache,
     /// MariaDB: `INSERT ... RETURNING` (MySQL 8 has none).
     returning: bool,
 }
@@ -118,6 +119,13 @@ impl MysqlStore {
                         .bind(LOCK_WAIT_TIMEOUT_SECS)
                         .execute(&mut *conn)
                         .await?;
+                    // A value too long for its column is an error, as on every table and
+                    // whatever the server's default: never a warning and a value cut to size.
+                    sqlx::query(
+                        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
                     Ok(())
                 })
             })
@@ -131,7 +139,6 @@ impl MysqlStore {
         Ok(MysqlStore {
             pool,
             tag_capacity: Arc::default(),
-            members: MemberCache::default(),
             returning: version.contains("MariaDB"),
         })
     }
@@ -178,7 +185,7 @@ impl MysqlStore {
             .get()
             .copied()
             .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
-        batch::write(tx, records, seen, &self.members, capacity).await
+        batch::write(tx, records, seen, capacity).await
     }
 
     /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
@@ -189,6 +196,11 @@ impl MysqlStore {
     /// One purge step (`purge.rs`) of at most `chunk` rows per table.
     pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
         purge::step(self.begin().await?, before, chunk).await
+    }
+
+    /// Erase one member (`erase.rs`); rolled back when `dry_run`.
+    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
+        erase::run(self.begin().await?, uid, dry_run, time::OffsetDateTime::now_utc()).await
     }
 
     async fn begin(&self) -> Result<MysqlBatch, StoreError> {
@@ -326,17 +338,52 @@ impl BatchTx for MysqlBatch {
         Ok(())
     }
 
-    async fn ensure_members(
-        &mut self,
-        uids: &[&str],
-        now: &str,
-    ) -> Result<Vec<MemberRow>, StoreError> {
-        // Sorted uids, INSERT IGNORE: concurrent first clicks of one uid on several instances
-        // create one member, and none of them fails (the unique key decides, in the same order).
+    async fn erasures_after(&mut self, since: &str) -> Result<Vec<(String, String)>, StoreError> {
+        // The lock row shared, first: an erasure (which takes it exclusively) waits for this
+        // batch, and a batch that starts after an erasure sees its entry.
+        sqlx::query_as(
+            "SELECT uid_hash, erased_at FROM track_erasures \
+             WHERE uid_hash = '*' OR erased_at > ? LOCK IN SHARE MODE",
+        )
+        .bind(since)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map(|rows: Vec<(String, String)>| {
+            rows.into_iter()
+                .filter(|(hash, _)| hash != erase::LOCK_ROW)
+                .collect()
+        })
+        .map_err(err("read erasure list"))
+    }
+
+    async fn read_members(&mut self, uids: &[&str]) -> Result<Vec<MemberRow>, StoreError> {
+        // Locked shared until commit: the marketing app cannot delete a member under the
+        // batch's `messages` rows (it waits for the commit, then deletes them all).
+        let mut rows = Vec::new();
+        for list in padded_lists(uids) {
+            let mut q = QueryBuilder::new(
+                "SELECT id, line_uid, line_display_name FROM members WHERE line_uid IN ",
+            );
+            push_in_list(&mut q, &list);
+            q.push(" LOCK IN SHARE MODE");
+            rows.extend(
+                q.build_query_as::<MemberRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await
+                    .map_err(err("read members"))?,
+            );
+        }
+        Ok(rows)
+    }
+
+    async fn create_members(&mut self, uids: &[&str], now: &str) -> Result<(), StoreError> {
+        // Sorted uids, and a duplicate key is a no-op: concurrent first clicks of one uid on
+        // several instances create one member, and none of them fails (the unique key decides,
+        // in the same order). Not INSERT IGNORE, which would also store a value cut to size.
         self.insert(
-            "INSERT IGNORE INTO members (line_uid, line_display_name, created_at, updated_at)",
+            "INSERT INTO members (line_uid, line_display_name, created_at, updated_at)",
             uids,
-            "",
+            " ON DUPLICATE KEY UPDATE id = id",
             "create members",
             |mut row, uid| {
                 row.push_bind(*uid)
@@ -344,13 +391,6 @@ impl BatchTx for MysqlBatch {
                     .push_bind(now)
                     .push_bind(now);
             },
-        )
-        .await?;
-        self.select_in(
-            "id, line_uid, line_display_name FROM members",
-            "line_uid",
-            uids,
-            "read members",
         )
         .await
     }
@@ -483,9 +523,10 @@ impl BatchTx for MysqlBatch {
 
     async fn insert_rejects(&mut self, rows: &[RejectRow<'_>]) -> Result<(), StoreError> {
         self.insert(
-            "INSERT IGNORE INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent)",
+            "INSERT INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent)",
             rows,
-            "",
+            // Only the duplicate click id is a no-op (not INSERT IGNORE: see create_members).
+            " ON DUPLICATE KEY UPDATE click_id = click_id",
             "insert rejects",
             |mut b, r| {
                 b.push_bind(r.click_id.as_str())
@@ -849,6 +890,65 @@ impl MysqlBatch {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+}
+
+impl EraseTx for MysqlBatch {
+    async fn lock_erasure_list(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT uid_hash FROM track_erasures WHERE uid_hash = '*' FOR UPDATE")
+            .execute(&mut *self.tx)
+            .await
+            .map_err(err("lock erasure list"))?;
+        Ok(())
+    }
+
+    async fn add_to_erasure_list(&mut self, uid_hash: &str, at: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO track_erasures (uid_hash, erased_at) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE erased_at = VALUES(erased_at)",
+        )
+        .bind(uid_hash)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(err("add to erasure list"))?;
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        sql: &'static str,
+        binds: &[&str],
+        operation: &'static str,
+    ) -> Result<u64, StoreError> {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let done = query.execute(&mut *self.tx).await.map_err(err(operation))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn id_text_rows(
+        &mut self,
+        sql: &'static str,
+        bind: &str,
+        operation: &'static str,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        sqlx::query_as(sql)
+            .bind(bind)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(err(operation))
+    }
+
+    async fn delete_rejects(&mut self, ids: &[i64]) -> Result<u64, StoreError> {
+        self.delete_in("DELETE FROM track_rejects WHERE id", ids, "erase rejects")
+            .await
+    }
+
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(err("roll back"))
     }
 }
 

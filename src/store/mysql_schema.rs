@@ -166,6 +166,17 @@ const ROLLUP_TABLES: [&str; 8] = [
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 ];
 
+/// The erasure list (see migrations/sqlite/0006_erasure.sql and `store/erase.rs`); the row '*'
+/// is the lock every batch takes shared and every erasure exclusively.
+const TRACK_ERASURES: &str = "CREATE TABLE IF NOT EXISTS track_erasures (
+        uid_hash  CHAR(64)    NOT NULL PRIMARY KEY,
+        erased_at VARCHAR(26) NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=ascii COLLATE=ascii_bin";
+const ERASURE_LOCK_ROW: &str = "INSERT INTO track_erasures (uid_hash, erased_at) \
+    VALUES ('*', '0000-00-00 00:00:00.000000') ON DUPLICATE KEY UPDATE uid_hash = uid_hash";
+const ERASURE_INDEX: &str = "ALTER TABLE track_rollup_campaign_members \
+    ADD KEY idx_track_rollup_campaign_members_line_id (line_id)";
+
 /// The backfill's range: every log row that exists when the rollups are created. The first
 /// instance to get here decides it; the others find the row there.
 const ROLLUP_STATE: &str = "INSERT IGNORE INTO track_rollup_state \
@@ -232,7 +243,7 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
         )
         .await?;
     }
-    // Member auto-create relies on a unique line_uid (INSERT IGNORE); add it if the old schema
+    // Member auto-create relies on a unique line_uid (ON DUPLICATE KEY); add it if the old schema
     // lacks one. If existing rows already hold duplicates this fails, loudly, with MySQL's reason.
     if !unique_index_on(pool, "members", "line_uid").await? {
         ddl_step(
@@ -262,6 +273,25 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
         .map_err(err("migrate"))?;
     if state_rows == 0 {
         ddl_step(pool, ROLLUP_STATE).await?;
+    }
+    ddl_step(pool, TRACK_ERASURES).await?;
+    // A plain read first, as for the state row: a running batch holds the lock row shared.
+    let lock_rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM track_erasures WHERE uid_hash = '*'")
+            .fetch_one(pool)
+            .await
+            .map_err(err("migrate"))?;
+    if lock_rows == 0 {
+        ddl_step(pool, ERASURE_LOCK_ROW).await?;
+    }
+    if !index_exists(
+        pool,
+        "track_rollup_campaign_members",
+        "idx_track_rollup_campaign_members_line_id",
+    )
+    .await?
+    {
+        ddl_step(pool, ERASURE_INDEX).await?;
     }
     for (what, ddl) in STATS_ADDITIONS {
         let present = match what {

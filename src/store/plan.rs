@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Outcome;
+use super::erase::{ErasureList, erased_before};
 use crate::domain::{CampaignId, Click, Record, Reject, RejectReason};
 
 /// The change to one `ryan_click_demo` row.
@@ -39,6 +40,16 @@ pub struct BatchPlan<'r> {
     pub summaries: BTreeMap<(&'r str, i64), SummaryDelta<'r>>,
 }
 
+/// Whether `record` names a member erased after it arrived (a click's uid, or any uid in a
+/// reject's raw query): it must not be written (`store/erase.rs`).
+fn made_before_an_erasure(record: &Record, erased: &ErasureList) -> bool {
+    let at = record.received_at();
+    record
+        .member_uids()
+        .iter()
+        .any(|uid| erased_before(erased, uid, at))
+}
+
 /// The distinct campaign ids the batch's clicks name (to look up which exist).
 pub fn campaign_ids(records: &[Record]) -> BTreeSet<CampaignId> {
     records
@@ -55,6 +66,7 @@ impl<'r> BatchPlan<'r> {
         records: &'r [Record],
         already_recorded: &HashSet<Uuid>,
         known_campaigns: &HashSet<CampaignId>,
+        erased: &ErasureList,
     ) -> BatchPlan<'r> {
         let mut plan = BatchPlan {
             outcomes: Vec::with_capacity(records.len()),
@@ -70,6 +82,10 @@ impl<'r> BatchPlan<'r> {
             let id = record.click_id();
             if already_recorded.contains(&id) || !seen.insert(id) {
                 plan.outcomes.push(Outcome::AlreadyRecorded);
+                continue;
+            }
+            if !erased.is_empty() && made_before_an_erasure(record, erased) {
+                plan.outcomes.push(Outcome::Erased);
                 continue;
             }
             match record {
@@ -157,7 +173,7 @@ mod tests {
             click(Some("U1"), 999, 7, &[], 50),
         ];
         let known: HashSet<CampaignId> = [CampaignId(123), CampaignId(456)].into();
-        let plan = BatchPlan::new(&records, &HashSet::new(), &known);
+        let plan = BatchPlan::new(&records, &HashSet::new(), &known, &ErasureList::new());
         assert_eq!(
             plan.outcomes,
             [
@@ -197,7 +213,7 @@ mod tests {
             click(Some("U1"), 1, 0, &[], 2),
         ];
         let already: HashSet<Uuid> = [records[2].click_id()].into();
-        let plan = BatchPlan::new(&records, &already, &[CampaignId(1)].into());
+        let plan = BatchPlan::new(&records, &already, &[CampaignId(1)].into(), &ErasureList::new());
         assert_eq!(
             plan.outcomes,
             [
@@ -208,5 +224,24 @@ mod tests {
         );
         assert_eq!(plan.campaign_increments[&CampaignId(1)], 1);
         assert_eq!(plan.summaries[&("U1", 0)].clicks, 1);
+    }
+
+    #[test]
+    fn clicks_made_before_their_member_was_erased_are_dropped() {
+        use crate::store::erase::{list_time, uid_hash};
+        let records = vec![
+            click(Some("UX"), 1, 0, &[], 10),
+            click(Some("UY"), 1, 0, &[], 10),
+            click(Some("UX"), 1, 0, &[], 30),
+        ];
+        let erased_at = OffsetDateTime::from_unix_timestamp(20).expect("valid time");
+        let erased = ErasureList::from([(uid_hash("UX"), list_time(erased_at))]);
+        let plan = BatchPlan::new(&records, &HashSet::new(), &[CampaignId(1)].into(), &erased);
+        assert_eq!(
+            plan.outcomes,
+            [Outcome::Erased, Outcome::Recorded, Outcome::Recorded]
+        );
+        assert_eq!(plan.campaign_increments[&CampaignId(1)], 2);
+        assert_eq!(plan.member_uids, ["UX", "UY"]);
     }
 }

@@ -18,7 +18,7 @@ use super::batch::{
     self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
     RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
 };
-use super::members::MemberCache;
+use super::erase::{self, EraseTx, Erased};
 use super::purge::{self, PurgeTx, Purged};
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
@@ -35,7 +35,6 @@ type Tx = Transaction<'static, Sqlite>;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    members: MemberCache,
 }
 
 /// See `Store::check_readable`.
@@ -91,10 +90,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::cannot_open(file.display(), e))?;
-        Ok(SqliteStore {
-            pool,
-            members: MemberCache::default(),
-        })
+        Ok(SqliteStore { pool })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -136,7 +132,6 @@ impl SqliteStore {
             SqliteBatch(tx),
             records,
             seen,
-            &self.members,
             LAST_CLICK_TAG_MAX_BYTES,
         )
         .await
@@ -162,6 +157,11 @@ impl SqliteStore {
     /// One purge step (`purge.rs`) of at most `chunk` rows per table.
     pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
         purge::step(self.begin().await?, before, chunk).await
+    }
+
+    /// Erase one member (`erase.rs`); rolled back when `dry_run`.
+    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
+        erase::run(self.begin().await?, uid, dry_run, time::OffsetDateTime::now_utc()).await
     }
 
     async fn begin(&self) -> Result<SqliteBatch, StoreError> {
@@ -280,11 +280,29 @@ impl BatchTx for SqliteBatch {
         .await
     }
 
-    async fn ensure_members(
-        &mut self,
-        uids: &[&str],
-        now: &str,
-    ) -> Result<Vec<MemberRow>, StoreError> {
+    async fn erasures_after(&mut self, since: &str) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as(
+            "SELECT uid_hash, erased_at FROM track_erasures \
+             WHERE erased_at > ? AND uid_hash <> '*'",
+        )
+        .bind(since)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(err("read erasure list"))
+    }
+
+    async fn read_members(&mut self, uids: &[&str]) -> Result<Vec<MemberRow>, StoreError> {
+        // BEGIN IMMEDIATE: no other writer can delete them before commit.
+        self.fetch(
+            "SELECT id, line_uid, line_display_name FROM members \
+             WHERE line_uid IN (SELECT value FROM json_each(?))",
+            uids,
+            "read members",
+        )
+        .await
+    }
+
+    async fn create_members(&mut self, uids: &[&str], now: &str) -> Result<(), StoreError> {
         // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
         self.execute(
             "INSERT INTO members (line_uid, line_display_name, created_at, updated_at) \
@@ -293,13 +311,6 @@ impl BatchTx for SqliteBatch {
             uids,
             Some(now),
             "create members",
-        )
-        .await?;
-        self.fetch(
-            "SELECT id, line_uid, line_display_name FROM members \
-             WHERE line_uid IN (SELECT value FROM json_each(?))",
-            uids,
-            "read members",
         )
         .await
     }
@@ -767,6 +778,65 @@ impl PurgeTx for SqliteBatch {
         .await
         .map_err(err("purge rejects"))?;
         Ok(done.rows_affected())
+    }
+}
+
+impl EraseTx for SqliteBatch {
+    async fn lock_erasure_list(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn add_to_erasure_list(&mut self, uid_hash: &str, at: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO track_erasures (uid_hash, erased_at) VALUES (?, ?) \
+             ON CONFLICT (uid_hash) DO UPDATE SET erased_at = excluded.erased_at",
+        )
+        .bind(uid_hash)
+        .bind(at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(err("add to erasure list"))?;
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        sql: &'static str,
+        binds: &[&str],
+        operation: &'static str,
+    ) -> Result<u64, StoreError> {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let done = query.execute(&mut *self.0).await.map_err(err(operation))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn id_text_rows(
+        &mut self,
+        sql: &'static str,
+        bind: &str,
+        operation: &'static str,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        sqlx::query_as(sql)
+            .bind(bind)
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(err(operation))
+    }
+
+    async fn delete_rejects(&mut self, ids: &[i64]) -> Result<u64, StoreError> {
+        self.delete(
+            "DELETE FROM track_rejects WHERE id IN (SELECT value FROM json_each(?))",
+            ids,
+            "erase rejects",
+        )
+        .await
+    }
+
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.0.rollback().await.map_err(err("roll back"))
     }
 }
 

@@ -54,6 +54,8 @@ pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
 pub const ROLLUP_BACKFILLED: &str = "track_rollup_backfilled_rows_total";
 pub const ROLLUP_HISTORY_LEFT: &str = "track_rollup_history_left";
 pub const PURGED: &str = "track_purged_rows_total";
+pub const ERASURES: &str = "track_erasures_total";
+pub const CLICKS_ERASED: &str = "track_clicks_erased_total";
 /// `table` values of `track_purged_rows_total`.
 pub const PURGED_TABLES: [&str; 3] = [
     "component_interaction_logs",
@@ -72,6 +74,8 @@ pub mod outcome {
     pub const RECORDED: &str = "recorded";
     pub const ALREADY_RECORDED: &str = "already_recorded";
     pub const REJECTED: &str = "rejected";
+    /// Its member was erased after the click was made: not written.
+    pub const ERASED: &str = "erased";
     /// The database refused even the reject row: not written.
     pub const REFUSED: &str = "refused";
 }
@@ -118,7 +122,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 33] = [
+const ERROR_SERIES: [(&str, &str); 38] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -152,6 +156,11 @@ const ERROR_SERIES: [(&str, &str); 33] = [
     ("purge", "unavailable"),
     ("purge", "timeout"),
     ("purge", "other"),
+    ("erase", "transient"),
+    ("erase", "refused"),
+    ("erase", "unavailable"),
+    ("erase", "timeout"),
+    ("erase", "other"),
 ];
 
 /// Histogram buckets: from 100 µs (a redirect) to 10 s (a stuck database).
@@ -199,6 +208,15 @@ fn describe() {
         "Requests answered 400 because of the target, by reason."
     );
     describe_counter!(CLICKS_RECORDED, "Clicks committed to the five tables.");
+    describe_counter!(
+        CLICKS_ERASED,
+        "Clicks not written because their member was erased after they were made (they were \
+         still in a journal)."
+    );
+    describe_counter!(
+        ERASURES,
+        "Members erased (clicktrack member erase, DELETE /api/members/{uid})."
+    );
     describe_counter!(
         CLICKS_ALREADY_RECORDED,
         "Records whose click_id was already stored (replays)."
@@ -353,6 +371,8 @@ fn register(queue_capacity: usize) {
         CLICKS_RECORDED,
         CLICKS_ALREADY_RECORDED,
         CLICKS_NOT_WRITTEN,
+        CLICKS_ERASED,
+        ERASURES,
         TAGS_DROPPED,
         QUEUE_FULL,
         BATCH_BISECTIONS,
@@ -501,6 +521,17 @@ pub fn error(operation: &'static str, error_type: &'static str) {
     counter!(ERRORS, "operation" => operation, "error_type" => error_type).increment(1);
 }
 
+/// Clicks a committed batch did not write because their member was erased after they were
+/// made (they were waiting in a journal).
+pub fn clicks_erased(n: u64) {
+    counter!(CLICKS_ERASED).increment(n);
+}
+
+/// A committed erasure (`clicktrack member erase`, `DELETE /api/members/{uid}`).
+pub fn erasure_done() {
+    counter!(ERASURES).increment(1);
+}
+
 /// What one committed store batch did: clicks recorded, replays found already there, tags
 /// left out for want of room (the rejects are counted one by one, `reject`).
 pub fn batch_written(recorded: u64, already_recorded: u64, tags_dropped: u64) {
@@ -556,11 +587,12 @@ pub fn store_ready(ready: bool) {
 
 /// `outcome` values of `track_journal_applied_total`; the first three also label
 /// `track_spool_replayed_total`. `refused`: the database refused even the reject row.
-const APPLY_OUTCOMES: [&str; 4] = [
+const APPLY_OUTCOMES: [&str; 5] = [
     outcome::RECORDED,
     outcome::ALREADY_RECORDED,
     outcome::REJECTED,
     outcome::REFUSED,
+    outcome::ERASED,
 ];
 
 /// The journal (the spool of earlier releases) accepts writes.

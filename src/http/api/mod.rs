@@ -5,6 +5,7 @@
 //! minter would be an open redirect with extra steps.
 
 mod links;
+mod members;
 mod stats;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use subtle::ConstantTimeEq;
 
 use crate::domain::signature::Keyring;
@@ -33,6 +34,15 @@ pub struct ApiState {
     pub keys: Arc<Keyring>,
     pub stats: StatsReader,
     pub auth_failures: Arc<AuthFailures>,
+    pub erasure: Arc<ErasureParts>,
+}
+
+/// What `DELETE /api/members/{uid}` erases from: the store (a connection of the background
+/// work, not the applier's), this process's journal, the de-duplication keys.
+pub struct ErasureParts {
+    pub store: crate::store::Store,
+    pub journal: Arc<crate::journal::Journal>,
+    pub dedup: Option<Arc<crate::dedup::Dedup>>,
 }
 
 /// At most one warning per this interval about refused tokens, however many arrive.
@@ -79,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/campaigns/{id}/stats", get(stats::campaign_stats))
         .route("/api/campaigns/{id}/clicks.csv", get(stats::clicks_csv))
         .route("/api/members/{uid}/clicks", get(stats::member_clicks))
+        .route("/api/members/{uid}", delete(members::erase))
         .route("/api/{*rest}", any(no_such_endpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
