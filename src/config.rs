@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::domain::user_agent::UserAgentDetail;
 use crate::dedup::{DedupSettings, RedisSettings};
 use crate::domain::RedirectPolicy;
 use crate::domain::signature::{Keyring, SigningKey};
+use crate::domain::user_agent::UserAgentDetail;
 use crate::journal::NatsSettings;
 use crate::pipeline::{AckMode, BatchSettings, PipelineSettings};
 use crate::store::{ConnectOptions, DatabaseUrl};
@@ -438,7 +438,12 @@ pub struct ServeArgs {
 
     /// How much of each click's User-Agent is stored: full (the whole header, the seed's
     /// behaviour), family (browser family and OS only, e.g. "LINE / iOS") or none.
-    #[arg(long, env = "CLICKTRACK_USER_AGENT_DETAIL", value_enum, default_value = "full")]
+    #[arg(
+        long,
+        env = "CLICKTRACK_USER_AGENT_DETAIL",
+        value_enum,
+        default_value = "full"
+    )]
     pub user_agent_detail: UserAgentDetail,
 
     /// A repeat of the same click within this many milliseconds of the first is redirected

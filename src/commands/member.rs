@@ -55,8 +55,11 @@ pub async fn erase(args: &MemberEraseArgs) -> Result<(), AppError> {
     } else {
         None
     };
-    let access = journal.as_ref().map_or(JournalAccess::Elsewhere, JournalAccess::Owned);
-    let result = erasure::erase_member(&store, access, dedup.as_ref(), &args.uid, args.dry_run).await;
+    let access = journal
+        .as_ref()
+        .map_or(JournalAccess::Elsewhere, JournalAccess::Owned);
+    let result =
+        erasure::erase_member(&store, access, dedup.as_ref(), &args.uid, args.dry_run).await;
     if let Some(journal) = &journal {
         journal.close().await;
     }
@@ -67,10 +70,17 @@ pub async fn erase(args: &MemberEraseArgs) -> Result<(), AppError> {
 }
 
 fn print_report(database: &str, report: &ErasureReport, note: Option<&str>) {
-    let verb = if report.dry_run { "would remove" } else { "removed" };
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     println!("{database}: member {} (uid hash) {verb}:", report.uid_hash);
-    for (table, rows) in &report.tables {
+    for (table, rows) in &report.deleted {
         println!("  {table:<40} {rows}");
+    }
+    for (table, rows) in &report.pseudonymized {
+        println!("  {:<40} {rows}", format!("{table} (uid replaced)"));
     }
     match report.journal_records {
         Some(n) => println!("  {:<40} {n}", "journal records"),

@@ -1,8 +1,8 @@
 //! The subcommands other than `serve`: small, one store or journal operation each
 //! (`stats` has its own file).
 
-mod progress;
 mod member;
+mod progress;
 mod purge;
 mod stats;
 

@@ -151,6 +151,10 @@ mod tests {
         };
         assert_ne!(DedupKey::of(&anon, ip), DedupKey::of(&other_ua, ip));
         assert_eq!(DedupKey::of(&anon, ip).hex().len(), 16 + 1 + 32);
-        assert!(DedupKey::of(&a, ip).hex().starts_with(&format!("{}:", owner_hex("U1"))));
+        assert!(
+            DedupKey::of(&a, ip)
+                .hex()
+                .starts_with(&format!("{}:", owner_hex("U1")))
+        );
     }
 }

@@ -38,7 +38,11 @@ pub fn problem_of_decoded(click: &Click) -> Option<RejectReason> {
     if click.tags.len() > super::tags::MAX_TAGS_PER_CLICK {
         return Some(RejectReason::TooManyTags);
     }
-    if click.tags.iter().any(|t| t.len() > super::tags::MAX_TAG_BYTES) {
+    if click
+        .tags
+        .iter()
+        .any(|t| t.len() > super::tags::MAX_TAG_BYTES)
+    {
         return Some(RejectReason::TagTooLong);
     }
     if click.target.len() > MAX_TARGET_BYTES

@@ -23,8 +23,10 @@ pub struct ErasureReport {
     /// The first 16 hex digits of the uid's hash: what the logs name instead of the uid.
     pub uid_hash: String,
     pub dry_run: bool,
-    /// Rows per table (rollup rows: replaced by a pseudonym, counts kept).
-    pub tables: Vec<(&'static str, u64)>,
+    /// Rows deleted, per table.
+    pub deleted: Vec<(&'static str, u64)>,
+    /// Rows kept without identity (the uid replaced by a pseudonym), per table.
+    pub pseudonymized: Vec<(&'static str, u64)>,
     /// Records removed from the local journal; `None` when this process cannot reach the
     /// journal's records (a NATS stream, or a local journal another process holds): those are
     /// dropped by every applier as they come (`track_clicks_erased_total`).
@@ -104,7 +106,8 @@ pub async fn erase_member(
     let report = ErasureReport {
         uid_hash: hash,
         dry_run,
-        tables: erased.tables().to_vec(),
+        deleted: erased.deleted().to_vec(),
+        pseudonymized: erased.pseudonymized().to_vec(),
         journal_records,
         redis_keys,
     };
@@ -112,7 +115,8 @@ pub async fn erase_member(
         metrics::erasure_done();
         tracing::info!(
             uid_hash = %report.uid_hash,
-            rows = erased.tables().iter().map(|(_, n)| n).sum::<u64>(),
+            deleted = erased.deleted().iter().map(|(_, n)| n).sum::<u64>(),
+            pseudonymized = erased.pseudonymized().iter().map(|(_, n)| n).sum::<u64>(),
             journal_records = report.journal_records,
             redis_keys = report.redis_keys,
             "member erased"

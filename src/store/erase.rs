@@ -2,9 +2,10 @@
 //! erase`, `DELETE /api/members/{uid}`, docs/privacy.md).
 //!
 //! One transaction per person, run the same way on every store (a backend supplies its SQL as
-//! an `EraseTx`). It deletes the uid's rows of the five tables, their per-click tags and the
-//! rejects whose query names the uid; in the rollups it replaces the uid by a pseudonym, so
-//! every count (clicks, unique and top members) stays what it was and no identity is left.
+//! an `EraseTx`). It deletes the member, its messages and summaries, and the rejects whose raw
+//! query names the uid; in the interaction log and the rollups it replaces the uid by a
+//! pseudonym (and drops the log rows' User-Agent), so every count (clicks, unique and top
+//! members, over any window) stays what it was and nothing identifies the person.
 //!
 //! The uid also goes on the **erasure list** (`track_erasures`, a hash and the time): every
 //! batch reads the list first, and a click of that uid made before the erasure is dropped
@@ -18,8 +19,7 @@
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::purge::PurgeTx;
-use super::StoreError;
+use super::{StoreError, StoreTx};
 use crate::domain::query::uids_in;
 
 /// The list's lock row: `uid_hash = '*'`, created with the table.
@@ -28,27 +28,37 @@ pub(super) const LOCK_ROW: &str = "*";
 /// What one erasure removed (or, with `--dry-run`, would remove), per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Erased {
+    /// Rows deleted.
     pub members: u64,
     pub messages: u64,
     pub ryan_click_demo: u64,
-    pub component_interaction_logs: u64,
-    pub track_click_tags: u64,
     pub track_rejects: u64,
-    /// Rollup rows whose uid was replaced by a pseudonym (the counts are kept).
-    pub rollup_rows_pseudonymized: u64,
+    /// Log rows kept without identity: the uid replaced by the erasure's pseudonym, the
+    /// User-Agent removed (every count, and the per-click tags, stay what they were).
+    pub component_interaction_logs: u64,
+    /// Rollup rows whose uid was replaced by the same pseudonym.
+    pub rollups: u64,
 }
 
 impl Erased {
-    /// `(table, rows)` in the order they are reported.
-    pub fn tables(&self) -> [(&'static str, u64); 7] {
+    /// `(table, rows)` deleted, in the order they are reported.
+    pub fn deleted(&self) -> [(&'static str, u64); 4] {
         [
             ("members", self.members),
             ("messages", self.messages),
             ("ryan_click_demo", self.ryan_click_demo),
-            ("component_interaction_logs", self.component_interaction_logs),
-            ("track_click_tags", self.track_click_tags),
             ("track_rejects", self.track_rejects),
-            ("rollup_rows_pseudonymized", self.rollup_rows_pseudonymized),
+        ]
+    }
+
+    /// `(table, rows)` whose uid was replaced by a pseudonym.
+    pub fn pseudonymized(&self) -> [(&'static str, u64); 2] {
+        [
+            (
+                "component_interaction_logs",
+                self.component_interaction_logs,
+            ),
+            ("rollups", self.rollups),
         ]
     }
 }
@@ -75,7 +85,7 @@ pub type ErasureList = std::collections::HashMap<String, String>;
 
 /// One dialect's SQL for an erasure, inside one transaction. Statements that bind only the uid
 /// are written once below (both dialects take `?`); a backend runs them.
-pub(super) trait EraseTx: PurgeTx {
+pub(super) trait EraseTx: StoreTx {
     /// Take the erasure list's lock row exclusively (MySQL); SQLite's `BEGIN IMMEDIATE` already
     /// excludes every other writer.
     async fn lock_erasure_list(&mut self) -> Result<(), StoreError>;
@@ -112,21 +122,20 @@ pub(super) async fn run<T: EraseTx>(
         .await?;
     let mut erased = Erased::default();
 
-    let logs = tx
-        .id_text_rows(
-            "SELECT id, click_id FROM component_interaction_logs WHERE line_id = ?",
-            uid,
-            "find the member's log rows",
+    // One pseudonym per erasure: the person's clicks across hours and campaigns still count as
+    // one member in every figure, and nothing links them to the uid any more.
+    let pseudonym = format!(
+        "erased-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    erased.component_interaction_logs = tx
+        .run(
+            "UPDATE component_interaction_logs SET line_id = ?, user_agent = NULL \
+             WHERE line_id = ?",
+            &[&pseudonym, uid],
+            "pseudonymize log rows",
         )
         .await?;
-    let click_ids: Vec<&str> = logs.iter().filter_map(|(_, c)| c.as_deref()).collect();
-    let log_ids: Vec<i64> = logs.iter().map(|(id, _)| *id).collect();
-    if !click_ids.is_empty() {
-        erased.track_click_tags = tx.delete_click_tags(&click_ids).await?;
-    }
-    if !log_ids.is_empty() {
-        erased.component_interaction_logs = tx.delete_log_rows(&log_ids).await?;
-    }
 
     erased.messages = tx
         .run(
@@ -177,9 +186,7 @@ pub(super) async fn run<T: EraseTx>(
         erased.track_rejects = tx.delete_rejects(&rejects).await?;
     }
 
-    // One pseudonym per erasure: the person's rows across hours still count as one member.
-    let pseudonym = format!("erased-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    erased.rollup_rows_pseudonymized = tx
+    erased.rollups = tx
         .run(
             "UPDATE track_rollup_members SET line_id = ? WHERE line_id = ? AND campaign_id IN \
              (SELECT campaign_id FROM track_rollup_campaign_members WHERE line_id = ?)",
@@ -187,7 +194,7 @@ pub(super) async fn run<T: EraseTx>(
             "pseudonymize member rollups",
         )
         .await?;
-    erased.rollup_rows_pseudonymized += tx
+    erased.rollups += tx
         .run(
             "UPDATE track_rollup_campaign_members SET line_id = ? WHERE line_id = ?",
             &[&pseudonym, uid],

@@ -474,7 +474,12 @@ impl Store {
         });
         match done {
             Ok(_) => Ok(true),
-            Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => Ok(false),
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(sqlx_error("add campaign")(e)),
         }
     }

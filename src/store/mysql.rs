@@ -200,7 +200,13 @@ impl MysqlStore {
 
     /// Erase one member (`erase.rs`); rolled back when `dry_run`.
     pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
-        erase::run(self.begin().await?, uid, dry_run, time::OffsetDateTime::now_utc()).await
+        erase::run(
+            self.begin().await?,
+            uid,
+            dry_run,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
     }
 
     async fn begin(&self) -> Result<MysqlBatch, StoreError> {
@@ -310,10 +316,22 @@ impl BatchTx for MysqlBatch {
     }
 
     async fn existing_campaigns(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
-        let rows: Vec<(i64,)> = self
-            .select_in("id FROM campaigns", "id", ids, "find campaigns")
-            .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        // Locked now (ascending: the same rows and order as `bump_campaigns`), so a campaign
+        // the marketing app deletes meanwhile is either still there at commit or seen missing
+        // here (the clicks set aside as unknown), never missing only at the insert.
+        let mut found = Vec::with_capacity(ids.len());
+        for list in padded_lists(ids) {
+            let mut q = QueryBuilder::new("SELECT id FROM campaigns WHERE id IN ");
+            push_in_list(&mut q, &list);
+            q.push(" ORDER BY id FOR UPDATE");
+            let rows: Vec<(i64,)> = q
+                .build_query_as()
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(err("find campaigns"))?;
+            found.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(found)
     }
 
     async fn bump_campaigns(

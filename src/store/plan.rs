@@ -213,7 +213,12 @@ mod tests {
             click(Some("U1"), 1, 0, &[], 2),
         ];
         let already: HashSet<Uuid> = [records[2].click_id()].into();
-        let plan = BatchPlan::new(&records, &already, &[CampaignId(1)].into(), &ErasureList::new());
+        let plan = BatchPlan::new(
+            &records,
+            &already,
+            &[CampaignId(1)].into(),
+            &ErasureList::new(),
+        );
         assert_eq!(
             plan.outcomes,
             [

@@ -128,13 +128,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("begin"))?;
-        batch::write(
-            SqliteBatch(tx),
-            records,
-            seen,
-            LAST_CLICK_TAG_MAX_BYTES,
-        )
-        .await
+        batch::write(SqliteBatch(tx), records, seen, LAST_CLICK_TAG_MAX_BYTES).await
     }
 
     /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
@@ -161,7 +155,13 @@ impl SqliteStore {
 
     /// Erase one member (`erase.rs`); rolled back when `dry_run`.
     pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
-        erase::run(self.begin().await?, uid, dry_run, time::OffsetDateTime::now_utc()).await
+        erase::run(
+            self.begin().await?,
+            uid,
+            dry_run,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
     }
 
     async fn begin(&self) -> Result<SqliteBatch, StoreError> {

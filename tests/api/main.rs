@@ -22,6 +22,7 @@ mod readiness;
 mod rejects;
 mod retention;
 mod rollups;
+mod shared_tables;
 mod shutdown;
 mod signing;
 mod spool;

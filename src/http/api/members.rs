@@ -5,7 +5,9 @@
 //! ```text
 //! DELETE /api/members/U4af4980629/
 //! → 200 {"uid_hash": "3f0c...", "dry_run": false,
-//!        "removed": {"members": 1, "messages": 4, ..., "journal_records": 2, "redis_keys": 1}}
+//!        "deleted": {"members": 1, "messages": 4, "ryan_click_demo": 1, "track_rejects": 0},
+//!        "pseudonymized": {"component_interaction_logs": 4, "rollups": 2},
+//!        "journal_records": 2, "redis_keys": 1, ...}
 //! ```
 
 use axum::Json;
@@ -47,16 +49,19 @@ pub async fn erase(
         tracing::error!(operation = "erase", %error, "member erasure failed");
         ApiError::Unavailable(error.to_string())
     })?;
-    let mut removed = serde_json::Map::new();
-    for (table, rows) in &report.tables {
-        removed.insert((*table).to_owned(), (*rows).into());
-    }
-    removed.insert("journal_records".into(), report.journal_records.into());
-    removed.insert("redis_keys".into(), report.redis_keys.into());
+    let table_counts =
+        |rows: &[(&'static str, u64)]| -> serde_json::Map<String, serde_json::Value> {
+            rows.iter()
+                .map(|(table, n)| ((*table).to_owned(), (*n).into()))
+                .collect()
+        };
     Ok(Json(serde_json::json!({
         "uid_hash": report.uid_hash,
         "dry_run": report.dry_run,
-        "removed": removed,
+        "deleted": table_counts(&report.deleted),
+        "pseudonymized": table_counts(&report.pseudonymized),
+        "journal_records": report.journal_records,
+        "redis_keys": report.redis_keys,
         "note": "campaign counters and statistics keep their counts",
     }))
     .into_response())
