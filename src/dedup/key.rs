@@ -62,10 +62,7 @@ impl DedupKey {
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
         DedupKey {
-            owner: click
-                .uid
-                .as_deref()
-                .map_or([0u8; 8], |uid| owner_of_member(uid)),
+            owner: click.uid.as_deref().map_or([0u8; 8], owner_of_member),
             click: key,
         }
     }
