@@ -73,6 +73,40 @@ pub enum MemberCommand {
     Erase(MemberEraseArgs),
 }
 
+/// The Redis shared by the instances for de-duplication (`serve`, and `member erase`, which
+/// deletes a member's keys there).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis shared by all instances for de-duplication across them, e.g.
+    /// redis://127.0.0.1:6379. Without it each instance de-duplicates on its own.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of clicktrack's Redis keys.
+    #[arg(
+        long,
+        env = "CLICKTRACK_REDIS_KEY_PREFIX",
+        default_value = "clicktrack:dedup:"
+    )]
+    pub redis_key_prefix: String,
+}
+
+impl RedisArgs {
+    /// The Redis settings, if a URL was given, checked now so that a typo fails the command
+    /// instead of every click's lookup.
+    pub fn settings(&self, timeout: Duration) -> Result<Option<RedisSettings>, ConfigError> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        redis::Client::open(url.as_str()).map_err(|e| ConfigError::new("--redis-url", e))?;
+        Ok(Some(RedisSettings {
+            url: url.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+            timeout,
+        }))
+    }
+}
+
 /// `clicktrack member erase --uid U [--dry-run]`.
 #[derive(Debug, Args)]
 pub struct MemberEraseArgs {
@@ -82,16 +116,9 @@ pub struct MemberEraseArgs {
     /// Only count what would be removed.
     #[arg(long)]
     pub dry_run: bool,
-    /// The Redis of the instances' de-duplication, to delete the member's keys there too.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Prefix of clicktrack's Redis keys (as given to `serve`).
-    #[arg(
-        long,
-        env = "CLICKTRACK_REDIS_KEY_PREFIX",
-        default_value = "clicktrack:dedup:"
-    )]
-    pub redis_key_prefix: String,
+    // The instances' Redis, to delete the member's de-duplication keys there too.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -455,18 +482,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CLICKTRACK_DEDUP_CACHE_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub dedup_cache_entries: u64,
 
-    /// Redis shared by all instances for de-duplication across them, e.g.
-    /// redis://127.0.0.1:6379. Without it each instance de-duplicates on its own.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
-
-    /// Prefix of clicktrack's Redis keys.
-    #[arg(
-        long,
-        env = "CLICKTRACK_REDIS_KEY_PREFIX",
-        default_value = "clicktrack:dedup:"
-    )]
-    pub redis_key_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// Longest wait for Redis per click before the local cache decides alone, in ms.
     #[arg(long, env = "CLICKTRACK_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -558,19 +575,9 @@ impl ServeArgs {
                 format!("at least {MIN_ADMIN_TOKEN_CHARS} characters"),
             ));
         }
-        let redis = match &self.redis_url {
-            None => None,
-            Some(url) => {
-                // Checked now, so a typo fails the start instead of every click's lookup.
-                redis::Client::open(url.as_str())
-                    .map_err(|e| ConfigError::new("--redis-url", e))?;
-                Some(RedisSettings {
-                    url: url.clone(),
-                    key_prefix: self.redis_key_prefix.clone(),
-                    timeout: Duration::from_millis(self.redis_timeout_ms),
-                })
-            }
-        };
+        let redis = self
+            .redis
+            .settings(Duration::from_millis(self.redis_timeout_ms))?;
         let nats = if self.nats_urls.is_empty() {
             None
         } else {

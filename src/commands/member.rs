@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::app::AppError;
 use crate::config::{ConfigError, MemberEraseArgs};
-use crate::dedup::{Dedup, DedupSettings, RedisSettings};
+use crate::dedup::{Dedup, DedupSettings};
 use crate::journal::{Journal, JournalError, LocalJournal, StoreIdentity};
 use crate::pipeline::erasure::{self, ErasureReport, JournalAccess, check_uid};
 use crate::store::Store;
@@ -17,18 +17,13 @@ pub async fn erase(args: &MemberEraseArgs) -> Result<(), AppError> {
         return Err(ConfigError::new("--uid", problem).into());
     }
     let database = args.db.database()?;
-    let dedup = match &args.redis_url {
+    let dedup = match args.redis.settings(Duration::from_secs(5))? {
         None => None,
-        Some(url) => {
-            redis::Client::open(url.as_str()).map_err(|e| ConfigError::new("--redis-url", e))?;
+        Some(redis) => {
             let settings = DedupSettings {
                 window: Duration::from_secs(1),
                 cache_entries: 1,
-                redis: Some(RedisSettings {
-                    url: url.clone(),
-                    key_prefix: args.redis_key_prefix.clone(),
-                    timeout: Duration::from_secs(5),
-                }),
+                redis: Some(redis),
             };
             Dedup::start(&settings).await
         }

@@ -1,8 +1,8 @@
 //! One batch, written the same way on every store.
 //!
 //! The steps of a batch, their order (which is the lock order on MySQL, docs/design.md
-//! "Exact across instances"), the plan, the member cache and the tag merge live here, once. A
-//! backend supplies only its SQL, as a `BatchTx`: an open transaction that can run each step
+//! "Exact across instances"), the plan, the erasure list, the members read and the tag merge
+//! live here, once. A backend supplies only its SQL, as a `BatchTx`: an open transaction that can run each step
 //! over rows built here. Adding a store means implementing `BatchTx` (ARCHITECTURE.md,
 //! "Adding a store").
 //!
