@@ -207,7 +207,8 @@ impl Committer {
     /// holding its row locks on the server until the server noticed the dropped connection,
     /// and every following batch would queue behind those locks and time out in turn. Letting
     /// it finish costs nothing: if it commits, whoever writes these records next finds their
-    /// ids (`Seen::Maybe`) and counts nothing twice.
+    /// ids (`Seen::Maybe`) and writes nothing twice. What it wrote is counted when it commits
+    /// (recorded, rejects), since the retry finds those records already recorded.
     async fn attempt(
         &self,
         records: &[Record],
@@ -228,6 +229,7 @@ impl Committer {
             Err(_) => {
                 tokio::spawn(async move {
                     if let Ok(Ok(late)) = task.await {
+                        late.count();
                         tracing::debug!(
                             rows = late.outcomes.len(),
                             "a timed-out batch committed late; its records are found by id"
