@@ -99,6 +99,8 @@ impl Committer {
         pending.push(0..records.len());
         // Only the whole batch's first attempt can rely on `seen`; parts are looked up.
         let mut seen = seen;
+        // Records refused alone once and tried again (see below).
+        let mut tried_again = vec![false; records.len()];
         while let Some(range) = pending.pop() {
             let result = self
                 .write_with_retry(&records[range.clone()], seen, budget)
@@ -117,8 +119,16 @@ impl Committer {
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
                 }
+                Err(e) if e.kind == ErrorKind::Refused && !tried_again[range.start] => {
+                    // One record left. Its attempt may have looked its id up before waiting
+                    // for a lock (MySQL) while a timed-out attempt of the same record
+                    // committed it: the refusal is then its own duplicate id. One more
+                    // attempt looks it up again and finds it recorded.
+                    tried_again[range.start] = true;
+                    pending.push(range);
+                }
                 Err(e) if e.kind == ErrorKind::Refused => {
-                    // One record left, and the database refuses it.
+                    // One record left, and the database refuses it again.
                     let i = range.start;
                     RecordRefused {
                         record: &records[i],
@@ -126,6 +136,7 @@ impl Committer {
                     }
                     .emit();
                     if set_aside(&mut records[i], &e) {
+                        tried_again[i] = false;
                         pending.push(i..i + 1);
                     } else {
                         fates[i] = Fate::Lost;

@@ -543,8 +543,10 @@ impl BatchTx for MysqlBatch {
         self.insert(
             "INSERT INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent)",
             rows,
-            // Only the duplicate click id is a no-op (not INSERT IGNORE: see create_members).
-            " ON DUPLICATE KEY UPDATE click_id = click_id",
+            // A plain insert, like the log's: a reject already stored (by a timed-out attempt
+            // of the same batch that committed late) fails this transaction (1062) instead of
+            // being counted a second time; the next attempt looks the ids up.
+            "",
             "insert rejects",
             |mut b, r| {
                 b.push_bind(r.click_id.as_str())

@@ -439,6 +439,9 @@ impl BatchTx for SqliteBatch {
     }
 
     async fn insert_rejects(&mut self, rows: &[RejectRow<'_>]) -> Result<(), StoreError> {
+        // A plain insert, like the log's: a reject already stored (written by a timed-out
+        // attempt of the same batch that committed late) fails this transaction instead of
+        // being counted a second time; the next attempt looks the ids up.
         let rows: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -449,8 +452,7 @@ impl BatchTx for SqliteBatch {
         self.execute(
             "INSERT INTO track_rejects (click_id, received_at, reason, detail, query_string, user_agent) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-             FROM json_each(?) WHERE true \
-             ON CONFLICT (click_id) DO NOTHING",
+             FROM json_each(?)",
             &rows,
             None,
             "insert rejects",
