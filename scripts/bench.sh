@@ -124,6 +124,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+"$bin" migrate --database-url "$db_url" --log-format json >/dev/null
 for id in 123 456 789; do
   "$bin" campaign add --id "$id" --name "bench $id" --database-url "$db_url" --log-format json >/dev/null
 done
@@ -385,6 +386,7 @@ if [ "$outage" = 0 ]; then
     mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_ceiling; CREATE DATABASE clicktrack_ceiling"
     ceiling_url="mysql://$mysql_server/clicktrack_ceiling"
   fi
+  "$bin" migrate --database-url "$ceiling_url" --log-format json >/dev/null
   for id in 123 456 789; do
     "$bin" campaign add --id "$id" --name "bench $id" --database-url "$ceiling_url" --log-format json >/dev/null
   done

@@ -98,7 +98,12 @@ impl RedisArgs {
         let Some(url) = &self.redis_url else {
             return Ok(None);
         };
-        redis::Client::open(url.as_str()).map_err(|e| ConfigError::new("--redis-url", e))?;
+        redis::Client::open(url.as_str()).map_err(|e| {
+            ConfigError::new(
+                "--redis-url",
+                format!("{e}; expected redis://HOST[:PORT][/DB] (rediss:// for TLS)"),
+            )
+        })?;
         Ok(Some(RedisSettings {
             url: url.clone(),
             key_prefix: self.redis_key_prefix.clone(),
@@ -283,7 +288,9 @@ pub enum CampaignCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// Database URL: sqlite://PATH (file created if missing) or mysql://USER[:PASS]@HOST/DB.
+    /// Database URL: sqlite://PATH or mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (MySQL 8,
+    /// MariaDB 10.6+). `serve` and `migrate` create a missing SQLite file; the other commands
+    /// refuse one (a wrong folder or a typo would otherwise start an empty database).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://clicktrack.db")]
     pub database_url: String,
 
@@ -319,10 +326,13 @@ pub struct CampaignAddArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Public address (/__track, /healthz, /readyz).
+    #[arg(help_heading = "Listeners")]
     #[arg(long, env = "CLICKTRACK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Admin address (/metrics, /healthz, /readyz); keep it off the public network.
+    /// Admin address: /metrics, /healthz, /readyz, the admin API and /dashboard (`/` lists
+    /// them); keep it private (Prometheus scrapes it).
+    #[arg(help_heading = "Listeners")]
     #[arg(
         long,
         env = "CLICKTRACK_ADMIN_LISTEN",
@@ -330,132 +340,15 @@ pub struct ServeArgs {
     )]
     pub admin_listen: SocketAddr,
 
-    #[command(flatten)]
-    pub db: DbArgs,
-
-    #[command(flatten)]
-    pub spool: SpoolPathArg,
-
-    /// Target host allowed for unsigned links: `example.com` exactly, `*.example.com` its
-    /// subdomains. Repeatable; the environment variable is comma-separated.
-    #[arg(
-        long = "allow-host",
-        env = "CLICKTRACK_ALLOW_HOSTS",
-        value_delimiter = ','
-    )]
-    pub allow_hosts: Vec<String>,
-
-    /// Redirect to any http(s) target. Development only: an open redirect.
-    #[arg(long, env = "CLICKTRACK_ALLOW_ANY_TARGET")]
-    pub allow_any_target: bool,
-
-    /// When a click is answered: `journal` once it is in the journal on disk (the store has
-    /// it moments later), or `store` once the store has committed it.
-    #[arg(long, env = "CLICKTRACK_ACK", value_enum, default_value = "journal")]
-    pub ack: AckMode,
-
-    /// Most records made durable in one group commit (journal append, or store transaction
-    /// with --ack store).
-    #[arg(long, env = "CLICKTRACK_BATCH_MAX_ROWS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub batch_max_rows: u32,
-
-    /// Most journal records the applier writes to the store in one transaction.
-    #[arg(long, env = "CLICKTRACK_APPLY_BATCH_MAX_ROWS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=50_000))]
-    pub apply_batch_max_rows: u32,
-
-    /// Under load, longest the applier waits for a full batch before writing what the journal
-    /// holds, in milliseconds (an idle applier writes a new click at once).
-    #[arg(long, env = "CLICKTRACK_APPLY_MAX_DELAY_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub apply_max_delay_ms: u64,
-
-    /// How much lower than the redirects the applier runs (a nice value, 0-19): during a burst
-    /// the redirects get the cores and the journal grows; between bursts the applier has them
-    /// (Linux; 0 = the same priority).
-    #[arg(long, env = "CLICKTRACK_APPLY_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub apply_nice: i32,
-
-    /// NATS server URL(s) (repeat the flag or separate with commas for a cluster): the journal
-    /// is then a JetStream stream shared by every instance instead of the local file. User and
-    /// password or token go in the URL (nats://USER:PASS@HOST:4222) and are never printed.
-    #[arg(long = "nats-url", env = "CLICKTRACK_NATS_URL", value_delimiter = ',')]
-    pub nats_urls: Vec<String>,
-
-    /// The JetStream stream of the journal (created if missing, checked if present).
-    #[arg(long, env = "CLICKTRACK_NATS_STREAM", default_value = "clicktrack")]
-    pub nats_stream: String,
-
-    /// The subject clicks are published on (the stream's only subject).
-    #[arg(
-        long,
-        env = "CLICKTRACK_NATS_SUBJECT",
-        default_value = "clicktrack.clicks"
-    )]
-    pub nats_subject: String,
-
-    /// Replicas of a stream clicktrack creates (1 on one server; 3 in a production cluster).
-    #[arg(long, env = "CLICKTRACK_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub nats_replicas: u8,
-
-    /// How long a fetched click may wait unacked before the stream gives it to another
-    /// instance (one that died while applying it), in milliseconds.
-    #[arg(long, env = "CLICKTRACK_NATS_ACK_WAIT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
-    pub nats_ack_wait_ms: u64,
-
-    /// The NATS servers sync every write to disk before they acknowledge it
-    /// (`sync_interval: always`); clicktrack cannot check this itself and warns at start
-    /// until told so.
-    #[arg(long, env = "CLICKTRACK_NATS_SERVER_SYNCS")]
-    pub nats_server_syncs: bool,
-
-    /// Largest the journal may grow, in bytes (0: no limit). A full journal is not written:
-    /// clicks go to the store directly until the applier makes room.
-    #[arg(long, env = "CLICKTRACK_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
-    pub journal_max_bytes: u64,
-
-    /// Keep raw log rows, their per-click tags and rejects this long (90d, 26w, ...), then
-    /// delete them (hourly, in small steps); the campaign statistics keep their counts.
-    /// Default: keep everything. At least 1h.
-    #[arg(long, env = "CLICKTRACK_LOG_RETENTION", value_parser = parse_span)]
-    pub log_retention: Option<Duration>,
-
-    /// On SIGTERM, how long the applier may keep writing the journal into the store before
-    /// the process exits (what is left is applied at the next start), in milliseconds.
-    #[arg(long, env = "CLICKTRACK_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
-    pub drain_timeout_ms: u64,
-
-    /// Longest wait for more records before a group is committed, in milliseconds.
-    #[arg(long, env = "CLICKTRACK_BATCH_MAX_DELAY_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    pub batch_max_delay_ms: u64,
-
-    /// Records the in-memory queue holds before requests wait for room.
-    #[arg(long, env = "CLICKTRACK_QUEUE_CAPACITY", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    pub queue_capacity: u32,
-
-    /// Longest a request waits for its click to be durable before redirecting anyway
-    /// (counted as track_errors_total{operation="ack",error_type="timeout"}), in milliseconds.
-    #[arg(long, env = "CLICKTRACK_ACK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub ack_timeout_ms: u64,
-
-    /// With --ack store, longest a batch keeps retrying the database before it goes to the
-    /// journal (and its requests are answered); also how long one applier transaction may try
-    /// before the database counts as down. In milliseconds, well under --ack-timeout-ms.
-    #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub spill_after_ms: u64,
-
-    #[command(flatten)]
-    pub signing: SigningArgs,
-
-    /// Refuse (403) links without a valid signature, whatever their target.
-    #[arg(long, env = "CLICKTRACK_REQUIRE_SIGNATURE")]
-    pub require_signature: bool,
-
     /// Bearer token for the admin API (/api/...) on the admin listener; without it the API is
     /// off. At least 16 characters.
+    #[arg(help_heading = "Listeners")]
     #[arg(long, env = "CLICKTRACK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
     /// A proxy or load balancer in front of clicktrack (CIDR, e.g. 10.0.0.0/8): from these
     /// peers X-Forwarded-For gives the client address. Repeatable; env comma-separated.
+    #[arg(help_heading = "Listeners")]
     #[arg(
         long = "trusted-proxy",
         env = "CLICKTRACK_TRUSTED_PROXIES",
@@ -463,8 +356,19 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    #[command(flatten, next_help_heading = "Store")]
+    pub db: DbArgs,
+
+    /// Keep raw log rows, their per-click tags and rejects this long (90d, 26w, ...), then
+    /// delete them (hourly, in small steps); the campaign statistics keep their counts.
+    /// Default: keep everything. At least 1h.
+    #[arg(help_heading = "Store")]
+    #[arg(long, env = "CLICKTRACK_LOG_RETENTION", value_parser = parse_span)]
+    pub log_retention: Option<Duration>,
+
     /// How much of each click's User-Agent is stored: full (the whole header, the seed's
     /// behaviour), family (browser family and OS only, e.g. "LINE / iOS") or none.
+    #[arg(help_heading = "Store")]
     #[arg(
         long,
         env = "CLICKTRACK_USER_AGENT_DETAIL",
@@ -473,19 +377,155 @@ pub struct ServeArgs {
     )]
     pub user_agent_detail: UserAgentDetail,
 
+    /// Target host allowed for unsigned links: `example.com` exactly, `*.example.com` its
+    /// subdomains. Repeatable; the environment variable is comma-separated.
+    #[arg(help_heading = "Redirects and signed links")]
+    #[arg(
+        long = "allow-host",
+        env = "CLICKTRACK_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Vec<String>,
+
+    /// Redirect to any http(s) target. Development only: an open redirect.
+    #[arg(help_heading = "Redirects and signed links")]
+    #[arg(long, env = "CLICKTRACK_ALLOW_ANY_TARGET")]
+    pub allow_any_target: bool,
+
+    #[command(flatten, next_help_heading = "Redirects and signed links")]
+    pub signing: SigningArgs,
+
+    /// Refuse (403) links without a valid signature, whatever their target.
+    #[arg(help_heading = "Redirects and signed links")]
+    #[arg(long, env = "CLICKTRACK_REQUIRE_SIGNATURE")]
+    pub require_signature: bool,
+
+    /// When a click is answered: `journal` once it is in the journal on disk (the store has
+    /// it moments later), or `store` once the store has committed it.
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_ACK", value_enum, default_value = "journal")]
+    pub ack: AckMode,
+
+    /// Longest a request waits for its click to be durable before redirecting anyway
+    /// (counted as track_errors_total{operation="ack",error_type="timeout"}), in milliseconds.
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_ACK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub ack_timeout_ms: u64,
+
+    #[command(flatten, next_help_heading = "Acknowledgement and journal")]
+    pub spool: SpoolPathArg,
+
+    /// Largest the journal may grow, in bytes (0: no limit). A full journal is not written:
+    /// clicks go to the store directly until the applier makes room.
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub journal_max_bytes: u64,
+
+    /// Most records made durable in one group commit (journal append, or store transaction
+    /// with --ack store).
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_BATCH_MAX_ROWS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_max_rows: u32,
+
+    /// With --ack store, longest wait for more records before a transaction is written, in
+    /// milliseconds (journal appends never wait: a group is whatever arrived during the
+    /// previous append).
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_BATCH_MAX_DELAY_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub batch_max_delay_ms: u64,
+
+    /// Records the in-memory queue holds; when it is full, clicks overflow into the journal
+    /// through a second appender (track_queue_full_total).
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_QUEUE_CAPACITY", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub queue_capacity: u32,
+
+    /// With --ack store, longest a batch keeps retrying the database before it goes to the
+    /// journal (and its requests are answered); also how long one applier transaction may try
+    /// before the database counts as down. In milliseconds, well under --ack-timeout-ms.
+    #[arg(help_heading = "Acknowledgement and journal")]
+    #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub spill_after_ms: u64,
+
+    /// Most journal records the applier writes to the store in one transaction.
+    #[arg(help_heading = "Applier (journal to store)")]
+    #[arg(long, env = "CLICKTRACK_APPLY_BATCH_MAX_ROWS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub apply_batch_max_rows: u32,
+
+    /// Under load, longest the applier waits for a full batch before writing what the journal
+    /// holds, in milliseconds (an idle applier writes a new click at once).
+    #[arg(help_heading = "Applier (journal to store)")]
+    #[arg(long, env = "CLICKTRACK_APPLY_MAX_DELAY_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub apply_max_delay_ms: u64,
+
+    /// How much lower than the redirects the applier runs (a nice value, 0-19): during a burst
+    /// the redirects get the cores and the journal grows; between bursts the applier has them
+    /// (Linux; 0 = the same priority).
+    #[arg(help_heading = "Applier (journal to store)")]
+    #[arg(long, env = "CLICKTRACK_APPLY_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub apply_nice: i32,
+
+    /// On SIGTERM, how long the applier may keep writing the journal into the store before
+    /// the process exits (what is left is applied at the next start), in milliseconds.
+    #[arg(help_heading = "Applier (journal to store)")]
+    #[arg(long, env = "CLICKTRACK_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_timeout_ms: u64,
+
+    /// NATS server URL(s) (repeat the flag or separate with commas for a cluster): the journal
+    /// is then a JetStream stream shared by every instance instead of the local file. User and
+    /// password or token go in the URL (nats://USER:PASS@HOST:4222) and are never printed.
+    #[arg(help_heading = "NATS journal (with --nats-url)")]
+    #[arg(long = "nats-url", env = "CLICKTRACK_NATS_URL", value_delimiter = ',')]
+    pub nats_urls: Vec<String>,
+
+    /// The JetStream stream of the journal (created if missing, checked if present).
+    #[arg(help_heading = "NATS journal (with --nats-url)")]
+    #[arg(long, env = "CLICKTRACK_NATS_STREAM", default_value = "clicktrack")]
+    pub nats_stream: String,
+
+    /// The subject clicks are published on (the stream's only subject).
+    #[arg(help_heading = "NATS journal (with --nats-url)")]
+    #[arg(
+        long,
+        env = "CLICKTRACK_NATS_SUBJECT",
+        default_value = "clicktrack.clicks"
+    )]
+    pub nats_subject: String,
+
+    /// Replicas of a stream clicktrack creates (1 on one server; 3 in a production cluster).
+    #[arg(help_heading = "NATS journal (with --nats-url)")]
+    #[arg(long, env = "CLICKTRACK_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
+
+    /// How long a fetched click may wait unacked before the stream gives it to another
+    /// instance (one that died while applying it), in milliseconds.
+    #[arg(help_heading = "NATS journal (with --nats-url)")]
+    #[arg(long, env = "CLICKTRACK_NATS_ACK_WAIT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub nats_ack_wait_ms: u64,
+
+    /// The NATS servers sync every write to disk before they acknowledge it
+    /// (`sync_interval: always`); clicktrack cannot check this itself and warns at start
+    /// until told so.
+    #[arg(help_heading = "NATS journal (with --nats-url)")]
+    #[arg(long, env = "CLICKTRACK_NATS_SERVER_SYNCS")]
+    pub nats_server_syncs: bool,
+
     /// A repeat of the same click within this many milliseconds of the first is redirected
     /// but not recorded; 0 turns de-duplication off.
+    #[arg(help_heading = "De-duplication")]
     #[arg(long, env = "CLICKTRACK_DEDUP_WINDOW_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub dedup_window_ms: u64,
 
     /// Most click keys the in-memory de-duplication cache holds (about 100 bytes each).
+    #[arg(help_heading = "De-duplication")]
     #[arg(long, env = "CLICKTRACK_DEDUP_CACHE_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub dedup_cache_entries: u64,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "De-duplication")]
     pub redis: RedisArgs,
 
     /// Longest wait for Redis per click before the local cache decides alone, in ms.
+    #[arg(help_heading = "De-duplication")]
     #[arg(long, env = "CLICKTRACK_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub redis_timeout_ms: u64,
 }
@@ -494,11 +534,49 @@ pub struct ServeArgs {
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// A flag whose value clap accepted but clicktrack cannot use.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid value for {flag}: {message}")]
+#[derive(Debug)]
 pub struct ConfigError {
     pub flag: &'static str,
     pub message: String,
+    /// The flag was needed and not given (rather than given a bad value).
+    pub missing: bool,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.missing {
+            write!(f, "{} is needed: {}", named(self.flag), self.message)
+        } else {
+            write!(
+                f,
+                "invalid value for {}: {}",
+                named(self.flag),
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A flag as a message names it: with its environment variable, since a value set there
+/// (`CLICKTRACK_ADMIN_TOKEN=short`) was never typed as the flag.
+fn named(flag: &str) -> String {
+    fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+    }
+    match flag
+        .strip_prefix("--")
+        .and_then(|long| env_of(&<Cli as clap::CommandFactory>::command(), long))
+    {
+        Some(env) => format!("{flag} ({env})"),
+        None => flag.to_owned(),
+    }
 }
 
 impl ConfigError {
@@ -506,6 +584,15 @@ impl ConfigError {
         ConfigError {
             flag,
             message: error.to_string(),
+            missing: false,
+        }
+    }
+
+    /// `flag` was not given and this command cannot do without it.
+    pub fn missing(flag: &'static str, why: impl std::fmt::Display) -> ConfigError {
+        ConfigError {
+            missing: true,
+            ..ConfigError::new(flag, why)
         }
     }
 }
@@ -540,6 +627,21 @@ impl ServeArgs {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let policy = RedirectPolicy::new(&self.allow_hosts, self.allow_any_target)
             .map_err(|e| ConfigError::new("--allow-host", e))?;
+        let (public, admin) = (self.listen, self.admin_listen);
+        if public.port() != 0
+            && public.port() == admin.port()
+            && (public.ip() == admin.ip()
+                || public.ip().is_unspecified()
+                || admin.ip().is_unspecified())
+        {
+            return Err(ConfigError::new(
+                "--admin-listen",
+                format!(
+                    "{admin} overlaps --listen {public}: the public and the admin listener \
+                     need ports of their own (e.g. 8080 and 9090)"
+                ),
+            ));
+        }
         let database = self.db.database()?;
         if self.spill_after_ms >= self.ack_timeout_ms {
             return Err(ConfigError::new(

@@ -6,7 +6,8 @@
 const TOKEN_KEY = "clicktrack.token";
 const HOUR = 3600 * 1000;
 const DAY = 24 * HOUR;
-// Interaction types as a marketer names them (the raw id stays in the tooltip).
+// Interaction types are shown by their id, as the API, the CLI, the CSV and the links
+// (`type=button_url`) name them; what each one is goes in the tooltip.
 const TYPE_LABELS = {
   image_click: "Image",
   button_url: "Button",
@@ -49,6 +50,13 @@ function localTime(iso, withDate = true) {
     ? { dateStyle: "medium", timeStyle: "short" }
     : { timeStyle: "short" };
   return new Date(iso).toLocaleString(undefined, options);
+}
+
+// A bar's or an axis's label. Day buckets are UTC days: labelled by their date alone, not
+// by the local time of a UTC midnight ("12:00 AM", "9:00 AM" in Tokyo).
+function bucketTime(iso, bucket) {
+  if (bucket !== "day") return localTime(iso);
+  return new Date(iso).toLocaleDateString(undefined, { dateStyle: "medium", timeZone: "UTC" });
 }
 
 function el(tag, text, className) {
@@ -130,13 +138,14 @@ function chart(series, bucket) {
     rect.setAttribute("height", h.toFixed(2));
     rect.dataset.clicks = p.clicks;
     const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
-    title.textContent = localTime(p.start) + ": " + fmt(p.clicks) + " clicks";
+    title.textContent = bucketTime(p.start, bucket) + ": " + fmt(p.clicks) + " clicks";
     rect.append(title);
     svg.append(rect);
   });
-  $("bucket").textContent = "(per " + bucket + ", " + zone + ")";
-  $("axis-start").textContent = series.length ? localTime(series[0].start) : "";
-  $("axis-end").textContent = series.length ? localTime(series[series.length - 1].start) : "";
+  $("bucket").textContent = bucket === "day" ? "(per day, UTC days)" : "(per hour, " + zone + ")";
+  $("axis-start").textContent = series.length ? bucketTime(series[0].start, bucket) : "";
+  $("axis-end").textContent =
+    series.length ? bucketTime(series[series.length - 1].start, bucket) : "";
   // The scale, and each bar's count when there is room to print it.
   $("y-max").textContent = fmt(max);
   $("y-mid").textContent = max >= 2 ? fmt(max / 2) : "";
@@ -167,8 +176,8 @@ async function showCampaign(id) {
   $("anonymous-clicks").textContent = fmt(stats.totals.anonymous_clicks);
   $("clicked-count").textContent = fmt(stats.campaign.clicked_count);
   chart(stats.series, stats.bucket);
-  bars("by-type", stats.by_type.filter((t) => t.clicks > 0),
-    (t) => TYPE_LABELS[t.name] || t.name, (t) => t.name);
+  // Every type, none-clicked ones too, as `clicktrack stats` lists them.
+  bars("by-type", stats.by_type, (t) => t.name, (t) => TYPE_LABELS[t.name] || t.name);
   bars("by-tag", stats.by_tag, (t) => t.name);
   const tagged = stats.by_tag.reduce((sum, t) => sum + t.clicks, 0);
   $("tag-note").hidden = tagged <= stats.totals.clicks;

@@ -44,6 +44,16 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "migrate on {database} failed: {source}\nchanged before the failure: {done}\nwhat to \
+         do: {hint}"
+    )]
+    MigrateFailed {
+        database: String,
+        done: String,
+        hint: &'static str,
+        source: Box<StoreError>,
+    },
     #[error("campaign {0} already exists")]
     CampaignExists(i64),
     #[error("no journal at {0} (check --spool-path)")]

@@ -28,6 +28,7 @@ pub async fn erase(args: &MemberEraseArgs) -> Result<(), AppError> {
             Dedup::start(&settings).await
         }
     };
+    Store::check_readable(&database).await?;
     let store = Store::connect(&database, args.db.connect_options()).await?;
     store.migrate().await?;
     let path = args.spool.path(&database);

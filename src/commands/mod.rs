@@ -49,6 +49,13 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
 /// `clicktrack link`: print a signed link, checked by the rules of `/__track`.
 fn print_link(args: &LinkArgs) -> Result<(), AppError> {
     let keys = args.signing.keyring()?;
+    if keys.is_empty() {
+        return Err(ConfigError::missing(
+            "--signing-key",
+            "a link is signed with the first key (KID:SECRET, the same keys serve verifies with)",
+        )
+        .into());
+    }
     let expires_at = args
         .expires_in
         .map(|d| OffsetDateTime::now_utc().unix_timestamp() + d.as_secs() as i64);
@@ -88,7 +95,20 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
     let store = Store::connect(&database, db.connect_options()).await?;
     let changed = async {
         let before = store.schema_objects().await?;
-        store.migrate().await?;
+        if let Err(error) = store.migrate().await {
+            // Say what was changed before the failure (the next run will not list it again)
+            // and, for the failure the migration guide knows, which step fixes it.
+            let done = match store.schema_objects().await {
+                Ok(after) => describe_migration(&before, &after),
+                Err(_) => "unknown (the schema could not be read after the failure)".to_owned(),
+            };
+            return Err(AppError::MigrateFailed {
+                database: database.to_string(),
+                done,
+                hint: migrate_hint(&error),
+                source: Box::new(error),
+            });
+        }
         let after = store.schema_objects().await?;
         Ok::<_, AppError>(describe_migration(&before, &after))
     }
@@ -106,6 +126,18 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
     let built = built?;
     println!("rollups: {}", describe_backfill(built));
     Ok(())
+}
+
+/// What to do about a migration failure the migration guide covers.
+fn migrate_hint(error: &crate::store::StoreError) -> &'static str {
+    let text = error.to_string();
+    if text.contains("Duplicate entry") && text.contains("line_uid") {
+        "members holds the same line_uid more than once, so its unique key cannot be added: \
+         merge each group into one row first (docs/migrating-from-flask.md, step 1 lists \
+         them), then run migrate again; it carries on from where it stopped"
+    } else {
+        "fix the cause above and run migrate again; it carries on from where it stopped"
+    }
 }
 
 /// What `migrate`'s backfill did, in one sentence.
@@ -185,12 +217,18 @@ fn describe_migration(before: &BTreeSet<String>, after: &BTreeSet<String>) -> St
 }
 
 async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
-    let store = Store::connect(&args.db.database()?, args.db.connect_options()).await?;
+    if args.name.trim().is_empty() {
+        return Err(ConfigError::new("--name", "empty: reports and the dashboard show it").into());
+    }
+    let database = args.db.database()?;
+    // Run in the wrong folder, it would otherwise create an empty database of its own.
+    Store::check_readable(&database).await?;
+    let store = Store::connect(&database, args.db.connect_options()).await?;
     store.migrate().await?;
     let created = store.add_campaign(args.id, &args.name).await;
     store.close().await;
     if created? {
-        println!("campaign {} added: {}", args.id, args.name);
+        println!("{database}: campaign {} added: {}", args.id, args.name);
         Ok(())
     } else {
         Err(AppError::CampaignExists(args.id))
@@ -215,9 +253,11 @@ async fn spool_status(args: &SpoolArgs) -> Result<(), AppError> {
     println!("journal:     {}", journal.path().display());
     println!("store:       {}", status.store.as_deref().unwrap_or("-"));
     println!("depth:       {}", status.depth);
+    // Both times in one form, the journal's own (`2026-12-05 06:45:57 UTC`).
     match (&status.oldest_spooled_at, status.oldest_received_at) {
         (Some(spooled), Some(received)) => {
-            println!("oldest:      appended {spooled} UTC, clicked {received}")
+            let received = crate::store::db_time(received);
+            println!("oldest:      appended {spooled} UTC, clicked {received} UTC")
         }
         (Some(spooled), None) => println!("oldest:      appended {spooled} UTC"),
         _ => println!("oldest:      -"),
@@ -229,6 +269,7 @@ async fn spool_status(args: &SpoolArgs) -> Result<(), AppError> {
 async fn spool_replay(args: &SpoolArgs) -> Result<(), AppError> {
     let path = journal_path(args)?;
     let database = args.db.database()?;
+    Store::check_readable(&database).await?;
     let store = Store::connect(&database, args.db.connect_options()).await?;
     store.migrate().await?;
     let identity = StoreIdentity::of(&store, &database).await?;

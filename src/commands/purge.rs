@@ -23,6 +23,7 @@ pub async fn run(args: &PurgeArgs) -> Result<(), AppError> {
         .into());
     }
     let database = args.db.database()?;
+    Store::check_readable(&database).await?;
     let store = Store::connect(&database, args.db.connect_options()).await?;
     let result = purge(&store, before, args.dry_run).await;
     store.close().await;

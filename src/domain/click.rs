@@ -247,7 +247,7 @@ pub fn classify(params: &TrackParams<'_>, target: &Target, arrival: Arrival<'_>)
             campaign_id: fields.campaign_id,
             source_campaign_id: fields.source_campaign_id,
             interaction_type: fields.interaction_type,
-            target: target.raw.clone(),
+            target: target.location.clone(),
             tags: fields.tags,
             user_agent,
         }),
@@ -427,6 +427,7 @@ mod tests {
             ),
             ("cid=1&cid=2".to_string(), RejectReason::RepeatedParameter),
             ("cid=1&tag=%FF".to_string(), RejectReason::BadEncoding),
+            ("cid=1&uid=U%zz".to_string(), RejectReason::BadEncoding),
         ];
         for (query, want) in cases {
             assert_eq!(reason(&query), Some(want), "{query}");

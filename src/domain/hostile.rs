@@ -104,7 +104,7 @@ fn check(raw_query: &str) -> Result<(), TestCaseError> {
     let keys = Keyring::new(vec!["k1:0123456789abcdef".parse().expect("key")]).expect("ring");
     let params = TrackParams::parse(raw_query);
     let signature = keys.verify(raw_query, 0);
-    let Ok(Some(to)) = params.to.decode() else {
+    let Ok(Some(to)) = params.to.decode_target() else {
         return Ok(());
     };
     // A random query never carries a valid signature (that would be a forged MAC).
@@ -125,7 +125,6 @@ fn check(raw_query: &str) -> Result<(), TestCaseError> {
         "{:?}",
         target.location
     );
-    prop_assert!(!target.raw.chars().any(char::is_control));
 
     let record = classify(
         &params,

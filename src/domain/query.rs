@@ -19,13 +19,23 @@ pub enum Field<'q> {
 pub enum FieldError {
     #[error("the parameter is given more than once")]
     Repeated,
-    #[error("the parameter is not valid UTF-8 once decoded")]
+    #[error("the parameter is not valid UTF-8 once decoded, or has a malformed % escape")]
     BadEncoding,
 }
 
 impl<'q> Field<'q> {
-    /// The decoded value: `Ok(None)` when absent.
+    /// The decoded value: `Ok(None)` when absent. A `%` not followed by two hex digits is an
+    /// error (`uid=U%zz` is no uid anyone sent), as is a value that is not UTF-8.
     pub fn decode(self) -> Result<Option<String>, FieldError> {
+        match self {
+            Field::One(raw) if has_malformed_escape(raw) => Err(FieldError::BadEncoding),
+            field => field.decode_target(),
+        }
+    }
+
+    /// `decode` for `to`: a stray `%` is left to the URL parser, which keeps it as the
+    /// browser would (links in the wild carry targets like `.../100%-off`).
+    pub fn decode_target(self) -> Result<Option<String>, FieldError> {
         match self {
             Field::Missing => Ok(None),
             Field::Repeated => Err(FieldError::Repeated),
@@ -97,6 +107,16 @@ pub fn uids_in(raw_query: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `%` that does not start an escape (`%zz`, a `%` at the end).
+fn has_malformed_escape(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 /// `application/x-www-form-urlencoded` decoding of one component, failing on non-UTF-8.
 fn decode_component(raw: &str) -> Result<String, FieldError> {
     let plus_as_space;
@@ -132,6 +152,22 @@ mod tests {
         assert_eq!(p.to.decode(), Ok(Some("https://example.com/a?b=1".into())));
         assert_eq!(p.tag.decode(), Ok(Some("A B,C".into())));
         assert_eq!(p.src.decode(), Ok(None));
+    }
+
+    #[test]
+    fn malformed_escapes_are_errors_except_in_the_target() {
+        let p = TrackParams::parse("uid=U%zz&tag=A%2&cid=1%&to=https%3A%2F%2Fx.com%2F100%-off");
+        assert_eq!(p.uid.decode(), Err(FieldError::BadEncoding));
+        assert_eq!(p.tag.decode(), Err(FieldError::BadEncoding));
+        assert_eq!(p.cid.decode(), Err(FieldError::BadEncoding));
+        assert_eq!(
+            p.to.decode_target(),
+            Ok(Some("https://x.com/100%-off".into()))
+        );
+        assert_eq!(
+            TrackParams::parse("uid=U%41").uid.decode(),
+            Ok(Some("UA".into()))
+        );
     }
 
     #[test]

@@ -13,9 +13,10 @@ pub const MAX_TARGET_BYTES: usize = 2048;
 /// A target that passed the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// As the link gave it (decoded): stored in the interaction log and message row.
-    pub raw: String,
-    /// The canonical serialization, ASCII only: sent as `Location`.
+    /// The canonical serialization, ASCII only: sent as `Location`, and what the interaction
+    /// log, the message row and the statistics record, so that `HTTPS://EXAMPLE.COM/x` and
+    /// `https://example.com/./x` are one target, the one the browser was sent to. The link's
+    /// own spelling survives only in `track_rejects.query_string` (of a set-aside click).
     pub location: String,
 }
 
@@ -78,11 +79,17 @@ enum HostRule {
     Subdomains(String),
 }
 
-/// An `--allow-host` value that cannot be a host.
+/// An `--allow-host` value that cannot be a host, or that would allow anyone's hosts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a host name (expected e.g. example.com or *.example.com)")]
-pub struct BadHostRule {
-    pub value: String,
+pub enum BadHostRule {
+    #[error("{value:?} is not a host name (expected e.g. example.com or *.example.com)")]
+    NotAHost { value: String },
+    #[error(
+        "{value:?} allows every host under {suffix}, a public suffix under which anyone can \
+         register a name: an open redirect. Allow your own domain instead (e.g. \
+         *.example.{suffix}), or --allow-any-target for development"
+    )]
+    PublicSuffix { value: String, suffix: String },
 }
 
 /// Which targets may be redirected to.
@@ -133,7 +140,6 @@ impl RedirectPolicy {
             return Err(TargetError::HostNotAllowed);
         }
         Ok(Target {
-            raw,
             location: location.into(),
         })
     }
@@ -151,7 +157,7 @@ impl HostRule {
 }
 
 fn parse_rule(value: &str) -> Result<HostRule, BadHostRule> {
-    let bad = || BadHostRule {
+    let bad = || BadHostRule::NotAHost {
         value: value.to_owned(),
     };
     let (wildcard, name) = match value.strip_prefix("*.") {
@@ -167,6 +173,17 @@ fn parse_rule(value: &str) -> Result<HostRule, BadHostRule> {
     };
     if url.port().is_some() || url.path() != "/" || !url.username().is_empty() || host.is_empty() {
         return Err(bad());
+    }
+    // `*.com`, `*.co.jp`, `*.github.io`: every name anyone registers there would be a target.
+    // The public suffix list (compiled into the binary) says which suffixes those are.
+    if wildcard
+        && psl::suffix(host.as_bytes())
+            .is_some_and(|s| s.is_known() && s.as_bytes() == host.as_bytes())
+    {
+        return Err(BadHostRule::PublicSuffix {
+            value: value.to_owned(),
+            suffix: host,
+        });
     }
     Ok(if wildcard {
         HostRule::Subdomains(host)
@@ -234,7 +251,6 @@ mod tests {
                 .check(raw.to_string())
                 .unwrap_or_else(|e| panic!("{raw}: {e}"));
             assert_eq!(t.location, location, "{raw}");
-            assert_eq!(t.raw, raw);
         }
         let bad = [
             ("", TargetError::Missing),
@@ -315,5 +331,36 @@ mod tests {
             );
         }
         assert!(RedirectPolicy::new(&["127.0.0.1".to_string()], false).is_ok());
+    }
+
+    #[test]
+    fn wildcards_over_a_public_suffix_are_refused() {
+        for rule in [
+            "*.com",
+            "*.COM",
+            "*.co.jp",
+            "*.github.io",
+            "*.xn--p1ai",
+            "*.рф",
+        ] {
+            let refused = RedirectPolicy::new(&[rule.to_string()], false);
+            assert!(
+                matches!(refused, Err(BadHostRule::PublicSuffix { .. })),
+                "{rule}: {refused:?}"
+            );
+        }
+        // Your own domain under those suffixes, and exact hosts, are fine.
+        for rule in [
+            "*.example.com",
+            "*.hotel.co.jp",
+            "*.hotel.example",
+            "com",
+            "co.jp",
+        ] {
+            assert!(
+                RedirectPolicy::new(&[rule.to_string()], false).is_ok(),
+                "{rule}"
+            );
+        }
     }
 }

@@ -147,7 +147,7 @@ fn checked_target(
     params: &TrackParams<'_>,
     signed: bool,
 ) -> Result<(Target, HeaderValue), TargetError> {
-    let raw = match params.to.decode() {
+    let raw = match params.to.decode_target() {
         Ok(Some(raw)) => raw,
         Ok(None) => return Err(TargetError::Missing),
         Err(FieldError::Repeated) => return Err(TargetError::Repeated),

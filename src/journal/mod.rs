@@ -150,6 +150,16 @@ pub enum JournalError {
          (docs/scale-out.md)"
     )]
     UnsafeStream { stream: String, problems: String },
+    #[error(
+        "NATS stream {stream} cannot take subject {subject}: stream {holder} already has it; \
+         give this stream a subject of its own with --nats-subject (e.g. {stream}.clicks), or \
+         use --nats-stream {holder}"
+    )]
+    SubjectTaken {
+        stream: String,
+        subject: String,
+        holder: String,
+    },
 }
 
 impl JournalError {
@@ -172,6 +182,7 @@ impl JournalError {
             JournalError::NatsNoLeader { .. } => "no_leader",
             JournalError::NatsFull { .. } => "full",
             JournalError::UnsafeStream { .. } => "unsafe_stream",
+            JournalError::SubjectTaken { .. } => "subject_taken",
         }
     }
 
@@ -182,6 +193,7 @@ impl JournalError {
             JournalError::Locked(LockError::Held { .. })
                 | JournalError::OtherStore { .. }
                 | JournalError::UnsafeStream { .. }
+                | JournalError::SubjectTaken { .. }
         )
     }
 }

@@ -46,7 +46,8 @@ pub(super) fn check_exists(url: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::cannot_open(
             file.display(),
-            "no such database file (check --database-url)",
+            "no such database file (check --database-url and the folder you are in; \
+             `clicktrack migrate` or `serve` creates it)",
         ))
     }
 }

@@ -37,8 +37,12 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // Colour codes only for a terminal: in a pipe or a file (journald, `2> log`) they are
+    // noise around every field. NO_COLOR (no-color.org) turns them off on a terminal too.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second init (tests) is harmless: the first subscriber stays.
     let installed = if json {

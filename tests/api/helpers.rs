@@ -91,10 +91,12 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A fresh database with the schema and `CAMPAIGNS`, created through the CLI. `None` (with
+    /// A fresh database with the schema and `CAMPAIGNS`, created through the CLI (`migrate`,
+    /// then `campaign add`, which never creates a database). `None` (with
     /// the reason printed) only when MariaDB is unreachable outside CI.
     pub async fn new(kind: StoreKind) -> Option<TestDb> {
         let db = TestDb::empty(kind).await?;
+        db.cli_ok(&["migrate"]);
         for id in CAMPAIGNS {
             db.cli_ok(&[
                 "campaign",

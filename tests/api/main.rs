@@ -19,6 +19,7 @@ mod nginx;
 mod observability;
 mod proxy;
 mod readiness;
+mod readme;
 mod rejects;
 mod retention;
 mod rollups;

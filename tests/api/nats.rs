@@ -568,6 +568,23 @@ async fn an_unsafe_stream_is_refused_and_unsynced_servers_are_warned_about() {
     }
     js.delete_stream("clicktrack").await.expect("delete");
 
+    // A second stream on a server that already has clicktrack's: the subject is taken, a
+    // configuration mistake (exit 2, so systemd does not restart it in a loop) naming the
+    // stream that has it and the flag that fixes it.
+    let app = spawn_on(&db, &server, &[]);
+    drop(app);
+    let out = serve_command(&db)
+        .args(["--nats-url", &server.url(), "--nats-stream", "NEW"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for said in ["stream clicktrack already has it", "--nats-subject"] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    js.delete_stream("clicktrack").await.expect("delete");
+
     let app = spawn_on(&db, &server, &[]);
     assert!(
         app.logs().contains("sync_interval: always"),

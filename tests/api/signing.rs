@@ -289,10 +289,11 @@ async fn the_link_api_needs_its_token_and_mints_what_the_cli_mints() {
     assert_eq!(r.status(), 201);
     let json: serde_json::Value = r.json().await.expect("JSON");
     let url = json["url"].as_str().expect("url").to_owned();
+    // RFC 3339 in whole seconds, as signed: 2026-12-25T08:00:00Z.
+    let expires_at = json["expires_at"].as_str().expect("expires_at");
     assert!(
-        json["expires_at"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("20"))
+        expires_at.starts_with("20") && expires_at.len() == 20 && expires_at.ends_with('Z'),
+        "{expires_at}"
     );
     let r = get(&app, &url).await;
     assert_eq!(r.status(), 302);

@@ -402,6 +402,20 @@ async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {
     let status = db.cli_ok(&[&["spool", "status"][..], &spool_args].concat());
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("depth:       5"), "{status}");
+    // Both times of the oldest record in one form: `appended 2026-12-05 06:45:57 UTC, clicked
+    // 2026-12-05 06:45:57 UTC`.
+    let oldest = status
+        .lines()
+        .find_map(|l| l.strip_prefix("oldest:      appended "))
+        .expect("oldest line");
+    let (appended, clicked) = oldest.split_once(", clicked ").expect("two times");
+    for t in [appended, clicked] {
+        let shape: String = t
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99 99:99:99 UTC", "{status}");
+    }
 
     let replay = db.cli_ok(&[&["spool", "replay"][..], &spool_args].concat());
     let replay = String::from_utf8_lossy(&replay.stdout);

@@ -29,7 +29,7 @@ pub async fn admin_get(app: &TestApp, path: &str) -> (u16, String) {
     (status, response.text().await.expect("body"))
 }
 
-async fn admin_json(app: &TestApp, path: &str) -> Value {
+pub async fn admin_json(app: &TestApp, path: &str) -> Value {
     let (status, body) = admin_get(app, path).await;
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).expect("JSON body")

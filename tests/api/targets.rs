@@ -219,3 +219,55 @@ async fn listeners_serve_health_everywhere_and_metrics_only_on_admin() {
         assert_eq!(metric(&m, series), want, "{series}");
     }
 }
+
+// Spellings of one target are one target: the log, the message row and the statistics hold
+// where the browser was sent (the `Location`), not the link's spelling of it; a backslash the
+// browser reads as a slash is recorded as the slash it became.
+#[tokio::test]
+async fn targets_are_recorded_as_the_browser_was_sent() {
+    use crate::stats::{TOKEN, admin_json};
+    let db = TestDb::sqlite().await;
+    let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
+    let spellings = [
+        ("U1", "https%3A%2F%2FEXAMPLE.COM%2Fx"),
+        ("U2", "https%3A%2F%2Fexample.com%2Fx"),
+        ("U3", "https%3A%2F%2Fexample.com%2F..%2F..%2Fx"),
+        ("U4", "https%3A%2F%2Fexample.com%5C%40evil.com"),
+    ];
+    for (uid, to) in spellings {
+        let resp = app.track(&format!("cid=123&uid={uid}&to={to}")).await;
+        assert_eq!(resp.status(), 302, "{to}");
+    }
+    app.settled().await;
+    for uid in ["U1", "U2", "U3"] {
+        assert_eq!(db.interaction(uid).await[0].2, "https://example.com/x");
+        assert!(
+            db.messages_of(uid).await[0].contains(r#""target":"https://example.com/x""#),
+            "{:?}",
+            db.messages_of(uid).await
+        );
+    }
+    assert_eq!(
+        db.interaction("U4").await[0].2,
+        "https://example.com/@evil.com"
+    );
+    let stats = admin_json(&app, "/api/campaigns/123/stats").await;
+    let targets: Vec<(String, i64)> = stats["top_targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or("").to_owned(),
+                t["clicks"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("https://example.com/x".to_owned(), 3),
+            ("https://example.com/@evil.com".to_owned(), 1)
+        ]
+    );
+}

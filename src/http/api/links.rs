@@ -3,7 +3,7 @@
 //! ```text
 //! {"base_url": "https://t.example.com", "to": "https://shop.example.com/x", "cid": 123,
 //!  "uid": "U4af4980629", "src": 456, "type": "button_url", "tag": "A,B", "expires_in": "30d"}
-//! → 201 {"url": "https://t.example.com/__track?...&sig=k1.…", "expires_at": "2026-12-25T…Z"}
+//! → 201 {"expires_at": "2026-12-25T08:00:00Z", "url": "https://t.example.com/__track?...&sig=k1.…"}
 //! ```
 
 use axum::Json;
@@ -43,7 +43,8 @@ pub async fn create(
         Some(span) => {
             let span =
                 parse_span(span).map_err(|e| ApiError::BadRequest(format!("expires_in: {e}")))?;
-            Some(OffsetDateTime::now_utc() + span)
+            // Whole seconds: the signature holds a Unix second, and so does the answer.
+            Some((OffsetDateTime::now_utc() + span).unix_timestamp())
         }
     };
     let spec = LinkSpec {
@@ -53,7 +54,7 @@ pub async fn create(
         src: new.src,
         interaction_type: new.interaction_type,
         tag: new.tag,
-        expires_at: expires_at.map(OffsetDateTime::unix_timestamp),
+        expires_at,
     };
     let url = spec
         .signed_url(&new.base_url, &state.keys)
@@ -61,7 +62,9 @@ pub async fn create(
             LinkError::NoSigningKey => ApiError::Unavailable(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
         })?;
-    let expires_at = expires_at.and_then(|t| t.format(&Rfc3339).ok());
+    let expires_at = expires_at
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(&Rfc3339).ok());
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "url": url, "expires_at": expires_at })),

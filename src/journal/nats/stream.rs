@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType, Stream,
 };
@@ -36,10 +38,7 @@ pub(super) async fn ensure_stream(
         max_bytes: size_limit(settings.max_bytes),
         ..Default::default()
     };
-    let mut stream = js
-        .get_or_create_stream(wanted)
-        .await
-        .map_err(|e| nats_err("stream")(format!("{}: {e}", settings.stream)))?;
+    let mut stream = get_or_create(js, wanted, settings).await?;
     let config = stream
         .info()
         .await
@@ -73,6 +72,60 @@ pub(super) async fn ensure_stream(
     }
     wait_for_leader(&stream, &settings.stream).await;
     Ok(stream)
+}
+
+/// How long start-up keeps asking while JetStream does not answer, or answers that its
+/// cluster is not available yet: a fleet started with its NATS servers (a power cut, a
+/// reboot of everything) waits for the cluster instead of exiting and being restarted.
+const JETSTREAM_START_WAIT: Duration = Duration::from_secs(30);
+
+/// The stream, found or created. A subject already taken by another stream is a
+/// configuration mistake (exit 2, saying which stream and which flag); a cluster still
+/// electing its leaders is waited for, up to `JETSTREAM_START_WAIT`.
+async fn get_or_create(
+    js: &jetstream::Context,
+    wanted: StreamConfig,
+    settings: &NatsSettings,
+) -> Result<Stream, JournalError> {
+    let deadline = tokio::time::Instant::now() + JETSTREAM_START_WAIT;
+    let mut warned = false;
+    loop {
+        let error = match js.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => e,
+        };
+        let code = match error.kind() {
+            CreateStreamErrorKind::JetStream(e) => Some(e.error_code()),
+            _ => None,
+        };
+        if code == Some(ErrorCode::STREAM_SUBJECT_OVERLAP) {
+            let holder = js
+                .stream_by_subject(settings.subject.clone())
+                .await
+                .unwrap_or_else(|_| "another stream".to_owned());
+            return Err(JournalError::SubjectTaken {
+                stream: settings.stream.clone(),
+                subject: settings.subject.clone(),
+                holder,
+            });
+        }
+        let not_yet = matches!(error.kind(), CreateStreamErrorKind::TimedOut)
+            || code == Some(ErrorCode::CLUSTER_NOT_AVAILABLE);
+        if !not_yet || tokio::time::Instant::now() >= deadline {
+            return Err(nats_err("stream")(format!("{}: {error}", settings.stream)));
+        }
+        if !warned {
+            warned = true;
+            tracing::warn!(
+                operation = "spool",
+                stream = %settings.stream,
+                error = %error,
+                "JetStream is not answering yet (a cluster electing its leader, or busy); \
+                 trying again for up to 30 s"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// How long start-up waits for a new or restarted replicated stream to elect its leader.
