@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::config::{ConfigError, Settings};
 use crate::dedup::Dedup;
 use crate::http::api::{ApiState, ErasureParts};
-use crate::http::{self, AppState, LinkChecks};
+use crate::http::{self, AppState, LinkChecks, server};
 use crate::journal::{Journal, StoreIdentity};
 use crate::pipeline::{self, AckMode, ApplyLag, Health, applier_thread};
 use crate::stats::StatsReader;
@@ -238,21 +238,23 @@ impl Application {
                 tracing::debug!("servers already stopped");
             }
         });
-        // The peer address is the client's for de-duplicating anonymous clicks, and names who
-        // sent a refused admin token.
-        let public_app = self
-            .public_app
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let public_server =
-            axum::serve(self.public, public_app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin_app = self
-            .admin_app
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let admin_server =
-            axum::serve(self.admin, admin_app).with_graceful_shutdown(stopped(stop_rx));
+        // The peer address (ConnectInfo) is the client's for de-duplicating anonymous clicks,
+        // and names who sent a refused admin token.
+        let public_server = server::serve(
+            self.public,
+            self.public_app,
+            server::Listener::Public,
+            stopped(stop_rx.clone()),
+        );
+        let admin_server = server::serve(
+            self.admin,
+            self.admin_app,
+            server::Listener::Admin,
+            stopped(stop_rx),
+        );
         self.ready.log();
 
-        let (public_result, admin_result) = tokio::join!(public_server, admin_server);
+        tokio::join!(public_server, admin_server);
         // The public server owned the last queue handles: the overflow task, then the
         // appender, drain and stop; then the applier writes what the journal holds, within the
         // drain time.
@@ -272,8 +274,6 @@ impl Application {
         bg.journal.close().await;
         bg.store.close().await;
         bg.upkeep.abort();
-        public_result.map_err(|e| task_error("public server", e))?;
-        admin_result.map_err(|e| task_error("admin server", e))?;
         overflow_result.map_err(|e| task_error("overflow", e))?;
         appender_result.map_err(|e| task_error("appender", e))?;
         applier_result.map_err(|e| task_error("applier", e))?;

@@ -11,6 +11,7 @@ mod dashboard;
 mod health;
 mod pages;
 mod request_id;
+pub mod server;
 mod track;
 
 use std::sync::Arc;

@@ -103,8 +103,11 @@ pub mod status {
     pub const BAD_SIGNATURE: &str = "bad_signature";
     /// 414: a query string too long to be a link of ours.
     pub const TOO_LONG: &str = "too_long";
+    /// 400 or 431 from the HTTP parser, before any handler: a raw non-UTF-8 or control byte in
+    /// the request line, headers past its limits.
+    pub const UNPARSABLE: &str = "unparsable";
 
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         REDIRECTED,
         REJECTED,
         HEAD,
@@ -115,6 +118,7 @@ pub mod status {
         BOT,
         BAD_SIGNATURE,
         TOO_LONG,
+        UNPARSABLE,
     ];
 }
 

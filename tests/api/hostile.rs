@@ -185,6 +185,22 @@ async fn overlong_requests_get_414_without_being_parsed() {
             .await,
         2.0
     );
+    // The parser's own refusal (431 above, a raw non-UTF-8 byte below) is counted too.
+    let mut conn = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let _ = conn
+        .write_all(b"GET /__track?cid=123&uid=U\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 64];
+    let n = conn.read(&mut buf).await.unwrap_or(0);
+    let status = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(status.starts_with("HTTP/1.1 400 "), "{status}");
+    assert_eq!(
+        app.metric(r#"track_requests_total{interaction_type="none",status="unparsable"}"#)
+            .await,
+        2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
