@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 click_id: uuid::Uuid::now_v7(),
                 received_at: time::OffsetDateTime::now_utc(),
                 uid: LineUid::parse(format!("U{}", 1 + n % 1000)).ok(),
-                campaign_id: CampaignId([123, 456, 789][i % 3]),
+                campaign_id: CampaignId::new([123, 456, 789][i % 3]).expect("positive"),
                 source_campaign_id: [0, 100, 200, 300][n % 4],
                 interaction_type: InteractionType::ImageClick,
                 target: "https://example.com".into(),

@@ -86,7 +86,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "CLICKTRACK_REDIS_KEY_PREFIX",
-        default_value = "clicktrack:dedup:"
+        default_value = DEFAULT_REDIS_PREFIX
     )]
     pub redis_key_prefix: String,
 }
@@ -431,7 +431,7 @@ pub struct ServeArgs {
     /// milliseconds (journal appends never wait: a group is whatever arrived during the
     /// previous append).
     #[arg(help_heading = "Acknowledgement and journal")]
-    #[arg(long, env = "CLICKTRACK_BATCH_MAX_DELAY_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, env = "CLICKTRACK_BATCH_MAX_DELAY_MS", default_value_t = DEFAULT_BATCH_MAX_DELAY_MS, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub batch_max_delay_ms: u64,
 
     /// Records the in-memory queue holds; when it is full, clicks overflow into the journal
@@ -441,10 +441,11 @@ pub struct ServeArgs {
     pub queue_capacity: u32,
 
     /// With --ack store, longest a batch keeps retrying the database before it goes to the
-    /// journal (and its requests are answered); also how long one applier transaction may try
-    /// before the database counts as down. In milliseconds, well under --ack-timeout-ms.
+    /// journal (and its requests are answered), in milliseconds, well under --ack-timeout-ms.
+    /// Also the applier's time limit when --apply-timeout-ms is not given (as in earlier
+    /// releases).
     #[arg(help_heading = "Acknowledgement and journal")]
-    #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, env = "CLICKTRACK_SPILL_AFTER_MS", default_value_t = DEFAULT_SPILL_AFTER_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub spill_after_ms: u64,
 
     /// Most journal records the applier writes to the store in one transaction.
@@ -467,6 +468,13 @@ pub struct ServeArgs {
 
     /// On SIGTERM, how long the applier may keep writing the journal into the store before
     /// the process exits (what is left is applied at the next start), in milliseconds.
+    /// How long one applier transaction may try before the database counts as down (its
+    /// clicks stay in the journal and are tried again), in milliseconds. Default: the value
+    /// of --spill-after-ms.
+    #[arg(help_heading = "Applier (journal to store)")]
+    #[arg(long, env = "CLICKTRACK_APPLY_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub apply_timeout_ms: Option<u64>,
+
     #[arg(help_heading = "Applier (journal to store)")]
     #[arg(long, env = "CLICKTRACK_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub drain_timeout_ms: u64,
@@ -480,7 +488,7 @@ pub struct ServeArgs {
 
     /// The JetStream stream of the journal (created if missing, checked if present).
     #[arg(help_heading = "NATS journal (with --nats-url)")]
-    #[arg(long, env = "CLICKTRACK_NATS_STREAM", default_value = "clicktrack")]
+    #[arg(long, env = "CLICKTRACK_NATS_STREAM", default_value = DEFAULT_NATS_STREAM)]
     pub nats_stream: String,
 
     /// The subject clicks are published on (the stream's only subject).
@@ -488,7 +496,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "CLICKTRACK_NATS_SUBJECT",
-        default_value = "clicktrack.clicks"
+        default_value = DEFAULT_NATS_SUBJECT
     )]
     pub nats_subject: String,
 
@@ -500,7 +508,7 @@ pub struct ServeArgs {
     /// How long a fetched click may wait unacked before the stream gives it to another
     /// instance (one that died while applying it), in milliseconds.
     #[arg(help_heading = "NATS journal (with --nats-url)")]
-    #[arg(long, env = "CLICKTRACK_NATS_ACK_WAIT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    #[arg(long, env = "CLICKTRACK_NATS_ACK_WAIT_MS", default_value_t = DEFAULT_NATS_ACK_WAIT_MS, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub nats_ack_wait_ms: u64,
 
     /// The NATS servers sync every write to disk before they acknowledge it
@@ -621,6 +629,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub dedup: DedupSettings,
     pub user_agent_detail: UserAgentDetail,
+    /// Flags given that do nothing in the chosen mode: logged at start as warnings.
+    pub no_effect: Vec<String>,
 }
 
 impl ServeArgs {
@@ -730,6 +740,9 @@ impl ServeArgs {
                 },
                 apply_max_rows: self.apply_batch_max_rows as usize,
                 apply_max_delay: Duration::from_millis(self.apply_max_delay_ms),
+                apply_timeout: Duration::from_millis(
+                    self.apply_timeout_ms.unwrap_or(self.spill_after_ms),
+                ),
             },
             keyring,
             require_signature: self.require_signature,
@@ -741,9 +754,66 @@ impl ServeArgs {
                 cache_entries: self.dedup_cache_entries,
                 redis,
             },
+            no_effect: self.flags_without_effect(),
         })
     }
+
+    /// Flags set away from their defaults that the chosen mode ignores: a warning each at
+    /// start (not an error: a configuration that worked before keeps starting).
+    fn flags_without_effect(&self) -> Vec<String> {
+        let mut ignored = Vec::new();
+        if self.ack == AckMode::Journal {
+            if self.batch_max_delay_ms != DEFAULT_BATCH_MAX_DELAY_MS {
+                ignored.push(
+                    "--batch-max-delay-ms has no effect with --ack journal (a journal append \
+                     never waits for more clicks)"
+                        .to_owned(),
+                );
+            }
+            if self.spill_after_ms != DEFAULT_SPILL_AFTER_MS {
+                ignored.push(match self.apply_timeout_ms {
+                    Some(_) => "--spill-after-ms has no effect with --ack journal and \
+                                --apply-timeout-ms"
+                        .to_owned(),
+                    None => "--spill-after-ms sets only the applier's time limit with --ack \
+                             journal: use --apply-timeout-ms for that"
+                        .to_owned(),
+                });
+            }
+        }
+        if self.nats_urls.is_empty() {
+            let nats_flags = [
+                ("--nats-stream", self.nats_stream != DEFAULT_NATS_STREAM),
+                ("--nats-subject", self.nats_subject != DEFAULT_NATS_SUBJECT),
+                ("--nats-replicas", self.nats_replicas != 1),
+                (
+                    "--nats-ack-wait-ms",
+                    self.nats_ack_wait_ms != DEFAULT_NATS_ACK_WAIT_MS,
+                ),
+                ("--nats-server-syncs", self.nats_server_syncs),
+            ];
+            for (flag, set) in nats_flags {
+                if set {
+                    ignored.push(format!(
+                        "{flag} has no effect without --nats-url (the journal is the local file)"
+                    ));
+                }
+            }
+        }
+        if self.redis.redis_url.is_none() && self.redis.redis_key_prefix != DEFAULT_REDIS_PREFIX {
+            ignored.push("--redis-key-prefix has no effect without --redis-url".to_owned());
+        }
+        ignored
+    }
 }
+
+/// Defaults that `flags_without_effect` compares with (and the help shows).
+const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 2;
+const DEFAULT_SPILL_AFTER_MS: u64 = 1_000;
+const DEFAULT_NATS_STREAM: &str = "clicktrack";
+const DEFAULT_NATS_SUBJECT: &str = "clicktrack.clicks";
+const DEFAULT_NATS_ACK_WAIT_MS: u64 = 30_000;
+const DEFAULT_REDIS_PREFIX: &str = "clicktrack:dedup:";
 
 #[cfg(test)]
 mod tests {
@@ -799,6 +869,56 @@ mod tests {
         for bad in ["30", "d", "0d", "3x", "-1d", "1.5h", "99999999999w"] {
             assert!(parse_span(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_that_do_nothing_in_the_chosen_mode_are_named() {
+        let quiet = serve(&[]).expect("parse").settings().expect("valid");
+        assert!(quiet.no_effect.is_empty(), "{:?}", quiet.no_effect);
+        let s = serve(&[
+            "--batch-max-delay-ms",
+            "50",
+            "--spill-after-ms",
+            "300",
+            "--nats-stream",
+            "other",
+            "--nats-server-syncs",
+            "--redis-key-prefix",
+            "x:",
+        ])
+        .expect("parse")
+        .settings()
+        .expect("valid");
+        let said = s.no_effect.join("\n");
+        for flag in [
+            "--batch-max-delay-ms",
+            "--spill-after-ms sets only the applier's time limit",
+            "--nats-stream",
+            "--nats-server-syncs",
+            "--redis-key-prefix",
+        ] {
+            assert!(said.contains(flag), "{flag}: {said}");
+        }
+        // As in earlier releases, --spill-after-ms is the applier's limit unless it has its own.
+        assert_eq!(s.pipeline.apply_timeout, Duration::from_millis(300));
+        let own = serve(&["--spill-after-ms", "300", "--apply-timeout-ms", "2500"])
+            .expect("parse")
+            .settings()
+            .expect("valid");
+        assert_eq!(own.pipeline.apply_timeout, Duration::from_millis(2500));
+        // With --ack store both matter.
+        let store = serve(&[
+            "--ack",
+            "store",
+            "--batch-max-delay-ms",
+            "50",
+            "--spill-after-ms",
+            "300",
+        ])
+        .expect("parse")
+        .settings()
+        .expect("valid");
+        assert!(store.no_effect.is_empty(), "{:?}", store.no_effect);
     }
 
     #[test]

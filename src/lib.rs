@@ -1,5 +1,7 @@
 //! clicktrack records clicks on campaign links and redirects to their targets, exactly once
-//! per click under any concurrency, and never redirects a click it has not made durable.
+//! per click under any concurrency. A click is redirected once it is durable (in the journal,
+//! or with `--ack store` in the database); when neither can take it the person still gets the
+//! 302 and the loss is logged, counted (`not_durable`) and alerted on (docs/guarantees.md).
 //!
 //! # Layout
 //! - [`config`]: the command line (flags + environment), validated into settings.

@@ -56,6 +56,9 @@ pub(super) async fn journal_for(
 }
 
 pub(super) fn warn_about_policy(settings: &Settings) {
+    for ignored in &settings.no_effect {
+        tracing::warn!(operation = "config", "{ignored}");
+    }
     if settings.policy.refuses_everything() {
         tracing::warn!(
             "no --allow-host and no --allow-any-target: every redirect will be refused with 400"

@@ -92,7 +92,7 @@ mod tests {
             click_id: uuid::Uuid::now_v7(),
             received_at: time::OffsetDateTime::now_utc(),
             uid: uid.map(|u| LineUid::parse(u).expect("valid uid")),
-            campaign_id: CampaignId(123),
+            campaign_id: CampaignId::new(123).expect("positive"),
             source_campaign_id: 1,
             interaction_type: InteractionType::ButtonUrl,
             target: "https://example.com/".into(),
@@ -119,7 +119,7 @@ mod tests {
             click(Some("U1"), &["AB"]),
             click(Some("U1"), &["B", "A"]),
             Click {
-                campaign_id: CampaignId(124),
+                campaign_id: CampaignId::new(124).expect("positive"),
                 ..click(Some("U1"), &["A", "B"])
             },
             Click {

@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::key::owner_hex;
 use super::{DedupEraseError, DedupKey};
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// How long Redis is skipped after it failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -52,8 +52,13 @@ impl RedisDedup {
             Ok(conn) => Some(conn),
             Err(e) => {
                 // The URL was checked at start-up; this is a bug or an unsupported option.
-                tracing::error!(operation = "dedup", error = %e, "cannot set up the Redis client: de-duplication is per instance");
-                metrics::error("dedup", "unavailable");
+                RedisDown {
+                    kind: "unavailable",
+                    error: &e.to_string(),
+                    first: true,
+                    what: "cannot set up the Redis client: de-duplication is per instance",
+                }
+                .emit();
                 None
             }
         };
@@ -149,10 +154,10 @@ impl RedisDedup {
     }
 
     fn mark_up(&self) {
-        if !self.up.swap(true, Ordering::Relaxed) {
-            tracing::info!("Redis answers again: de-duplication is shared across instances");
+        RedisUp {
+            was_down: !self.up.swap(true, Ordering::Relaxed),
         }
-        metrics::dedup_redis_ready(true);
+        .emit();
     }
 
     fn mark_down(&self, kind: &'static str, error: &str) {
@@ -160,15 +165,50 @@ impl RedisDedup {
             self.elapsed_ms() + RETRY_AFTER.as_millis() as u64,
             Ordering::Relaxed,
         );
-        metrics::error("dedup", kind);
+        RedisDown {
+            kind,
+            error,
+            // One line per outage, not per click.
+            first: self.up.swap(false, Ordering::Relaxed),
+            what: "Redis unavailable: de-duplication falls back to this instance's cache",
+        }
+        .emit();
+    }
+}
+
+/// Redis answered: the gauge, and a line if it had been down.
+struct RedisUp {
+    was_down: bool,
+}
+
+impl Event for RedisUp {
+    fn emit(self) {
+        if self.was_down {
+            tracing::info!("Redis answers again: de-duplication is shared across instances");
+        }
+        metrics::dedup_redis_ready(true);
+    }
+}
+
+/// Redis could not be used for a click: counted every time, logged once per outage.
+struct RedisDown<'a> {
+    kind: &'static str,
+    error: &'a str,
+    first: bool,
+    what: &'static str,
+}
+
+impl Event for RedisDown<'_> {
+    fn emit(self) {
+        metrics::error("dedup", self.kind);
         metrics::dedup_redis_ready(false);
-        // One line per outage, not per click.
-        if self.up.swap(false, Ordering::Relaxed) {
+        if self.first {
             tracing::error!(
                 operation = "dedup",
-                error_type = kind,
-                error,
-                "Redis unavailable: de-duplication falls back to this instance's cache"
+                error_type = self.kind,
+                error = self.error,
+                "{}",
+                self.what
             );
         }
     }

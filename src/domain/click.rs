@@ -17,7 +17,9 @@ use super::target::Target;
 pub const MAX_USER_AGENT_BYTES: usize = 512;
 /// Longest raw query string kept on a reject.
 pub const MAX_REJECT_QUERY_BYTES: usize = 4096;
-/// The longest target a request can carry (its whole query string is at most 8 KiB).
+/// The longest target a click can hold: its `Location`, the canonical form of a `to` of at
+/// most 2048 bytes (`target::MAX_TARGET_BYTES`), which percent-encoding makes at most three
+/// times longer.
 pub const MAX_TARGET_BYTES: usize = 8 * 1024;
 /// The longest reject detail stored (a database's message).
 pub const MAX_REJECT_DETAIL_BYTES: usize = 1024;
@@ -31,9 +33,6 @@ pub fn problem_of_decoded(click: &Click) -> Option<RejectReason> {
         && let Err(reason) = super::LineUid::parse(uid.to_string())
     {
         return Some(reason);
-    }
-    if click.campaign_id.get() <= 0 {
-        return Some(RejectReason::InvalidCampaign);
     }
     if click.tags.len() > super::tags::MAX_TAGS_PER_CLICK {
         return Some(RejectReason::TooManyTags);
@@ -279,10 +278,11 @@ pub(crate) fn tracking_fields(params: &TrackParams<'_>) -> Result<TrackingFields
     let campaign_id = match params.cid.decode().map_err(field_error)? {
         None => return Err(RejectReason::MissingCampaign),
         Some(s) if s.is_empty() => return Err(RejectReason::MissingCampaign),
-        Some(s) => match s.parse::<i64>() {
-            Ok(id) if id > 0 => CampaignId(id),
-            _ => return Err(RejectReason::InvalidCampaign),
-        },
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .and_then(CampaignId::new)
+            .ok_or(RejectReason::InvalidCampaign)?,
     };
 
     let uid = match params.uid.decode().map_err(field_error)? {
@@ -371,7 +371,7 @@ mod tests {
         let Record::Click(c) = record("cid=123&uid=U1&type=button_url&src=456&tag=A,%20B,A") else {
             panic!("expected a click");
         };
-        assert_eq!(c.campaign_id, CampaignId(123));
+        assert_eq!(c.campaign_id, CampaignId::new(123).expect("positive"));
         assert_eq!(c.uid.as_deref(), Some("U1"));
         assert_eq!(c.interaction_type, InteractionType::ButtonUrl);
         assert_eq!(c.source_campaign_id, 456);

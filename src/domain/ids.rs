@@ -10,12 +10,18 @@ use super::click::RejectReason;
 /// Longest accepted `uid` (the `line_id` columns are VARCHAR(64)).
 pub const MAX_UID_CHARS: usize = 64;
 
-/// A campaign's id: `campaigns.id`, the link's `cid`.
+/// A campaign's id: `campaigns.id`, the link's `cid`. Always positive: made only by `new`,
+/// wherever the number comes from (a link, the journal, the database).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
-pub struct CampaignId(pub i64);
+pub struct CampaignId(i64);
 
 impl CampaignId {
+    /// `None` for 0 and below: no link of the contract names such a campaign.
+    pub fn new(id: i64) -> Option<CampaignId> {
+        (id > 0).then_some(CampaignId(id))
+    }
+
     pub fn get(self) -> i64 {
         self.0
     }

@@ -334,6 +334,23 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_location_fits_what_a_click_may_hold() {
+        let p = policy(&["example.com"]);
+        for filler in ["予", "\"", "<"] {
+            let head = "https://example.com/";
+            let n = (MAX_TARGET_BYTES - head.len()) / filler.len();
+            let raw = format!("{head}{}", filler.repeat(n));
+            assert!(raw.len() <= MAX_TARGET_BYTES);
+            let t = p.check(raw).expect("a target at the limit");
+            assert!(
+                t.location.len() <= crate::domain::click::MAX_TARGET_BYTES,
+                "{}",
+                t.location.len()
+            );
+        }
+    }
+
+    #[test]
     fn wildcards_over_a_public_suffix_are_refused() {
         for rule in [
             "*.com",

@@ -5,7 +5,10 @@
 //! requests, bots and repeats of a click within the de-duplication window get it without being
 //! recorded, and the tracking fields only decide whether the record is a click or a reject.
 //! The 302 is sent once the record is durable (group commit: in the journal, or with
-//! `--ack store` in the database), so every redirected click reaches the database.
+//! `--ack store` in the database), so every such click reaches the database. When neither the
+//! journal nor the database takes it, or the ack does not come within --ack-timeout-ms, the
+//! person still gets the 302 (the page matters more than the count) and the click is counted
+//! `not_durable` (docs/guarantees.md).
 
 use std::net::SocketAddr;
 use std::time::Instant;

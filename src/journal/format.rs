@@ -143,7 +143,11 @@ fn from_spooled(spooled: SpooledRecord<'_>) -> Result<Record, DecodeError> {
                 received_at: time_from(received_at_ns)?,
                 // Checked below, with the rest.
                 uid: uid.map(|uid| LineUid::parsed_before(uid.into_owned())),
-                campaign_id: CampaignId(campaign_id),
+                // A record no request could have made: unreadable, like an unknown type.
+                campaign_id: CampaignId::new(campaign_id).ok_or_else(|| DecodeError::Field {
+                    field: "campaign_id",
+                    value: campaign_id.to_string(),
+                })?,
                 source_campaign_id,
                 interaction_type: InteractionType::parse(&interaction_type).ok_or_else(|| {
                     DecodeError::Field {
@@ -218,7 +222,7 @@ mod tests {
             click_id: Uuid::now_v7(),
             received_at: OffsetDateTime::now_utc(),
             uid: LineUid::parse("U1").ok(),
-            campaign_id: CampaignId(7),
+            campaign_id: CampaignId::new(7).expect("positive"),
             source_campaign_id: 3,
             interaction_type: InteractionType::FlexClick,
             target: "https://example.com/a?b=c".into(),
@@ -253,6 +257,16 @@ mod tests {
             decode(&json.to_string()),
             Err(DecodeError::Field {
                 field: "interaction_type",
+                ..
+            })
+        ));
+        // A campaign id no link could carry: the type refuses it here too.
+        let mut json = encode(&click());
+        json["campaign_id"] = 0.into();
+        assert!(matches!(
+            decode(&json.to_string()),
+            Err(DecodeError::Field {
+                field: "campaign_id",
                 ..
             })
         ));

@@ -301,8 +301,9 @@ pub(super) fn deliver(waiter: tokio::sync::oneshot::Sender<Ack>, ack: Ack) {
     }
 }
 
-/// Clicks that neither the journal nor the store took: the one loss clicktrack admits (a 503
-/// was answered), logged and counted in `track_clicks_not_written_total`.
+/// Clicks that neither the journal nor the store took: the one loss clicktrack admits (their
+/// requests got their 302 all the same, counted `not_durable`), logged and counted in
+/// `track_clicks_not_written_total`.
 struct ClicksNotRecorded {
     clicks: usize,
     first_click_id: Option<uuid::Uuid>,

@@ -51,6 +51,8 @@ pub struct Committed {
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     deadline: Option<Instant>,
+    /// What it was given, for the message when it runs out.
+    given: Duration,
 }
 
 impl Budget {
@@ -58,12 +60,16 @@ impl Budget {
     pub fn until(limit: Duration) -> Budget {
         Budget {
             deadline: Some(Instant::now() + limit),
+            given: limit,
         }
     }
 
     /// Only the retry count limits the attempts (nowhere else to put the batch).
     pub fn retries_only() -> Budget {
-        Budget { deadline: None }
+        Budget {
+            deadline: None,
+            given: Duration::MAX,
+        }
     }
 
     fn attempt_limit(&self) -> Option<Duration> {
@@ -174,7 +180,9 @@ impl Committer {
         let mut unreachable = 0;
         loop {
             let Some(limit) = budget.attempt_limit() else {
-                return Err(StoreError::timed_out("write_batch", Duration::ZERO));
+                // Said as what it was: the batch's whole budget, spent by earlier attempts
+                // (not "no answer within 0 ms").
+                return Err(StoreError::budget_spent("write_batch", budget.given));
             };
             let started = std::time::Instant::now();
             let error = match self.attempt(records, seen, limit).await {
@@ -231,9 +239,16 @@ impl Committer {
         let mut task = tokio::spawn(async move { store.write_batch(&owned, seen).await });
         match tokio::time::timeout(limit, &mut task).await {
             Ok(Ok(result)) => result,
+            // A panic inside the write (a bug, or a driver's): retried like a lost
+            // connection, since the attempt may have committed before it; a cancelled task
+            // (the runtime shutting down) is not.
             Ok(Err(join)) => Err(StoreError {
-                kind: ErrorKind::Other,
-                code: None,
+                kind: if join.is_panic() {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Other
+                },
+                code: join.is_panic().then(|| "panic".to_owned()),
                 operation: "write_batch",
                 source: Box::new(join),
             }),

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::AckMode;
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 #[derive(Debug)]
 pub struct Health {
@@ -56,26 +56,53 @@ impl Health {
 
     pub fn set_store(&self, ok: bool) {
         if self.store.swap(ok, Ordering::Relaxed) != ok {
-            if ok {
-                tracing::info!("store accepts writes again");
-            } else {
-                tracing::warn!("store does not accept writes: clicks wait in the journal");
-            }
-            metrics::store_ready(ok);
+            StoreReadiness { ok }.emit();
         }
     }
 
     pub fn set_journal(&self, ok: bool) {
         if self.journal.swap(ok, Ordering::Relaxed) != ok {
-            if ok {
-                tracing::info!("journal accepts writes again");
-            } else {
-                tracing::error!(
-                    store_ok = self.store_ok(),
-                    "journal cannot be written: clicks go to the store directly"
-                );
+            JournalReadiness {
+                ok,
+                store_ok: self.store_ok(),
             }
-            metrics::journal_ready(ok);
+            .emit();
         }
+    }
+}
+
+/// The store began or stopped accepting writes: one line per change, and the gauge.
+struct StoreReadiness {
+    ok: bool,
+}
+
+impl Event for StoreReadiness {
+    fn emit(self) {
+        if self.ok {
+            tracing::info!("store accepts writes again");
+        } else {
+            tracing::warn!("store does not accept writes: clicks wait in the journal");
+        }
+        metrics::store_ready(self.ok);
+    }
+}
+
+/// The journal began or stopped accepting writes: one line per change, and the gauge.
+struct JournalReadiness {
+    ok: bool,
+    store_ok: bool,
+}
+
+impl Event for JournalReadiness {
+    fn emit(self) {
+        if self.ok {
+            tracing::info!("journal accepts writes again");
+        } else {
+            tracing::error!(
+                store_ok = self.store_ok,
+                "journal cannot be written: clicks go to the store directly"
+            );
+        }
+        metrics::journal_ready(self.ok);
     }
 }

@@ -93,6 +93,8 @@ pub struct PipelineSettings {
     pub apply_max_rows: usize,
     /// Under load, how long the applier may wait for a full batch.
     pub apply_max_delay: std::time::Duration,
+    /// How long one applier transaction may try (`--apply-timeout-ms`).
+    pub apply_timeout: std::time::Duration,
 }
 
 /// The pipeline's parts: the handle requests use, and the tasks to run.
@@ -158,7 +160,7 @@ pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
             },
             settings.apply_max_rows,
             settings.apply_max_delay,
-            batch.spill_after,
+            settings.apply_timeout,
         ),
         drain,
     }

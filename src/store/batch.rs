@@ -261,7 +261,7 @@ async fn what_the_store_holds<T: BatchTx>(
     let mut campaigns = HashSet::new();
     if !campaign_ids.is_empty() {
         let found = tx.existing_campaigns(&campaign_ids).await?;
-        campaigns.extend(found.into_iter().map(CampaignId));
+        campaigns.extend(found.into_iter().filter_map(CampaignId::new));
     }
     Ok(Held {
         recorded,

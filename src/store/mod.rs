@@ -125,6 +125,20 @@ impl StoreError {
         }
     }
 
+    /// `operation` had no time left for another attempt: earlier ones used all of `given`.
+    pub fn budget_spent(operation: &'static str, given: std::time::Duration) -> StoreError {
+        StoreError {
+            kind: ErrorKind::TimedOut,
+            code: None,
+            operation,
+            source: format!(
+                "no time left for another attempt: the earlier ones used all {} ms it had",
+                given.as_millis()
+            )
+            .into(),
+        }
+    }
+
     /// `operation` did not finish within `limit`.
     pub fn timed_out(operation: &'static str, limit: std::time::Duration) -> StoreError {
         StoreError {

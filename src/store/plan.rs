@@ -154,7 +154,7 @@ mod tests {
             click_id: Uuid::now_v7(),
             received_at: OffsetDateTime::from_unix_timestamp(at).expect("valid time"),
             uid: uid.map(|u| LineUid::parse(u).expect("valid uid")),
-            campaign_id: CampaignId(cid),
+            campaign_id: CampaignId::new(cid).expect("positive"),
             source_campaign_id: src,
             interaction_type: InteractionType::ImageClick,
             target: "https://example.com/".into(),
@@ -172,7 +172,11 @@ mod tests {
             click(None, 123, 0, &["Z"], 40),
             click(Some("U1"), 999, 7, &[], 50),
         ];
-        let known: HashSet<CampaignId> = [CampaignId(123), CampaignId(456)].into();
+        let known: HashSet<CampaignId> = [
+            CampaignId::new(123).expect("positive"),
+            CampaignId::new(456).expect("positive"),
+        ]
+        .into();
         let plan = BatchPlan::new(&records, &HashSet::new(), &known, &ErasureList::new());
         assert_eq!(
             plan.outcomes,
@@ -187,7 +191,10 @@ mod tests {
         assert_eq!(plan.clicks.len(), 4);
         assert_eq!(
             plan.campaign_increments.into_iter().collect::<Vec<_>>(),
-            [(CampaignId(123), 3), (CampaignId(456), 1)]
+            [
+                (CampaignId::new(123).expect("positive"), 3),
+                (CampaignId::new(456).expect("positive"), 1)
+            ]
         );
         assert_eq!(plan.member_uids, ["U1", "U2"]);
         let keys: Vec<_> = plan.summaries.keys().copied().collect();
@@ -216,7 +223,7 @@ mod tests {
         let plan = BatchPlan::new(
             &records,
             &already,
-            &[CampaignId(1)].into(),
+            &[CampaignId::new(1).expect("positive")].into(),
             &ErasureList::new(),
         );
         assert_eq!(
@@ -227,7 +234,10 @@ mod tests {
                 Outcome::AlreadyRecorded
             ]
         );
-        assert_eq!(plan.campaign_increments[&CampaignId(1)], 1);
+        assert_eq!(
+            plan.campaign_increments[&CampaignId::new(1).expect("positive")],
+            1
+        );
         assert_eq!(plan.summaries[&("U1", 0)].clicks, 1);
     }
 
@@ -241,12 +251,20 @@ mod tests {
         ];
         let erased_at = OffsetDateTime::from_unix_timestamp(20).expect("valid time");
         let erased = ErasureList::from([(uid_hash("UX"), list_time(erased_at))]);
-        let plan = BatchPlan::new(&records, &HashSet::new(), &[CampaignId(1)].into(), &erased);
+        let plan = BatchPlan::new(
+            &records,
+            &HashSet::new(),
+            &[CampaignId::new(1).expect("positive")].into(),
+            &erased,
+        );
         assert_eq!(
             plan.outcomes,
             [Outcome::Erased, Outcome::Recorded, Outcome::Recorded]
         );
-        assert_eq!(plan.campaign_increments[&CampaignId(1)], 2);
+        assert_eq!(
+            plan.campaign_increments[&CampaignId::new(1).expect("positive")],
+            2
+        );
         assert_eq!(plan.member_uids, ["UX", "UY"]);
     }
 }

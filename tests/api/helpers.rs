@@ -840,7 +840,7 @@ pub fn click_record(uid: &str, tag: &str) -> clicktrack::domain::Record {
         click_id: uuid::Uuid::now_v7(),
         received_at: time::OffsetDateTime::now_utc(),
         uid: Some(clicktrack::domain::LineUid::parse(uid).expect("valid uid")),
-        campaign_id: clicktrack::domain::CampaignId(123),
+        campaign_id: clicktrack::domain::CampaignId::new(123).expect("positive"),
         source_campaign_id: 1,
         interaction_type: clicktrack::domain::InteractionType::ImageClick,
         target: format!("https://{ALLOWED_HOST}/"),

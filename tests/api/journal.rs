@@ -45,7 +45,7 @@ async fn clicks_held_in_the_journal(app: &TestApp, db: &TestDb, uids: &[&str]) -
 
 crate::store_tests! {
 async fn a_store_that_refuses_writes_does_not_hold_up_a_redirect(db) {
-    let app = TestApp::spawn(&db, &["--ack", "journal", "--spill-after-ms", "300"]);
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--apply-timeout-ms", "300"]);
     let blocker = db.block_writes().await;
     for i in 0..5 {
         assert_eq!(app.track(link(123, &format!("U_J{i}"), 4, "J")).await.status(), 302);
@@ -90,7 +90,7 @@ async fn a_store_that_refuses_writes_does_not_hold_up_a_redirect(db) {
 
 async fn a_journal_of_another_store_is_refused_and_applied_by_its_own(db) {
     let journal = db.spool_path();
-    let app = TestApp::spawn(&db, &["--ack", "journal", "--spill-after-ms", "300"]);
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--apply-timeout-ms", "300"]);
     let blocker = clicks_held_in_the_journal(&app, &db, &["U_A1", "U_A2", "U_A3"]).await;
     app.kill9();
     blocker.release().await;
@@ -202,7 +202,7 @@ async fn a_full_journal_sends_clicks_to_the_store_directly(db) {
 async fn sigterm_applies_within_the_drain_time_and_leaves_the_rest_for_the_next_start(db) {
     let mut app = TestApp::spawn(
         &db,
-        &["--ack", "journal", "--spill-after-ms", "300", "--drain-timeout-ms", "500"],
+        &["--ack", "journal", "--apply-timeout-ms", "300", "--drain-timeout-ms", "500"],
     );
     let blocker = clicks_held_in_the_journal(&app, &db, &["U_D1", "U_D2"]).await;
     signal(app.pid(), "TERM");

@@ -90,7 +90,7 @@ impl Mix {
             click_id: Uuid::now_v7(),
             received_at: self.time(),
             uid: self.uid().map(|u| LineUid::parse(&u).expect("valid uid")),
-            campaign_id: CampaignId(cid),
+            campaign_id: CampaignId::new(cid).expect("positive"),
             source_campaign_id: 0,
             interaction_type: self.kind(),
             target: self.target(),

@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::signature::Keyring;
 use crate::stats::StatsReader;
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -59,26 +59,50 @@ pub struct AuthFailures {
 
 impl AuthFailures {
     fn refused(&self, reason: &'static str, peer: Option<SocketAddr>, path: &str) {
-        metrics::admin_auth_failure(reason);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.0 += 1;
-        if state
+        let warn = state
             .1
-            .is_some_and(|last| last.elapsed() < AUTH_WARNING_INTERVAL)
-        {
-            return;
-        }
-        let refused = std::mem::take(&mut state.0);
-        state.1 = Some(Instant::now());
+            .is_none_or(|last| last.elapsed() >= AUTH_WARNING_INTERVAL);
+        let refused_since_warning = if warn {
+            state.1 = Some(Instant::now());
+            Some(std::mem::take(&mut state.0))
+        } else {
+            None
+        };
         drop(state);
-        tracing::warn!(
+        TokenRefused {
             reason,
-            peer = peer.map(|p| p.to_string()),
+            peer,
             path,
-            refused,
-            "admin API request with a missing or wrong bearer token refused \
-             (at most one such line a minute; every one is counted)"
-        );
+            refused_since_warning,
+        }
+        .emit();
+    }
+}
+
+/// One refused admin request: always counted; a warning only when the minute since the
+/// last one has passed (`refused_since_warning` is then how many it covers).
+struct TokenRefused<'a> {
+    reason: &'static str,
+    peer: Option<SocketAddr>,
+    path: &'a str,
+    refused_since_warning: Option<u64>,
+}
+
+impl Event for TokenRefused<'_> {
+    fn emit(self) {
+        metrics::admin_auth_failure(self.reason);
+        if let Some(refused) = self.refused_since_warning {
+            tracing::warn!(
+                reason = self.reason,
+                peer = self.peer.map(|p| p.to_string()),
+                path = self.path,
+                refused,
+                "admin API request with a missing or wrong bearer token refused \
+                 (at most one such line a minute; every one is counted)"
+            );
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::stream::Stream;
 
-use crate::telemetry::metrics;
+use crate::telemetry::{Event, metrics};
 
 /// How often the consumer's depth and oldest message are read.
 const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
@@ -82,11 +82,12 @@ impl Refresher {
                 info.ack_floor.stream_sequence,
             ),
             Err(e) => {
-                if !*failing {
-                    tracing::warn!(operation = "spool", error = %e, "cannot read the consumer's state");
+                ConsumerUnreadable {
+                    error: &e,
+                    first: !*failing,
                 }
+                .emit();
                 *failing = true;
-                metrics::error("spool", "unavailable");
                 return;
             }
         };
@@ -135,5 +136,20 @@ impl Refresher {
                 self.state.oldest_ns.load(Ordering::Relaxed)
             }
         }
+    }
+}
+
+/// The consumer's state could not be read: counted every time, logged once per outage.
+struct ConsumerUnreadable<'a> {
+    error: &'a dyn std::fmt::Display,
+    first: bool,
+}
+
+impl Event for ConsumerUnreadable<'_> {
+    fn emit(self) {
+        if self.first {
+            tracing::warn!(operation = "spool", error = %self.error, "cannot read the consumer's state");
+        }
+        metrics::error("spool", "unavailable");
     }
 }

@@ -196,7 +196,7 @@ mod tests {
             click_id: Uuid::now_v7(),
             received_at: time::OffsetDateTime::now_utc(),
             uid: None,
-            campaign_id: CampaignId(1),
+            campaign_id: CampaignId::new(1).expect("positive"),
             source_campaign_id: 0,
             interaction_type: InteractionType::ImageClick,
             target: format!("https://example.com/{}", "a".repeat(target_len)),

@@ -266,9 +266,27 @@ impl NatsJournal {
     /// block it. Returns how many clicks came again (delivered before to an instance that
     /// did not ack them in time).
     async fn take(&self, message: Message) -> u64 {
-        let Ok(info) = message.info() else {
-            tracing::warn!(operation = "spool", "a message without JetStream metadata");
-            return 0;
+        let info = match message.info() {
+            Ok(info) => info,
+            Err(e) => {
+                // Not from the stream's consumer as clicktrack reads it: it can be neither
+                // placed nor acknowledged by sequence. Left alone it would come back after
+                // every ack wait, forever; logged in full, counted and taken out instead.
+                RecordUnreadable {
+                    error: &e,
+                    at: format_args!(
+                        "a message without JetStream metadata, subject {}, payload {:?}",
+                        message.subject,
+                        String::from_utf8_lossy(&message.payload)
+                    ),
+                    fate: "logged here and removed from the stream",
+                }
+                .emit();
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    tracing::debug!(error = %e, "terminating a message without metadata");
+                }
+                return 0;
+            }
         };
         let (seq, redelivered) = (info.stream_sequence, info.delivered > 1);
         let payload = message.payload.clone();
