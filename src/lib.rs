@@ -23,6 +23,7 @@
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod dedup;
 pub mod domain;
 pub mod http;

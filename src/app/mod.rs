@@ -75,6 +75,19 @@ pub enum AppError {
     },
 }
 
+/// The store a journal is bound to: the store's own id and how to name it. Decided here,
+/// where a journal and a store are put together (`serve`, `spool replay`, `member erase`), so
+/// that neither module depends on the other.
+pub async fn journal_identity(
+    store: &Store,
+    database: &crate::db::DatabaseUrl,
+) -> Result<StoreIdentity, StoreError> {
+    Ok(StoreIdentity {
+        id: store.identity().await?,
+        display: database.to_string(),
+    })
+}
+
 /// `clicktrack serve`: build, then serve until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), AppError> {
     let app = Application::build(settings).await?;
@@ -126,7 +139,7 @@ impl Application {
 
         let store = Store::connect(&settings.database, settings.connect).await?;
         store.migrate().await?;
-        let identity = StoreIdentity::of(&store, &settings.database).await?;
+        let identity = journal_identity(&store, &settings.database).await?;
         let journal = Arc::new(journal_for(&settings, identity).await?);
         let journal_ok = open_journal(&journal).await?;
         let mode = settings.pipeline.mode;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::app::AppError;
 use crate::config::{ConfigError, MemberEraseArgs};
 use crate::dedup::{Dedup, DedupSettings};
-use crate::journal::{Journal, JournalError, LocalJournal, StoreIdentity};
+use crate::journal::{Journal, JournalError, LocalJournal};
 use crate::pipeline::erasure::{self, ErasureReport, JournalAccess, check_uid};
 use crate::store::Store;
 
@@ -34,7 +34,7 @@ pub async fn erase(args: &MemberEraseArgs) -> Result<(), AppError> {
     let path = args.spool.path(&database);
     let mut note = None;
     let journal = if path.exists() {
-        let identity = StoreIdentity::of(&store, &database).await?;
+        let identity = crate::app::journal_identity(&store, &database).await?;
         let journal = Journal::Local(LocalJournal::owned(&path, identity, 0));
         match journal.reopen().await {
             Ok(()) => Some(journal),

@@ -17,7 +17,7 @@ use crate::config::{
     SpoolArgs, SpoolCommand,
 };
 use crate::domain::link::{LinkError, LinkSpec};
-use crate::journal::{Journal, LocalJournal, StoreIdentity};
+use crate::journal::{Journal, LocalJournal};
 use crate::pipeline::applier::{ApplyStep, apply_step};
 use crate::pipeline::backfill;
 use crate::pipeline::{Budget, Committer};
@@ -272,7 +272,7 @@ async fn spool_replay(args: &SpoolArgs) -> Result<(), AppError> {
     Store::check_readable(&database).await?;
     let store = Store::connect(&database, args.db.connect_options()).await?;
     store.migrate().await?;
-    let identity = StoreIdentity::of(&store, &database).await?;
+    let identity = app::journal_identity(&store, &database).await?;
     // Owned: locked (never while a `serve` applies it) and checked against this store.
     let journal = Journal::Local(LocalJournal::owned(path, identity, 0));
     journal.reopen().await?;

@@ -14,10 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::ConnectOptions;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
@@ -26,8 +23,8 @@ use super::{
     AppendReason, DecodeError, JournalError, JournalLock, Journaled, RecordUnreadable,
     StoreIdentity,
 };
+use crate::db::{SQLITE_BUSY_TIMEOUT as BUSY_TIMEOUT, db_time, sqlite_reader, sqlite_writer};
 use crate::domain::Record;
-use crate::store::db_time;
 use crate::telemetry::{Event, metrics};
 
 const SCHEMA: &str = "
@@ -52,7 +49,6 @@ CREATE TABLE IF NOT EXISTS journal_meta (
 );
 ";
 
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Records removed per statement (see `remove`).
 const REMOVE_CHUNK: usize = 512;
 /// How often the file's size is measured against `--journal-max-bytes` while appending.
@@ -136,15 +132,7 @@ impl LocalJournal {
         self.pool
             .get_or_try_init(|| async {
                 self.take_lock()?;
-                let options = SqliteConnectOptions::new()
-                    .filename(&self.path)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(BUSY_TIMEOUT)
-                    // sqlx's slow-statement warning is several lines of SQL; a slow append
-                    // shows in track_journal_append_seconds and its failure is logged once.
-                    .disable_statement_logging();
+                let options = sqlite_writer(SqliteConnectOptions::new().filename(&self.path));
                 // One connection: appends and removals take turns on it without ever waiting
                 // for a file lock; each turn is one statement over a whole batch.
                 let pool = SqlitePoolOptions::new()
@@ -176,11 +164,7 @@ impl LocalJournal {
         self.pool().await?;
         self.reader
             .get_or_try_init(|| async {
-                let options = SqliteConnectOptions::new()
-                    .filename(&self.path)
-                    .read_only(true)
-                    .busy_timeout(BUSY_TIMEOUT)
-                    .disable_statement_logging();
+                let options = sqlite_reader(SqliteConnectOptions::new().filename(&self.path));
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .test_before_acquire(false)
@@ -531,9 +515,9 @@ impl LocalJournal {
 /// MySQL in the working directory, named after the server and database
 /// (`clicktrack-mysql-127.0.0.1-3306-shop.spool.db`), so instances of different stores
 /// started from one folder never share a journal.
-pub fn default_path(database: &crate::store::DatabaseUrl) -> PathBuf {
+pub fn default_path(database: &crate::db::DatabaseUrl) -> PathBuf {
     match database {
-        crate::store::DatabaseUrl::Sqlite(url) => {
+        crate::db::DatabaseUrl::Sqlite(url) => {
             let file = url
                 .trim_start_matches("sqlite:")
                 .trim_start_matches("//")
@@ -545,7 +529,7 @@ pub fn default_path(database: &crate::store::DatabaseUrl) -> PathBuf {
             }
             Path::new(file).with_extension("spool.db")
         }
-        crate::store::DatabaseUrl::Mysql(url) => {
+        crate::db::DatabaseUrl::Mysql(url) => {
             let parsed = url::Url::parse(url).ok();
             let host = parsed
                 .as_ref()
@@ -579,7 +563,7 @@ pub fn default_path(database: &crate::store::DatabaseUrl) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DatabaseUrl;
+    use crate::db::DatabaseUrl;
 
     #[test]
     fn the_default_journal_sits_next_to_the_data_and_differs_per_store() {

@@ -27,9 +27,8 @@ pub use local::{JournalStatus, LocalJournal, default_path};
 pub use lock::{JournalLock, LockError};
 pub use nats::{NatsJournal, NatsSettings};
 
+use crate::db::{ErrorKind, classify, sqlite_primary_code};
 use crate::domain::Record;
-use crate::store::ErrorKind;
-use crate::store::classify::{classify, sqlite_primary_code};
 use crate::telemetry::{Event, metrics};
 
 /// Why records were appended (`track_spooled_total{reason}`, and the `reason` column).
@@ -81,19 +80,6 @@ pub struct Journaled {
 pub struct StoreIdentity {
     pub id: String,
     pub display: String,
-}
-
-impl StoreIdentity {
-    /// The identity of `store`, reached at `database`.
-    pub async fn of(
-        store: &crate::store::Store,
-        database: &crate::store::DatabaseUrl,
-    ) -> Result<StoreIdentity, crate::store::StoreError> {
-        Ok(StoreIdentity {
-            id: store.identity().await?,
-            display: database.to_string(),
-        })
-    }
 }
 
 impl fmt::Display for StoreIdentity {
@@ -305,7 +291,7 @@ impl Journal {
 
 /// The journal path `serve` and the `spool` commands use: `--spool-path`, or the default for
 /// this database (which differs between databases, so two stores never share one).
-pub fn path_for(given: Option<&Path>, database: &crate::store::DatabaseUrl) -> PathBuf {
+pub fn path_for(given: Option<&Path>, database: &crate::db::DatabaseUrl) -> PathBuf {
     given.map_or_else(|| default_path(database), Path::to_path_buf)
 }
 

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::sql::CLICK_COLUMNS;
 use super::window::api_time;
-use super::{ReadPool, StatsError, StatsReader, on_pool, sql};
-use crate::store::db_time;
+use super::{StatsError, StatsReader, on_pool, sql};
+use crate::db::db_time;
 
 /// Bytes gathered before a chunk is sent.
 const CHUNK_BYTES: usize = 64 * 1024;

@@ -24,9 +24,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use time::OffsetDateTime;
 
+use crate::db::{DatabaseUrl, ErrorKind, classify, sqlite_reader};
 use crate::domain::InteractionType;
-use crate::store::classify::classify;
-use crate::store::{DatabaseUrl, ErrorKind};
 use crate::telemetry::{Event, metrics};
 use window::{Window, api_time, rfc3339};
 
@@ -48,23 +47,24 @@ enum ReadPool {
     Mysql(MySqlPool),
 }
 
-/// Run `$body` with `$pool` bound to the backend's pool and `$sql` to its dialect. Each arm is
-/// compiled on its own, so the same code serves both drivers without generic bounds.
+/// Run `$body` with `$pool` bound to the pool in use and `$sql` to its dialect's
+/// statements (`crate::db::on_pool!`).
 macro_rules! on_pool {
     ($reader:expr, $pool:ident, $sql:ident => $body:expr) => {
-        match &$reader.pool {
-            ReadPool::Sqlite($pool) => {
-                let $sql = &sql::SQLITE;
-                $body
-            }
-            ReadPool::Mysql($pool) => {
-                let $sql = &sql::MYSQL;
-                $body
-            }
-        }
+        crate::db::on_pool!($reader.pools(), $pool, $sql in (&sql::SQLITE, &sql::MYSQL) => $body)
     };
 }
 pub(crate) use on_pool;
+
+impl StatsReader {
+    /// The pool in use, for `on_pool!`.
+    pub(crate) fn pools(&self) -> crate::db::PoolRef<'_> {
+        match &self.pool {
+            ReadPool::Sqlite(pool) => crate::db::PoolRef::Sqlite(pool),
+            ReadPool::Mysql(pool) => crate::db::PoolRef::Mysql(pool),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -269,13 +269,11 @@ impl StatsReader {
     pub fn connect(url: &DatabaseUrl) -> Result<StatsReader, StatsError> {
         let pool = match url {
             DatabaseUrl::Sqlite(url) => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(store_err("parse database url"))?
-                    .read_only(true)
-                    .busy_timeout(Duration::from_secs(5))
-                    // sqlx would log every export as a slow statement (it lasts as long as its
-                    // download); stats failures are logged where they are handled.
-                    .disable_statement_logging();
+                // (sqlx would log every export as a slow statement: it lasts as long as its
+                // download.)
+                let options = sqlite_reader(
+                    SqliteConnectOptions::from_str(url).map_err(store_err("parse database url"))?,
+                );
                 ReadPool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(READ_CONNECTIONS)

@@ -6,7 +6,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
 
-use crate::store::db_time;
+use crate::db::db_time;
 
 /// The window when no `from` is given (`clicktrack stats --since` has the same default).
 pub const DEFAULT_SPAN: Duration = Duration::days(7);

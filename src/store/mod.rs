@@ -9,7 +9,6 @@
 mod backfill;
 mod batch;
 mod chunks;
-pub mod classify;
 pub mod erase;
 mod mysql;
 mod mysql_schema;
@@ -23,6 +22,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
+pub use crate::db::{DatabaseUrl, DatabaseUrlError, ErrorKind, db_time};
 use crate::domain::{Record, RejectReason};
 use crate::telemetry::metrics;
 
@@ -53,34 +53,6 @@ pub enum Seen {
     Maybe,
 }
 
-/// How the caller should react to a failed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Lock contention or a busy database: retry the whole batch.
-    Transient,
-    /// The database refused a row (constraint, range, type): bisect to find it.
-    Refused,
-    /// The database cannot be reached or written (I/O, disk full, gone): retry, then give up.
-    Unavailable,
-    /// No answer in time (a hung connection, a stalled server): retry, then give up. The
-    /// abandoned attempt may still commit, so whatever follows must look its ids up.
-    TimedOut,
-    /// Anything else: a bug or a misconfiguration; not retried.
-    Other,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Transient => "transient",
-            ErrorKind::Refused => "refused",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::TimedOut => "timeout",
-            ErrorKind::Other => "other",
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("{operation}: {source}")]
 pub struct StoreError {
@@ -96,7 +68,7 @@ pub struct StoreError {
 /// `operation` failed with `source`: a `StoreError` of the kind `classify` says.
 pub(crate) fn sqlx_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| {
-        let (kind, code) = classify::classify(&source);
+        let (kind, code) = crate::db::classify(&source);
         StoreError {
             kind,
             code,
@@ -164,69 +136,6 @@ pub struct BatchResult {
     pub tags_dropped: usize,
 }
 
-/// The database behind `--database-url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    Sqlite(String),
-    /// MySQL 8 or MariaDB (`mysql://` or `mariadb://`).
-    Mysql(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DatabaseUrlError {
-    #[error("unsupported scheme in {0:?} (supported: sqlite://PATH, mysql://USER@HOST/DB)")]
-    UnsupportedScheme(String),
-    #[error("{0:?} names no database file")]
-    MissingPath(String),
-    #[error("{0:?} names no database (expected mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")]
-    MissingDatabase(String),
-}
-
-impl DatabaseUrl {
-    pub fn parse(url: &str) -> Result<DatabaseUrl, DatabaseUrlError> {
-        match url.split_once(':') {
-            Some(("sqlite", rest)) => {
-                let path = rest.trim_start_matches("//");
-                if path.is_empty() || path.starts_with(":memory:") || rest.starts_with(":memory:") {
-                    // An in-memory database would vanish with its connection.
-                    return Err(DatabaseUrlError::MissingPath(url.to_owned()));
-                }
-                Ok(DatabaseUrl::Sqlite(url.to_owned()))
-            }
-            Some(("mysql" | "mariadb", rest)) => {
-                let parsed = url::Url::parse(url)
-                    .map_err(|_| DatabaseUrlError::MissingDatabase(redact(url)))?;
-                if parsed.path().trim_start_matches('/').is_empty() {
-                    return Err(DatabaseUrlError::MissingDatabase(redact(url)));
-                }
-                Ok(DatabaseUrl::Mysql(format!("mysql:{rest}")))
-            }
-            _ => Err(DatabaseUrlError::UnsupportedScheme(redact(url))),
-        }
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DatabaseUrl::Sqlite(url) => f.write_str(url),
-            DatabaseUrl::Mysql(url) => f.write_str(&redact(url)),
-        }
-    }
-}
-
-/// A URL with any password removed, for messages and logs.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            // Only fails for URLs that cannot have a password, which this one has.
-            let _ignored = parsed.set_password(Some("***"));
-            parsed.into()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// A connection pool to the store (the applier and the appender each hold one).
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -290,16 +199,7 @@ const MYSQL: Sql = Sql {
 /// `stats::on_pool!` does for the reports).
 macro_rules! on_pool {
     ($store:expr, $pool:ident, $sql:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite(s) => {
-                let ($pool, $sql) = (s.pool(), &SQLITE);
-                $body
-            }
-            Store::Mysql(s) => {
-                let ($pool, $sql) = (s.pool(), &MYSQL);
-                $body
-            }
-        }
+        crate::db::on_pool!($store.pools(), $pool, $sql in (&SQLITE, &MYSQL) => $body)
     };
 }
 
@@ -311,6 +211,14 @@ pub struct ConnectOptions {
 }
 
 impl Store {
+    /// The pool in use, for `on_pool!`.
+    fn pools(&self) -> crate::db::PoolRef<'_> {
+        match self {
+            Store::Sqlite(s) => crate::db::PoolRef::Sqlite(s.pool()),
+            Store::Mysql(s) => crate::db::PoolRef::Mysql(s.pool()),
+        }
+    }
+
     /// Open the store (creating an SQLite file if missing). Does not migrate.
     pub async fn connect(url: &DatabaseUrl, options: ConnectOptions) -> Result<Store, StoreError> {
         match url {
@@ -579,51 +487,4 @@ pub fn message_content(click: &crate::domain::Click) -> String {
     };
     // Serializing a struct of plain strings and integers cannot fail.
     serde_json::to_string(&content).unwrap_or_default()
-}
-
-/// The stores' text form of a time: `YYYY-MM-DD HH:MM:SS` in UTC, as MySQL DATETIME prints it,
-/// so it sorts as text and compares the same on every backend.
-pub fn db_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_urls() {
-        assert!(matches!(
-            DatabaseUrl::parse("sqlite://clicktrack.db"),
-            Ok(DatabaseUrl::Sqlite(_))
-        ));
-        assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
-        assert!(DatabaseUrl::parse("sqlite://").is_err());
-        assert!(matches!(
-            DatabaseUrl::parse("mariadb://root@127.0.0.1:3306/test"),
-            Ok(DatabaseUrl::Mysql(u)) if u == "mysql://root@127.0.0.1:3306/test"
-        ));
-        assert!(DatabaseUrl::parse("mysql://root@127.0.0.1:3306").is_err());
-        let shown = DatabaseUrl::parse("mysql://u:secret@h/db")
-            .expect("valid")
-            .to_string();
-        assert!(!shown.contains("secret"), "{shown}");
-        let err = DatabaseUrl::parse("postgres://u:secret@h/db").expect_err("unsupported");
-        assert!(!err.to_string().contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn db_time_is_utc_and_fixed_width() {
-        let t = time::macros::datetime!(2026-01-02 03:04:05.678 +09:00);
-        assert_eq!(db_time(t), "2026-01-01 18:04:05");
-    }
 }

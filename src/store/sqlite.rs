@@ -8,10 +8,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Sqlite, Transaction};
 
 use super::backfill::{self, BackfillStep, BackfillTx, CampaignRows, LogRow, RollupState};
 use super::batch::{
@@ -26,9 +24,6 @@ use super::rollup::{
 use super::{BatchResult, ErrorKind, Seen, StoreError, StoreTx, sqlx_error as err};
 use crate::domain::Record;
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
-
-/// How long a statement waits for another process's write lock before failing as transient.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -54,24 +49,17 @@ pub(super) fn check_exists(url: &str) -> Result<(), StoreError> {
 
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(err("parse database url"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // Multi-row upserts keep a statement journal; on a temp file it cost a pwrite per
-            // page and halved throughput (profiled). In memory it is only RAM.
-            .pragma("temp_store", "memory")
-            // 8 MiB of page cache per connection: the hot index pages (members, summaries, the
-            // right edge of the logs) stay in memory, the rest comes from the OS page cache.
-            // 64 MiB made no difference to the apply rate and put the RSS over 100 MiB.
-            .pragma("cache_size", "-8192")
-            // sqlx's slow-statement warning is a multi-line dump of SQL, once per statement of
-            // a stalled batch; the stall shows in track_batch_commit_seconds and the batch's
-            // failure is logged once, on one line, where it is handled.
-            .disable_statement_logging();
+        let options = crate::db::sqlite_writer(
+            SqliteConnectOptions::from_str(url).map_err(err("parse database url"))?,
+        )
+        .foreign_keys(true)
+        // Multi-row upserts keep a statement journal; on a temp file it cost a pwrite per
+        // page and halved throughput (profiled). In memory it is only RAM.
+        .pragma("temp_store", "memory")
+        // 8 MiB of page cache per connection: the hot index pages (members, summaries, the
+        // right edge of the logs) stay in memory, the rest comes from the OS page cache.
+        // 64 MiB made no difference to the apply rate and put the RSS over 100 MiB.
+        .pragma("cache_size", "-8192");
         let file = options.get_filename().to_owned();
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()

@@ -366,7 +366,7 @@ async fn direct_journal(
     let store = Store::connect(&url, ConnectOptions { max_connections: 1 })
         .await
         .expect("store");
-    let identity = clicktrack::journal::StoreIdentity::of(&store, &url)
+    let identity = clicktrack::app::journal_identity(&store, &url)
         .await
         .expect("identity");
     let settings = clicktrack::journal::NatsSettings {

@@ -1,24 +1,33 @@
 //! What kind of failure a sqlx error is, decided in one place for every user of sqlx: the
 //! stores, the local journal and the stats reader. Retrying, spilling to the journal, marking
 //! the store down and the `error_type` of every metric hang on this answer, so two copies
-//! would drift apart. The database codes are per dialect; connection-level failures are the
-//! same for both.
+//! would drift apart. The database codes are a table per dialect (a new `Dialect` does not
+//! compile until it has one); an error from a driver clicktrack does not speak is `Other`,
+//! never read as another dialect's. Connection-level failures are the same for all.
 
+use sqlx::error::DatabaseError;
 use sqlx::mysql::MySqlDatabaseError;
+use sqlx::sqlite::SqliteError;
 
-use super::ErrorKind;
+use super::{Dialect, ErrorKind};
 
 /// The kind of `error`, and the database's own code when it gave one (a metric label for
 /// retries: `1213`, `5`, ...).
 pub fn classify(error: &sqlx::Error) -> (ErrorKind, Option<String>) {
     match error {
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>() {
-            Some(mysql) => (mysql_kind(mysql.number()), Some(mysql.number().to_string())),
-            None => {
+        sqlx::Error::Database(db) => match dialect_of(db.as_ref()) {
+            Some(Dialect::Mysql) => {
+                let number = db
+                    .try_downcast_ref::<MySqlDatabaseError>()
+                    .map_or(0, MySqlDatabaseError::number);
+                (mysql_kind(number), Some(number.to_string()))
+            }
+            Some(Dialect::Sqlite) => {
                 let code = sqlite_code(error);
                 let kind = code.map_or(ErrorKind::Other, |c| sqlite_kind(c & 0xff));
                 (kind, code.map(|c| c.to_string()))
             }
+            None => (ErrorKind::Other, db.code().map(|c| c.into_owned())),
         },
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
@@ -27,6 +36,17 @@ pub fn classify(error: &sqlx::Error) -> (ErrorKind, Option<String>) {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => (ErrorKind::Unavailable, None),
         _ => (ErrorKind::Other, None),
+    }
+}
+
+/// Which of clicktrack's dialects made this database error; `None` for any other driver.
+fn dialect_of(db: &dyn DatabaseError) -> Option<Dialect> {
+    if db.try_downcast_ref::<MySqlDatabaseError>().is_some() {
+        Some(Dialect::Mysql)
+    } else if db.try_downcast_ref::<SqliteError>().is_some() {
+        Some(Dialect::Sqlite)
+    } else {
+        None
     }
 }
 
