@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`config`]: the command line (flags + environment), validated into settings.
 //! - [`app`]: `serve`: wire the store, the pipeline and the listeners; drain on shutdown.
-//! - [`commands`]: `migrate`, `campaign add`, `spool status`, `spool replay`, `link`, `stats`.
+//! - [`commands`]: `migrate`, `campaign add`, `spool status`, `spool replay`, `link`, `stats`,
+//!   `purge`, `member erase`.
 //! - [`http`]: the two routers; `track` is the `/__track` endpoint, `pages` its responses.
 //! - [`domain`]: pure rules: query parsing, targets and the redirect policy, clicks, tags,
 //!   link signatures, the bot list, the client address.
@@ -15,8 +16,11 @@
 //!   `--ack store`) → applier (journal → store in large batches: retry, bisection), the
 //!   overflow path, health, apply lag.
 //! - [`journal`]: where a click is durable before the store has it: the interface and the
-//!   local SQLite file (locked, bound to its store, versioned record format).
+//!   local SQLite file (locked, bound to its store, versioned record format), and the NATS
+//!   JetStream stream shared by a fleet.
 //! - [`store`]: where batches become rows: the batch plan and one module per backend.
+//! - [`db`]: what every SQL user shares and that knows nothing of clicks: dialects, database
+//!   URLs, the error classifier, time format, SQLite options, `on_pool!`.
 //! - [`stats`]: campaign results (API, dashboard, `clicktrack stats`) from a read-only pool.
 //! - [`telemetry`]: logging setup and every metric.
 

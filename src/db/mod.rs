@@ -6,6 +6,7 @@
 //! stats reader depend on this module, not on each other.
 
 mod classify;
+mod mysql;
 mod sqlite;
 mod time;
 mod url;
@@ -14,6 +15,7 @@ use sqlx::mysql::MySqlPool;
 use sqlx::sqlite::SqlitePool;
 
 pub use classify::{classify, sqlite_primary_code};
+pub use mysql::mysql_options;
 pub use sqlite::{BUSY_TIMEOUT as SQLITE_BUSY_TIMEOUT, sqlite_reader, sqlite_writer};
 pub use time::db_time;
 pub use url::{DatabaseUrl, DatabaseUrlError};

@@ -19,7 +19,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::ConnectOptions;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use time::OffsetDateTime;
@@ -281,10 +280,9 @@ impl StatsReader {
                 )
             }
             DatabaseUrl::Mysql(url) => {
-                let options = MySqlConnectOptions::from_str(url)
-                    .map_err(store_err("parse database url"))?
-                    .charset("utf8mb4")
-                    .disable_statement_logging();
+                let options = crate::db::mysql_options(
+                    MySqlConnectOptions::from_str(url).map_err(store_err("parse database url"))?,
+                );
                 ReadPool::Mysql(
                     MySqlPoolOptions::new()
                         .max_connections(READ_CONNECTIONS)

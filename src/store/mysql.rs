@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::query_builder::Separated;
-use sqlx::{ConnectOptions, Connection, MySql, QueryBuilder, Transaction};
+use sqlx::{Connection, MySql, QueryBuilder, Transaction};
 
 use super::backfill::{self, BackfillStep, BackfillTx, CampaignRows, LogRow, RollupState};
 use super::batch::{
@@ -60,7 +60,7 @@ pub struct MysqlStore {
     returning: bool,
 }
 
-/// The shared classifier (`classify.rs`), as this module and `mysql_schema` call it.
+/// The shared classifier (`db/classify.rs`), as this module and `mysql_schema` call it.
 pub(super) use super::sqlx_error as err;
 
 /// How long `connect` waits for the server's first answer.
@@ -99,12 +99,10 @@ pub(super) async fn check_reachable_url(url: &str) -> Result<(), StoreError> {
 
 impl MysqlStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<MysqlStore, StoreError> {
-        let options = MySqlConnectOptions::from_str(url)
-            .map_err(err("parse database url"))?
-            .charset("utf8mb4")
-            .collation(COLLATION)
-            // See store/sqlite.rs: one line per event, logged where the failure is handled.
-            .disable_statement_logging();
+        let options = crate::db::mysql_options(
+            MySqlConnectOptions::from_str(url).map_err(err("parse database url"))?,
+        )
+        .collation(COLLATION);
         check_reachable(&options).await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
