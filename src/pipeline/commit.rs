@@ -181,7 +181,7 @@ impl Committer {
         loop {
             let Some(limit) = budget.attempt_limit() else {
                 // Said as what it was: the batch's whole budget, spent by earlier attempts
-                // (not "no answer within 0 ms").
+                // (not "no answer within 0 ms"). Each of those was counted when it failed.
                 return Err(StoreError::budget_spent("write_batch", budget.given));
             };
             let started = std::time::Instant::now();
@@ -204,6 +204,13 @@ impl Committer {
                 unreachable = 0;
             }
             retries += 1;
+            let pause = backoff(retries);
+            if budget.deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                // No time left for another attempt: hand the batch back now. The caller
+                // counts this failure (`BatchNotWritten`), so it is not counted as a retry
+                // too: one failed attempt, one error.
+                return Err(error);
+            }
             // The failed attempt may have committed (e.g. connection lost in COMMIT).
             seen = Seen::Maybe;
             BatchRetried {
@@ -212,11 +219,6 @@ impl Committer {
                 rows: records.len(),
             }
             .emit();
-            let pause = backoff(retries);
-            if budget.deadline.is_some_and(|d| Instant::now() + pause >= d) {
-                // No time left for another attempt: hand the batch back now.
-                return Err(error);
-            }
             tokio::time::sleep(pause).await;
         }
     }

@@ -89,6 +89,27 @@ async fn a_store_that_refuses_writes_sends_clicks_to_the_spool_until_it_is_back(
         1.0
     );
     assert_eq!(metric(&m, "track_store_ready"), 1.0);
+    // One failed attempt, one error. Every attempt here may use the whole budget (300 ms,
+    // under the 1 s attempt limit), so a timeout leaves no time to retry: it is handed back
+    // ("batch not written"), counted once, and is no retry (it was once counted as a retry
+    // it never got, and then again when handed back).
+    let handed_back = app
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "batch not written after retries" && l["kind"] == "timeout")
+        .count() as f64;
+    assert!(handed_back >= 1.0, "{}", app.logs());
+    assert_eq!(
+        metric(&m, r#"track_errors_total{operation="write_batch",error_type="timeout"}"#),
+        handed_back,
+        "{}",
+        app.logs()
+    );
+    assert_eq!(
+        metric(&m, r#"track_batch_retries_total{code="timeout"}"#),
+        0.0,
+        "no retry was made after a timeout"
+    );
     let body = wait_for_readyz(&app, 200).await;
     assert!(body.contains("store: ok"), "{body}");
 
