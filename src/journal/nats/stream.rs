@@ -121,7 +121,8 @@ async fn get_or_create(
                 stream = %settings.stream,
                 error = %error,
                 "JetStream is not answering yet (a cluster electing its leader, or busy); \
-                 trying again for up to 30 s"
+                 trying again for up to {} s",
+                JETSTREAM_START_WAIT.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
