@@ -5,13 +5,14 @@
 #
 #   scripts/bench.sh                 # SQLite, --ack journal, 15 s per run, 50 and 200 connections
 #   scripts/bench.sh --store mysql   # the local MariaDB/MySQL (database clicktrack_bench)
+#   scripts/bench.sh --store postgres  # the local PostgreSQL (database clicktrack_bench)
 #   scripts/bench.sh --ack store     # 302 only after the store commit (the previous behaviour)
 #   scripts/bench.sh --journal nats  # the JetStream journal on a three-node cluster of its own
 #                                    # (R3 stream, sync_interval: always; BENCH_NATS_NODES=1 for
 #                                    # one server), two instances on two ports sharing the stream
 #                                    # (BENCH_INSTANCES=1 for one), wrk split between them; then a
 #                                    # run during which the stream's leader is killed (-9)
-#   scripts/bench.sh --all           # both stores x both modes, one after the other
+#   scripts/bench.sh --all           # every store x both modes, one after the other
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   scripts/bench.sh --stats         # the stats step instead: API latency over 10,000,000
 #                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
@@ -46,12 +47,12 @@ while [ $# -gt 0 ]; do
     --outage) outage=1; shift ;;
     --stats) stats=1; shift ;;
     --all) all=1; shift ;;
-    *) echo "usage: $0 [--store sqlite|mysql] [--ack journal|store] [--journal local|nats] [--outage | --stats | --all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--store sqlite|mysql|postgres] [--ack journal|store] [--journal local|nats] [--outage | --stats | --all]" >&2; exit 2 ;;
   esac
 done
 if [ "$stats" = 1 ]; then exec scripts/bench/stats.sh "$store"; fi
 if [ "$all" = 1 ]; then
-  for s in sqlite mysql; do
+  for s in sqlite mysql postgres; do
     for a in journal store; do
       echo "===== store $s, --ack $a"
       "$0" --store "$s" --ack "$a"
@@ -75,6 +76,7 @@ else
   instances=1
 fi
 mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
+postgres_server="${BENCH_POSTGRES_SERVER:-postgres@127.0.0.1:5432}"
 duration="${BENCH_DURATION:-15}"
 connections="${BENCH_CONNECTIONS:-50 200}"
 threads="${BENCH_THREADS:-2}"
@@ -86,7 +88,8 @@ proxy_port=$((port + 3))
 case "$store" in
   sqlite) client=sqlite3 ;;
   mysql) client=mariadb ;;
-  *) echo "bench: --store is sqlite or mysql" >&2; exit 2 ;;
+  postgres) client=psql ;;
+  *) echo "bench: --store is sqlite, mysql or postgres" >&2; exit 2 ;;
 esac
 for tool in wrk "$client" curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install $tool)" >&2; exit 1; }
@@ -100,21 +103,29 @@ work=$(mktemp -d)
 if [ "$store" = sqlite ]; then
   db_url="sqlite://$work/bench.db"
   q() { sqlite3 "$work/bench.db" "$1"; }
+elif [ "$store" = postgres ]; then
+  server_user="${postgres_server%%@*}"
+  server_host="${postgres_server#*@}"
+  pg_cli() { PGOPTIONS="-c client_min_messages=warning" psql --username="$server_user" --host="${server_host%%:*}" --port="${server_host##*:}" -Atq "$@"; }
+  pg_cli -d postgres -c "DROP DATABASE IF EXISTS clicktrack_bench WITH (FORCE)"
+  pg_cli -d postgres -c "CREATE DATABASE clicktrack_bench"
+  db_url="postgres://$postgres_server/clicktrack_bench"
+  q() { pg_cli -d clicktrack_bench -c "$1"; }
 else
-  mysql_user="${mysql_server%%@*}"
-  mysql_host="${mysql_server#*@}"
-  mysql_cli() { mariadb --user="$mysql_user" --host="${mysql_host%%:*}" --port="${mysql_host##*:}" -N "$@"; }
+  server_user="${mysql_server%%@*}"
+  server_host="${mysql_server#*@}"
+  mysql_cli() { mariadb --user="$server_user" --host="${server_host%%:*}" --port="${server_host##*:}" -N "$@"; }
   mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_bench; CREATE DATABASE clicktrack_bench"
   db_url="mysql://$mysql_server/clicktrack_bench"
   q() { mysql_cli clicktrack_bench -e "$1"; }
 fi
 pids=()
 serve_db_url=$db_url
-if [ "$outage" = 1 ] && [ "$store" = mysql ]; then
-  target/release/examples/db_proxy "127.0.0.1:$proxy_port" "${mysql_host%%:*}:${mysql_host##*:}" 2>"$work/proxy.log" &
+if [ "$outage" = 1 ] && [ "$store" != sqlite ]; then
+  target/release/examples/db_proxy "127.0.0.1:$proxy_port" "${server_host%%:*}:${server_host##*:}" 2>"$work/proxy.log" &
   proxy_pid=$!
   pids+=("$proxy_pid")
-  serve_db_url="mysql://$mysql_user@127.0.0.1:$proxy_port/clicktrack_bench"
+  serve_db_url="$store://$server_user@127.0.0.1:$proxy_port/clicktrack_bench"
 fi
 cleanup() {
   [ -z "${BENCH_KEEP:-}" ] || cp -r "$work" "$BENCH_KEEP"
@@ -266,7 +277,7 @@ if [ "$outage" = 1 ]; then
     [ "$non" = 0 ] || bad=1
   }
   outage_run before
-  if [ "$store" = mysql ]; then
+  if [ "$store" != sqlite ]; then
     kill -USR1 "$proxy_pid"
   else
     python3 - "$work/bench.db" "$duration" <<'PY' &
@@ -281,7 +292,7 @@ PY
   fi
   outage_run outage
   spooled=$(metric_sum '^track_spooled_total')
-  if [ "$store" = mysql ]; then kill -USR2 "$proxy_pid"; else wait "$locker"; fi
+  if [ "$store" != sqlite ]; then kill -USR2 "$proxy_pid"; else wait "$locker"; fi
   restored=$(date +%s.%N)
   # Time until the spool is empty, measured while the "after" run keeps loading the server.
   ( while [ "$(metric_sum '^track_spool_depth')" != 0 ]; do sleep 0.05; done; date +%s.%N >"$work/drained" ) &
@@ -382,7 +393,12 @@ fi
 
 # The store's own pace, no HTTP: the applier's batches written back to back.
 if [ "$outage" = 0 ]; then
-  if [ "$store" = sqlite ]; then ceiling_url="sqlite://$work/ceiling.db"; else
+  if [ "$store" = sqlite ]; then ceiling_url="sqlite://$work/ceiling.db"
+  elif [ "$store" = postgres ]; then
+    pg_cli -d postgres -c "DROP DATABASE IF EXISTS clicktrack_ceiling WITH (FORCE)"
+    pg_cli -d postgres -c "CREATE DATABASE clicktrack_ceiling"
+    ceiling_url="postgres://$postgres_server/clicktrack_ceiling"
+  else
     mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_ceiling; CREATE DATABASE clicktrack_ceiling"
     ceiling_url="mysql://$mysql_server/clicktrack_ceiling"
   fi
@@ -391,5 +407,8 @@ if [ "$outage" = 0 ]; then
     "$bin" campaign add --id "$id" --name "bench $id" --database-url "$ceiling_url" --log-format json >/dev/null
   done
   target/release/examples/apply_ceiling "$ceiling_url" "${BENCH_CEILING_CLICKS:-200000}" 4096
-  [ "$store" = sqlite ] || mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_ceiling"
+  case "$store" in
+    mysql) mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_ceiling" ;;
+    postgres) pg_cli -d postgres -c "DROP DATABASE IF EXISTS clicktrack_ceiling WITH (FORCE)" ;;
+  esac
 fi

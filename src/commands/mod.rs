@@ -130,8 +130,10 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
 
 /// What to do about a migration failure the migration guide covers.
 fn migrate_hint(error: &crate::store::StoreError) -> &'static str {
-    // 1062: MySQL's duplicate key, here on the unique key the migration adds to members.
-    if error.code.as_deref() == Some("1062") && error.to_string().contains("line_uid") {
+    // MySQL's duplicate key (1062) or PostgreSQL's unique violation (23505), here on the
+    // unique key the migration adds to members.
+    let duplicate = matches!(error.code.as_deref(), Some("1062" | "23505"));
+    if duplicate && error.to_string().contains("line_uid") {
         "members holds the same line_uid more than once, so its unique key cannot be added: \
          merge each group into one row first (docs/migrating-from-flask.md, step 1 lists \
          them), then run migrate again; it carries on from where it stopped"

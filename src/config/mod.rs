@@ -273,7 +273,7 @@ pub struct SpoolArgs {
 pub struct SpoolPathArg {
     /// The journal file (SQLite) where clicks are made durable before the store has them;
     /// default: next to an SQLite database (`clicktrack.spool.db`), else
-    /// `clicktrack-mysql-HOST-PORT-DB.spool.db` in the working directory. One process per
+    /// `clicktrack-{mysql,postgres}-HOST-PORT-DB.spool.db` in the working directory. One process per
     /// journal (it is locked), on a local disk.
     #[arg(long, visible_alias = "journal-path", env = "CLICKTRACK_SPOOL_PATH")]
     pub spool_path: Option<std::path::PathBuf>,
@@ -293,13 +293,15 @@ pub enum CampaignCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// Database URL: sqlite://PATH or mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (MySQL 8,
-    /// MariaDB 10.6+). `serve` and `migrate` create a missing SQLite file; the other commands
+    /// Database URL: sqlite://PATH, mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (MySQL 8,
+    /// MariaDB 10.6+) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (PostgreSQL 13+).
+    /// `serve` and `migrate` create a missing SQLite file; the other commands
     /// refuse one (a wrong folder or a typo would otherwise start an empty database).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://clicktrack.db")]
     pub database_url: String,
 
-    /// Most connections to a MySQL/MariaDB database (the writer needs one; SQLite uses one).
+    /// Most connections to a MySQL/MariaDB or PostgreSQL database (the writer needs one;
+    /// SQLite uses one).
     #[arg(long, env = "CLICKTRACK_DB_MAX_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub db_max_connections: u32,
 }

@@ -7,6 +7,7 @@
 
 use sqlx::error::DatabaseError;
 use sqlx::mysql::MySqlDatabaseError;
+use sqlx::postgres::PgDatabaseError;
 use sqlx::sqlite::SqliteError;
 
 use super::{Dialect, ErrorKind};
@@ -27,6 +28,11 @@ pub fn classify(error: &sqlx::Error) -> (ErrorKind, Option<String>) {
                 let kind = code.map_or(ErrorKind::Other, |c| sqlite_kind(c & 0xff));
                 (kind, code.map(|c| c.to_string()))
             }
+            Some(Dialect::Postgres) => {
+                let code = db.code().map(|c| c.into_owned());
+                let kind = code.as_deref().map_or(ErrorKind::Other, postgres_kind);
+                (kind, code)
+            }
             None => (ErrorKind::Other, db.code().map(|c| c.into_owned())),
         },
         sqlx::Error::Io(_)
@@ -45,6 +51,8 @@ fn dialect_of(db: &dyn DatabaseError) -> Option<Dialect> {
         Some(Dialect::Mysql)
     } else if db.try_downcast_ref::<SqliteError>().is_some() {
         Some(Dialect::Sqlite)
+    } else if db.try_downcast_ref::<PgDatabaseError>().is_some() {
+        Some(Dialect::Postgres)
     } else {
         None
     }
@@ -93,6 +101,28 @@ fn sqlite_kind(primary: i32) -> ErrorKind {
     }
 }
 
+/// PostgreSQL SQLSTATE codes: a few exact ones, then by class (the first two characters).
+fn postgres_kind(sqlstate: &str) -> ErrorKind {
+    match sqlstate {
+        // serialization failure, deadlock, lock not available (lock_timeout), statement
+        // cancelled (statement_timeout)
+        "40001" | "40P01" | "55P03" | "57014" => ErrorKind::Transient,
+        // admin or crash shutdown, cannot connect now, read-only transaction (a standby)
+        "57P01" | "57P02" | "57P03" | "25006" => ErrorKind::Unavailable,
+        // RAISE EXCEPTION in a trigger: the database refused the row
+        "P0001" => ErrorKind::Refused,
+        _ => match sqlstate.get(..2) {
+            // integrity constraint (unique, foreign key, NOT NULL, CHECK), data exception
+            // (too long, out of range, bad text for its type, bad datetime)
+            Some("23" | "22") => ErrorKind::Refused,
+            // connection exception, insufficient resources (disk full, too many
+            // connections), system error (I/O)
+            Some("08" | "53" | "58") => ErrorKind::Unavailable,
+            _ => ErrorKind::Other,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +152,11 @@ mod tests {
         assert_eq!(sqlite_kind(19), ErrorKind::Refused);
         assert_eq!(sqlite_kind(13), ErrorKind::Unavailable);
         assert_eq!(sqlite_kind(1), ErrorKind::Other);
+        assert_eq!(postgres_kind("40P01"), ErrorKind::Transient);
+        assert_eq!(postgres_kind("23505"), ErrorKind::Refused);
+        assert_eq!(postgres_kind("22001"), ErrorKind::Refused);
+        assert_eq!(postgres_kind("08006"), ErrorKind::Unavailable);
+        assert_eq!(postgres_kind("53100"), ErrorKind::Unavailable);
+        assert_eq!(postgres_kind("42P01"), ErrorKind::Other);
     }
 }

@@ -7,15 +7,18 @@
 
 mod classify;
 mod mysql;
+mod postgres;
 mod sqlite;
 mod time;
 mod url;
 
 use sqlx::mysql::MySqlPool;
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
 pub use classify::{classify, sqlite_primary_code};
 pub use mysql::mysql_options;
+pub use postgres::{numbered, postgres_options};
 pub use sqlite::{BUSY_TIMEOUT as SQLITE_BUSY_TIMEOUT, sqlite_reader, sqlite_writer};
 pub use time::db_time;
 pub use url::{DatabaseUrl, DatabaseUrlError};
@@ -28,6 +31,8 @@ pub enum Dialect {
     Sqlite,
     /// MySQL 8 or MariaDB.
     Mysql,
+    /// PostgreSQL 13 or later.
+    Postgres,
 }
 
 /// How the caller should react to a failed batch.
@@ -63,13 +68,14 @@ impl ErrorKind {
 pub enum PoolRef<'a> {
     Sqlite(&'a SqlitePool),
     Mysql(&'a MySqlPool),
+    Postgres(&'a PgPool),
 }
 
 /// Run `$body` with `$pool` bound to the pool of whichever dialect is in use and `$sql` to
-/// that dialect's table of statements (`$sqlite` or `$mysql`): the SQL is written once per
-/// dialect, next to the code that needs it, and the code that runs it once.
+/// that dialect's table of statements (`$sqlite`, `$mysql` or `$postgres`): the SQL is written
+/// once per dialect, next to the code that needs it, and the code that runs it once.
 macro_rules! on_pool {
-    ($pools:expr, $pool:ident, $sql:ident in ($sqlite:expr, $mysql:expr) => $body:expr) => {
+    ($pools:expr, $pool:ident, $sql:ident in ($sqlite:expr, $mysql:expr, $postgres:expr) => $body:expr) => {
         match $pools {
             $crate::db::PoolRef::Sqlite($pool) => {
                 #[allow(unused_variables)]
@@ -79,6 +85,11 @@ macro_rules! on_pool {
             $crate::db::PoolRef::Mysql($pool) => {
                 #[allow(unused_variables)]
                 let $sql = $mysql;
+                $body
+            }
+            $crate::db::PoolRef::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $sql = $postgres;
                 $body
             }
         }

@@ -11,16 +11,21 @@ pub enum DatabaseUrl {
     Sqlite(String),
     /// MySQL 8 or MariaDB (`mysql://` or `mariadb://`).
     Mysql(String),
+    /// PostgreSQL 13+ (`postgres://` or `postgresql://`).
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DatabaseUrlError {
-    #[error("unsupported scheme in {0:?} (supported: sqlite://PATH, mysql://USER@HOST/DB)")]
+    #[error(
+        "unsupported scheme in {0:?} (supported: sqlite://PATH, mysql://USER@HOST/DB, \
+         postgres://USER@HOST/DB)"
+    )]
     UnsupportedScheme(String),
     #[error("{0:?} names no database file")]
     MissingPath(String),
-    #[error("{0:?} names no database (expected mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")]
-    MissingDatabase(String),
+    #[error("{0:?} names no database (expected {1}://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")]
+    MissingDatabase(String, &'static str),
 }
 
 impl DatabaseUrl {
@@ -35,12 +40,12 @@ impl DatabaseUrl {
                 Ok(DatabaseUrl::Sqlite(url.to_owned()))
             }
             Some(("mysql" | "mariadb", rest)) => {
-                let parsed = url::Url::parse(url)
-                    .map_err(|_| DatabaseUrlError::MissingDatabase(redact(url)))?;
-                if parsed.path().trim_start_matches('/').is_empty() {
-                    return Err(DatabaseUrlError::MissingDatabase(redact(url)));
-                }
+                names_a_database(url, "mysql")?;
                 Ok(DatabaseUrl::Mysql(format!("mysql:{rest}")))
+            }
+            Some(("postgres" | "postgresql", _)) => {
+                names_a_database(url, "postgres")?;
+                Ok(DatabaseUrl::Postgres(url.to_owned()))
             }
             _ => Err(DatabaseUrlError::UnsupportedScheme(redact(url))),
         }
@@ -51,9 +56,19 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DatabaseUrl::Sqlite(url) => f.write_str(url),
-            DatabaseUrl::Mysql(url) => f.write_str(&redact(url)),
+            DatabaseUrl::Mysql(url) | DatabaseUrl::Postgres(url) => f.write_str(&redact(url)),
         }
     }
+}
+
+/// A server URL must name its database: clicktrack never picks one.
+fn names_a_database(url: &str, scheme: &'static str) -> Result<(), DatabaseUrlError> {
+    let missing = || DatabaseUrlError::MissingDatabase(redact(url), scheme);
+    let parsed = url::Url::parse(url).map_err(|_| missing())?;
+    if parsed.path().trim_start_matches('/').is_empty() {
+        return Err(missing());
+    }
+    Ok(())
 }
 
 /// A URL with any password removed, for messages and logs.
@@ -73,6 +88,7 @@ impl DatabaseUrl {
         match self {
             DatabaseUrl::Sqlite(_) => Dialect::Sqlite,
             DatabaseUrl::Mysql(_) => Dialect::Mysql,
+            DatabaseUrl::Postgres(_) => Dialect::Postgres,
         }
     }
 }
@@ -98,7 +114,14 @@ mod tests {
             .expect("valid")
             .to_string();
         assert!(!shown.contains("secret"), "{shown}");
-        let err = DatabaseUrl::parse("postgres://u:secret@h/db").expect_err("unsupported");
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://postgres@127.0.0.1:5432/test"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        let err = DatabaseUrl::parse("postgres://u:secret@h").expect_err("no database");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("postgres://USER"), "{err}");
+        let err = DatabaseUrl::parse("oracle://u:secret@h/db").expect_err("unsupported");
         assert!(!err.to_string().contains("secret"), "{err}");
     }
 }

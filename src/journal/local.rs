@@ -512,7 +512,7 @@ impl LocalJournal {
 
 /// The journal file used when `--spool-path` is not given. Next to an SQLite database
 /// (`data/clicktrack.db` → `data/clicktrack.spool.db`, the name earlier releases used); for
-/// MySQL in the working directory, named after the server and database
+/// MySQL and PostgreSQL in the working directory, named after the dialect, server and database
 /// (`clicktrack-mysql-127.0.0.1-3306-shop.spool.db`), so instances of different stores
 /// started from one folder never share a journal.
 pub fn default_path(database: &crate::db::DatabaseUrl) -> PathBuf {
@@ -529,35 +529,43 @@ pub fn default_path(database: &crate::db::DatabaseUrl) -> PathBuf {
             }
             Path::new(file).with_extension("spool.db")
         }
-        crate::db::DatabaseUrl::Mysql(url) => {
-            let parsed = url::Url::parse(url).ok();
-            let host = parsed
-                .as_ref()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default();
-            let port = parsed.as_ref().and_then(|u| u.port()).unwrap_or(3306);
-            let db = parsed
-                .as_ref()
-                .map(|u| u.path().trim_start_matches('/').to_owned())
-                .unwrap_or_default();
-            let safe = |s: &str| -> String {
-                s.chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_') {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect()
-            };
-            PathBuf::from(format!(
-                "clicktrack-mysql-{}-{port}-{}.spool.db",
-                safe(&host),
-                safe(&db)
-            ))
-        }
+        crate::db::DatabaseUrl::Mysql(url) => server_journal("mysql", url, 3306),
+        crate::db::DatabaseUrl::Postgres(url) => server_journal("postgres", url, 5432),
     }
+}
+
+/// The default journal of a store on a server: in the working directory, named after the
+/// dialect, host, port and database, so two stores never share one.
+fn server_journal(dialect: &str, url: &str, default_port: u16) -> PathBuf {
+    let parsed = url::Url::parse(url).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let port = parsed
+        .as_ref()
+        .and_then(|u| u.port())
+        .unwrap_or(default_port);
+    let db = parsed
+        .as_ref()
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    PathBuf::from(format!(
+        "clicktrack-{dialect}-{}-{port}-{}.spool.db",
+        safe(&host),
+        safe(&db)
+    ))
 }
 
 #[cfg(test)]
@@ -579,6 +587,10 @@ mod tests {
         assert_eq!(
             default_path(&url("mysql://root:pw@localhost/shop")),
             Path::new("clicktrack-mysql-localhost-3306-shop.spool.db")
+        );
+        assert_eq!(
+            default_path(&url("postgres://postgres@db.internal/shop")),
+            Path::new("clicktrack-postgres-db.internal-5432-shop.spool.db")
         );
         assert_ne!(
             default_path(&url("sqlite://clicktrack.db")),

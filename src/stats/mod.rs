@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use time::OffsetDateTime;
 
@@ -44,13 +45,14 @@ pub struct StatsReader {
 enum ReadPool {
     Sqlite(SqlitePool),
     Mysql(MySqlPool),
+    Postgres(PgPool),
 }
 
 /// Run `$body` with `$pool` bound to the pool in use and `$sql` to its dialect's
 /// statements (`crate::db::on_pool!`).
 macro_rules! on_pool {
     ($reader:expr, $pool:ident, $sql:ident => $body:expr) => {
-        crate::db::on_pool!($reader.pools(), $pool, $sql in (&sql::SQLITE, &sql::MYSQL) => $body)
+        crate::db::on_pool!($reader.pools(), $pool, $sql in (&sql::SQLITE, &sql::MYSQL, &sql::POSTGRES) => $body)
     };
 }
 pub(crate) use on_pool;
@@ -61,6 +63,7 @@ impl StatsReader {
         match &self.pool {
             ReadPool::Sqlite(pool) => crate::db::PoolRef::Sqlite(pool),
             ReadPool::Mysql(pool) => crate::db::PoolRef::Mysql(pool),
+            ReadPool::Postgres(pool) => crate::db::PoolRef::Postgres(pool),
         }
     }
 }
@@ -285,6 +288,18 @@ impl StatsReader {
                 );
                 ReadPool::Mysql(
                     MySqlPoolOptions::new()
+                        .max_connections(READ_CONNECTIONS)
+                        .min_connections(0)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_lazy_with(options),
+                )
+            }
+            DatabaseUrl::Postgres(url) => {
+                let options = crate::db::postgres_options(
+                    PgConnectOptions::from_str(url).map_err(store_err("parse database url"))?,
+                );
+                ReadPool::Postgres(
+                    PgPoolOptions::new()
                         .max_connections(READ_CONNECTIONS)
                         .min_connections(0)
                         .acquire_timeout(Duration::from_secs(10))

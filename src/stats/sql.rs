@@ -274,6 +274,142 @@ pub const MYSQL: Dialect = Dialect {
     ),
 };
 
+/// `rolled_up!` in PostgreSQL's form: numbered parameters, and the bound text times cast to
+/// `timestamp` (PostgreSQL compares no `timestamp` with `text`).
+macro_rules! pg_rolled_up {
+    (
+        $outer:literal,
+        $rollup:literal from $table:literal,
+        $raw:literal from $raw_table:literal where $filter:literal,
+        $rest:literal
+    ) => {
+        concat!(
+            $outer,
+            " FROM (",
+            $rollup,
+            " FROM ",
+            $table,
+            " WHERE campaign_id = $1 AND hour >= $2::timestamp AND hour < $3::timestamp \
+              UNION ALL ",
+            $raw,
+            " FROM ",
+            $raw_table,
+            " WHERE campaign_id = $4 \
+              AND ((triggered_at >= $5::timestamp AND triggered_at < $6::timestamp) \
+                OR (triggered_at >= $7::timestamp AND triggered_at < $8::timestamp))",
+            $filter,
+            ") u",
+            $rest
+        )
+    };
+}
+
+/// A `timestamp` as the stats read it: `YYYY-MM-DD HH:MM:SS`.
+macro_rules! pg_time {
+    ($column:literal) => {
+        concat!("to_char(", $column, ", 'YYYY-MM-DD HH24:MI:SS')")
+    };
+}
+
+// PostgreSQL: sums are NUMERIC and INTEGER columns INT4 unless cast, so every integer is cast
+// to BIGINT; text is ordered by its bytes (`COLLATE "C"`), as SQLite and the rollups'
+// `utf8mb4_bin` order it.
+pub const POSTGRES: Dialect = Dialect {
+    campaigns: concat!(
+        "SELECT c.id::bigint, COALESCE(c.name, ''), COALESCE(c.clicked_count, 0)::bigint, ",
+        pg_time!("r.last_click_at"),
+        ", COALESCE(r.unique_members, 0)::bigint \
+        FROM campaigns c LEFT JOIN track_rollup_campaigns r ON r.campaign_id = c.id \
+        ORDER BY c.id DESC"
+    ),
+    campaign: concat!(
+        "SELECT id::bigint, COALESCE(name, ''), COALESCE(clicked_count, 0)::bigint, ",
+        pg_time!("created_at"),
+        " FROM campaigns WHERE id = $1"
+    ),
+    rollup_state: concat!(
+        "SELECT backfill_next_id AS next_id, backfill_end_id AS end_id, ",
+        pg_time!("purged_before"),
+        " AS purged_before FROM track_rollup_state WHERE id = 1"
+    ),
+    series_hour: pg_rolled_up!(
+        "SELECT bucket, kind, SUM(clicks)::bigint, SUM(member_clicks)::bigint",
+        "SELECT to_char(hour, 'YYYY-MM-DD HH24') AS bucket, interaction_type::text AS kind, \
+            clicks, member_clicks" from "track_rollup_hours",
+        "SELECT to_char(triggered_at, 'YYYY-MM-DD HH24'), interaction_type::text, 1, \
+            CASE WHEN line_id <> '' THEN 1 ELSE 0 END"
+            from "component_interaction_logs" where "",
+        " GROUP BY bucket, kind"
+    ),
+    series_day: pg_rolled_up!(
+        "SELECT bucket, kind, SUM(clicks)::bigint, SUM(member_clicks)::bigint",
+        "SELECT to_char(hour, 'YYYY-MM-DD') AS bucket, interaction_type::text AS kind, \
+            clicks, member_clicks" from "track_rollup_hours",
+        "SELECT to_char(triggered_at, 'YYYY-MM-DD'), interaction_type::text, 1, \
+            CASE WHEN line_id <> '' THEN 1 ELSE 0 END"
+            from "component_interaction_logs" where "",
+        " GROUP BY bucket, kind"
+    ),
+    unique_members: pg_rolled_up!(
+        "SELECT COUNT(DISTINCT line_id)",
+        "SELECT line_id::text AS line_id" from "track_rollup_members",
+        "SELECT line_id::text" from "component_interaction_logs" where " AND line_id <> ''",
+        ""
+    ),
+    top_members: pg_rolled_up!(
+        "SELECT line_id, SUM(n)::bigint AS n",
+        "SELECT line_id::text AS line_id, clicks AS n" from "track_rollup_members",
+        "SELECT line_id::text, 1" from "component_interaction_logs" where " AND line_id <> ''",
+        " GROUP BY line_id ORDER BY n DESC, line_id COLLATE \"C\" LIMIT 10"
+    ),
+    top_targets: pg_rolled_up!(
+        "SELECT target, SUM(n)::bigint AS n",
+        "SELECT target_key::text AS target, clicks AS n" from "track_rollup_targets",
+        "SELECT LEFT(COALESCE(interaction_value, ''), 255), 1"
+            from "component_interaction_logs" where "",
+        " GROUP BY target ORDER BY n DESC, target COLLATE \"C\" LIMIT 10"
+    ),
+    tags: pg_rolled_up!(
+        "SELECT tag, SUM(n)::bigint AS n",
+        "SELECT tag::text AS tag, clicks AS n" from "track_rollup_tags",
+        "SELECT tag::text, 1" from "track_click_tags" where "",
+        " GROUP BY tag ORDER BY n DESC, tag COLLATE \"C\" LIMIT 100"
+    ),
+    display_name: "SELECT line_display_name FROM members WHERE line_uid = $1",
+    display_names: "SELECT line_uid, line_display_name FROM members \
+        WHERE line_uid IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    member_clicks: concat!(
+        "SELECT l.click_id::text AS click_id, ",
+        pg_time!("l.triggered_at"),
+        " AS clicked_at, l.campaign_id::bigint AS campaign_id, c.name AS campaign_name, \
+            l.interaction_type::text AS interaction_type, l.interaction_value AS target, \
+            (SELECT string_agg(t.tag, ',' ORDER BY t.tag COLLATE \"C\") FROM track_click_tags t \
+             WHERE t.click_id = l.click_id) AS tags \
+        FROM component_interaction_logs l LEFT JOIN campaigns c ON c.id = l.campaign_id \
+        WHERE l.line_id = $1 ORDER BY l.triggered_at DESC, l.id DESC LIMIT $2"
+    ),
+    member_summaries: concat!(
+        "SELECT source_campaign_id::bigint AS source_campaign_id, \
+            total_clicks::bigint AS total_clicks, ",
+        pg_time!("last_clicked_at"),
+        " AS last_clicked_at, last_click_tag AS tags \
+        FROM ryan_click_demo WHERE line_id = $1 ORDER BY source_campaign_id"
+    ),
+    // Arrival order, as on the other stores: by time, within one second by click_id (uuid
+    // v7), and the Flask-era rows without one by id.
+    clicks: concat!(
+        "SELECT l.click_id::text AS click_id, ",
+        pg_time!("l.triggered_at"),
+        " AS clicked_at, l.line_id::text AS line_id, l.interaction_type::text AS interaction_type, \
+            l.interaction_value AS target, \
+            (SELECT string_agg(t.tag, ',' ORDER BY t.tag COLLATE \"C\") FROM track_click_tags t \
+             WHERE t.click_id = l.click_id) AS tags, l.user_agent \
+        FROM component_interaction_logs l WHERE l.campaign_id = $1 \
+            AND l.triggered_at >= $2::timestamp AND l.triggered_at < $3::timestamp \
+        ORDER BY l.triggered_at, l.click_id COLLATE \"C\", l.id"
+    ),
+};
+
 impl Dialect {
     /// The statements that read a window, by name: what EXPLAIN is checked on.
     pub fn range_queries(&self) -> [(&'static str, &'static str); 7] {

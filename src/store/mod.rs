@@ -13,6 +13,8 @@ pub mod erase;
 mod mysql;
 mod mysql_schema;
 pub mod plan;
+mod postgres;
+mod postgres_schema;
 mod purge;
 pub mod rollup;
 mod sqlite;
@@ -28,6 +30,7 @@ use crate::telemetry::metrics;
 
 pub use backfill::{BackfillStep, RollupState};
 pub use mysql::MysqlStore;
+pub use postgres::PostgresStore;
 pub use purge::Purged;
 pub use sqlite::SqliteStore;
 
@@ -128,6 +131,34 @@ pub(crate) trait StoreTx: Send {
     async fn commit(self) -> Result<(), StoreError>;
 }
 
+/// How long opening a server's store waits for its first answer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One connection to a database server (`place`: how the operator knows it) before its pool is
+/// built, so that an unreachable or refusing server fails at once with its address and the
+/// cause (a pool would retry for its whole acquire timeout, then say only "pool timed out").
+async fn check_reachable<O>(options: &O, place: String) -> Result<(), StoreError>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    use sqlx::Connection;
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            // Closing politely is a courtesy; the server copes if it fails.
+            if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing the reachability check's connection");
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(StoreError::cannot_open(place, e)),
+        Err(_) => Err(StoreError::cannot_open(
+            place,
+            format_args!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
 /// A written batch: one outcome per record, in order, and what else the caller should count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchResult {
@@ -141,6 +172,7 @@ pub struct BatchResult {
 pub enum Store {
     Sqlite(SqliteStore),
     Mysql(MysqlStore),
+    Postgres(PostgresStore),
 }
 
 /// Statements whose text differs between the stores and whose Rust does not: each store's
@@ -155,7 +187,20 @@ struct Sql {
     schema_objects: &'static str,
     /// `track_rollup_state` as a `RollupState`.
     rollup_state: &'static str,
+    /// Move the purge horizon forward. Binds (before, before).
+    set_purge_horizon: &'static str,
+    /// Rows older than `before` in the log, the click tags and the rejects (one bind each).
+    purge_counts: [&'static str; 3],
 }
+
+/// `Sql::purge_counts` where a text time compares with the column as it is (SQLite, MySQL).
+const PURGE_COUNTS: [&str; 3] = [
+    "SELECT COUNT(*) FROM component_interaction_logs WHERE triggered_at < ?",
+    "SELECT COUNT(*) FROM track_click_tags WHERE triggered_at < ?",
+    "SELECT COUNT(*) FROM track_rejects WHERE received_at < ?",
+];
+const SET_PURGE_HORIZON: &str = "UPDATE track_rollup_state SET purged_before = ? \
+    WHERE id = 1 AND (purged_before IS NULL OR purged_before < ?)";
 
 const SQLITE: Sql = Sql {
     create_identity: "INSERT INTO track_store_identity (id, store_id, created_at) \
@@ -171,6 +216,8 @@ const SQLITE: Sql = Sql {
         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
     rollup_state: "SELECT backfill_start_id, backfill_end_id, backfill_next_id \
         FROM track_rollup_state WHERE id = 1",
+    set_purge_horizon: SET_PURGE_HORIZON,
+    purge_counts: PURGE_COUNTS,
 };
 
 const MYSQL: Sql = Sql {
@@ -192,6 +239,33 @@ const MYSQL: Sql = Sql {
             CAST(backfill_end_id AS SIGNED) AS backfill_end_id, \
             CAST(backfill_next_id AS SIGNED) AS backfill_next_id \
         FROM track_rollup_state WHERE id = 1",
+    set_purge_horizon: SET_PURGE_HORIZON,
+    purge_counts: PURGE_COUNTS,
+};
+
+// PostgreSQL: numbered parameters, text times cast to `timestamp`.
+const POSTGRES: Sql = Sql {
+    create_identity: "INSERT INTO track_store_identity (id, store_id, created_at) \
+        VALUES (1, $1, $2::timestamp) ON CONFLICT (id) DO NOTHING",
+    add_campaign: "INSERT INTO campaigns (id, name, clicked_count, created_at, updated_at) \
+        VALUES ($1, $2, 0, $3::timestamp, $4::timestamp)",
+    schema_objects: "SELECT 'table ' || table_name FROM information_schema.tables \
+        WHERE table_schema = current_schema() \
+        UNION ALL \
+        SELECT 'column ' || table_name || '.' || column_name FROM information_schema.columns \
+        WHERE table_schema = current_schema() \
+        UNION ALL \
+        SELECT 'index ' || tablename || '.' || indexname FROM pg_indexes \
+        WHERE schemaname = current_schema() AND indexname NOT LIKE '%_pkey'",
+    rollup_state: "SELECT backfill_start_id, backfill_end_id, backfill_next_id \
+        FROM track_rollup_state WHERE id = 1",
+    set_purge_horizon: "UPDATE track_rollup_state SET purged_before = $1::timestamp \
+        WHERE id = 1 AND (purged_before IS NULL OR purged_before < $2::timestamp)",
+    purge_counts: [
+        "SELECT COUNT(*) FROM component_interaction_logs WHERE triggered_at < $1::timestamp",
+        "SELECT COUNT(*) FROM track_click_tags WHERE triggered_at < $1::timestamp",
+        "SELECT COUNT(*) FROM track_rejects WHERE received_at < $1::timestamp",
+    ],
 };
 
 /// Run `$body` with `$pool` bound to the store's pool and `$sql` to its `Sql`; each arm is
@@ -199,7 +273,7 @@ const MYSQL: Sql = Sql {
 /// `stats::on_pool!` does for the reports).
 macro_rules! on_pool {
     ($store:expr, $pool:ident, $sql:ident => $body:expr) => {
-        crate::db::on_pool!($store.pools(), $pool, $sql in (&SQLITE, &MYSQL) => $body)
+        crate::db::on_pool!($store.pools(), $pool, $sql in (&SQLITE, &MYSQL, &POSTGRES) => $body)
     };
 }
 
@@ -216,6 +290,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => crate::db::PoolRef::Sqlite(s.pool()),
             Store::Mysql(s) => crate::db::PoolRef::Mysql(s.pool()),
+            Store::Postgres(s) => crate::db::PoolRef::Postgres(s.pool()),
         }
     }
 
@@ -226,6 +301,9 @@ impl Store {
             DatabaseUrl::Mysql(url) => MysqlStore::connect(url, options.max_connections)
                 .await
                 .map(Store::Mysql),
+            DatabaseUrl::Postgres(url) => PostgresStore::connect(url, options.max_connections)
+                .await
+                .map(Store::Postgres),
         }
     }
 
@@ -235,6 +313,7 @@ impl Store {
         match url {
             DatabaseUrl::Sqlite(url) => sqlite::check_exists(url),
             DatabaseUrl::Mysql(url) => mysql::check_reachable_url(url).await,
+            DatabaseUrl::Postgres(url) => postgres::check_reachable_url(url).await,
         }
     }
 
@@ -243,6 +322,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.migrate().await,
             Store::Mysql(s) => s.migrate().await,
+            Store::Postgres(s) => s.migrate().await,
         }
     }
 
@@ -257,6 +337,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.write_batch(records, seen).await,
             Store::Mysql(s) => s.write_batch(records, seen).await,
+            Store::Postgres(s) => s.write_batch(records, seen).await,
         }
     }
 
@@ -266,17 +347,15 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.backfill_step(chunk).await,
             Store::Mysql(s) => s.backfill_step(chunk).await,
+            Store::Postgres(s) => s.backfill_step(chunk).await,
         }
     }
 
     /// Record that raw rows older than `before` (`db_time`) are about to be purged: from now
     /// on the statistics read nothing older from the raw log. Only ever moves forward.
     pub async fn set_purge_horizon(&self, before: &str) -> Result<(), StoreError> {
-        on_pool!(self, pool, _sql => {
-            sqlx::query(
-                "UPDATE track_rollup_state SET purged_before = ? \
-                 WHERE id = 1 AND (purged_before IS NULL OR purged_before < ?)",
-            )
+        on_pool!(self, pool, sql => {
+            sqlx::query(sql.set_purge_horizon)
             .bind(before)
             .bind(before)
             .execute(pool)
@@ -291,6 +370,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.erase(uid, dry_run).await,
             Store::Mysql(s) => s.erase(uid, dry_run).await,
+            Store::Postgres(s) => s.erase(uid, dry_run).await,
         }
     }
 
@@ -299,14 +379,15 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.purge_step(before, chunk).await,
             Store::Mysql(s) => s.purge_step(before, chunk).await,
+            Store::Postgres(s) => s.purge_step(before, chunk).await,
         }
     }
 
     /// What a purge before `before` would delete (`--dry-run`).
     pub async fn purge_counts(&self, before: &str) -> Result<Purged, StoreError> {
-        let count = async |sql: &'static str| -> Result<u64, StoreError> {
-            let n: i64 = on_pool!(self, pool, _sql => {
-                sqlx::query_scalar(sql)
+        let count = async |table: usize| -> Result<u64, StoreError> {
+            let n: i64 = on_pool!(self, pool, sql => {
+                sqlx::query_scalar(sql.purge_counts[table])
                     .bind(before)
                     .fetch_one(pool)
                     .await
@@ -315,10 +396,9 @@ impl Store {
             Ok(u64::try_from(n).unwrap_or(0))
         };
         Ok(Purged {
-            logs: count("SELECT COUNT(*) FROM component_interaction_logs WHERE triggered_at < ?")
-                .await?,
-            tags: count("SELECT COUNT(*) FROM track_click_tags WHERE triggered_at < ?").await?,
-            rejects: count("SELECT COUNT(*) FROM track_rejects WHERE received_at < ?").await?,
+            logs: count(0).await?,
+            tags: count(1).await?,
+            rejects: count(2).await?,
         })
     }
 
@@ -327,7 +407,7 @@ impl Store {
     pub async fn set_bulk_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.set_cache_mib(mib).await,
-            Store::Mysql(_) => Ok(()),
+            Store::Mysql(_) | Store::Postgres(_) => Ok(()),
         }
     }
 
@@ -359,6 +439,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.probe().await,
             Store::Mysql(s) => s.probe().await,
+            Store::Postgres(s) => s.probe().await,
         }
     }
 

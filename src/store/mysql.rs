@@ -24,9 +24,9 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::query_builder::Separated;
-use sqlx::{Connection, MySql, QueryBuilder, Transaction};
+use sqlx::{MySql, QueryBuilder, Transaction};
 
 use super::backfill::{self, BackfillStep, BackfillTx, CampaignRows, LogRow, RollupState};
 use super::batch::{
@@ -63,32 +63,15 @@ pub struct MysqlStore {
 /// The shared classifier (`db/classify.rs`), as this module and `mysql_schema` call it.
 pub(super) use super::sqlx_error as err;
 
-/// How long `connect` waits for the server's first answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One connection before the pool is built, so that an unreachable or refusing server fails
-/// at once with its address and the cause (the pool would retry for its whole acquire
-/// timeout and then report only "pool timed out").
+/// One connection before the pool is built (`super::check_reachable`), named by its socket
+/// or host and port, and database.
 async fn check_reachable(options: &MySqlConnectOptions) -> Result<(), StoreError> {
     let place = match options.get_socket() {
         Some(socket) => socket.display().to_string(),
         None => format!("{}:{}", options.get_host(), options.get_port()),
     };
     let place = format!("{place}/{}", options.get_database().unwrap_or(""));
-    match tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(options)).await {
-        Ok(Ok(conn)) => {
-            // Closing politely is a courtesy; the server copes if it fails.
-            if let Err(e) = conn.close().await {
-                tracing::debug!(error = %e, "closing the reachability check's connection");
-            }
-            Ok(())
-        }
-        Ok(Err(e)) => Err(StoreError::cannot_open(place, e)),
-        Err(_) => Err(StoreError::cannot_open(
-            place,
-            format_args!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        )),
-    }
+    super::check_reachable(options, place).await
 }
 
 /// See `Store::check_readable`.

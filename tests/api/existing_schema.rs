@@ -78,12 +78,94 @@ INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, 
     VALUES ('U_OLD', 123, 'image_click', 'https://example.com/old', '2025-11-01 10:00:00');
 ";
 
+/// The same tables as a marketing app on PostgreSQL would have them: `serial` ids, `timestamptz`
+/// where the app stores zoned times, the narrower set of types as a CHECK (PostgreSQL's usual
+/// spelling of MySQL's ENUM), columns clicktrack does not know, and the same rows.
+pub const OLD_APP_SCHEMA_POSTGRES: &str = "
+CREATE TABLE campaigns (
+    id BIGSERIAL PRIMARY KEY,
+    name VARCHAR(255) NOT NULL,
+    status VARCHAR(16) NOT NULL DEFAULT 'sent',
+    clicked_count INT DEFAULT 0,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE members (
+    id SERIAL PRIMARY KEY,
+    line_uid VARCHAR(64) NOT NULL,
+    line_display_name VARCHAR(255),
+    email VARCHAR(255),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT uq_line_uid UNIQUE (line_uid)
+);
+CREATE TABLE messages (
+    id BIGSERIAL PRIMARY KEY,
+    member_id INT NOT NULL,
+    direction VARCHAR(16) NOT NULL CHECK (direction IN ('incoming', 'outgoing')),
+    message_type VARCHAR(32) NOT NULL,
+    content TEXT,
+    campaign_id BIGINT,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE ryan_click_demo (
+    id SERIAL PRIMARY KEY,
+    line_id VARCHAR(64) NOT NULL,
+    source_campaign_id INT NOT NULL DEFAULT 0,
+    line_display_name VARCHAR(128),
+    total_clicks INT NOT NULL DEFAULT 0,
+    last_clicked_at TIMESTAMP,
+    last_click_tag VARCHAR(255),
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    CONSTRAINT uq_line_source_campaign UNIQUE (line_id, source_campaign_id)
+);
+CREATE INDEX idx_source_campaign_id ON ryan_click_demo (source_campaign_id);
+CREATE TABLE component_interaction_logs (
+    id BIGSERIAL PRIMARY KEY,
+    line_id VARCHAR(100) NOT NULL,
+    campaign_id BIGINT NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+    template_id BIGINT,
+    carousel_item_id BIGINT,
+    interaction_tag_id BIGINT,
+    component_slot VARCHAR(50),
+    interaction_type VARCHAR(32) NOT NULL
+        CHECK (interaction_type IN ('image_click', 'button_url')),
+    interaction_value TEXT,
+    triggered_at TIMESTAMP NOT NULL,
+    line_event_type VARCHAR(50),
+    user_agent TEXT
+);
+CREATE INDEX idx_line_id ON component_interaction_logs (line_id);
+CREATE INDEX idx_campaign_id ON component_interaction_logs (campaign_id);
+CREATE INDEX idx_triggered_at ON component_interaction_logs (triggered_at);
+INSERT INTO campaigns (id, name, clicked_count) VALUES (123, 'Autumn', 7), (456, 'Winter', NULL);
+INSERT INTO members (line_uid, line_display_name, email) VALUES ('U_OLD', 'Old Guest', 'old@example.com');
+INSERT INTO messages (member_id, direction, message_type, content, campaign_id, created_at)
+    VALUES (1, 'incoming', 'text', '{\"event\":\"campaign_click\"}', 123, '2025-11-01 10:00:00');
+INSERT INTO ryan_click_demo (line_id, source_campaign_id, line_display_name, total_clicks,
+        last_clicked_at, last_click_tag, created_at, updated_at)
+    VALUES ('U_OLD', 5, 'Old Guest', 3, '2025-11-01 10:00:00', 'X,Y', '2025-11-01', '2025-11-01');
+INSERT INTO component_interaction_logs (line_id, campaign_id, interaction_type, interaction_value, triggered_at)
+    VALUES ('U_OLD', 123, 'image_click', 'https://example.com/old', '2025-11-01 10:00:00');
+";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicktrack_runs_on_the_old_apps_database_and_keeps_its_rows() {
-    let Some(db) = TestDb::empty(StoreKind::Mysql).await else {
-        return;
-    };
-    db.execute(OLD_APP_SCHEMA).await;
+    if let Some(db) = TestDb::empty(StoreKind::Mysql).await {
+        runs_on_the_old_apps_database(db, OLD_APP_SCHEMA).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicktrack_runs_on_the_old_apps_postgres_database_and_keeps_its_rows() {
+    if let Some(db) = TestDb::empty(StoreKind::Postgres).await {
+        runs_on_the_old_apps_database(db, OLD_APP_SCHEMA_POSTGRES).await;
+    }
+}
+
+async fn runs_on_the_old_apps_database(db: TestDb, schema: &str) {
+    db.execute(schema).await;
     // `migrate` says what it adds to the old app's tables; the second run changes nothing.
     let first = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
     assert!(
@@ -144,14 +226,22 @@ async fn clicktrack_runs_on_the_old_apps_database_and_keeps_its_rows() {
     );
     // Only clicktrack's additions were made: its column and unique index, its table.
     let pool = db.pool().await;
-    let added: i64 = sqlx::query_scalar(
-        "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM information_schema.statistics \
-         WHERE table_schema = DATABASE() AND table_name = 'component_interaction_logs' \
-           AND column_name = 'click_id' AND non_unique = 0",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("query");
+    let unique_on_click_id = match db.kind {
+        StoreKind::Postgres => {
+            "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM pg_indexes \
+             WHERE tablename = 'component_interaction_logs' \
+               AND indexdef LIKE 'CREATE UNIQUE INDEX % (click_id)'"
+        }
+        _ => {
+            "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = 'component_interaction_logs' \
+               AND column_name = 'click_id' AND non_unique = 0"
+        }
+    };
+    let added: i64 = sqlx::query_scalar(db.sql(unique_on_click_id))
+        .fetch_one(&pool)
+        .await
+        .expect("query");
     assert_eq!(added, 1);
     let email: Option<String> =
         sqlx::query_scalar("SELECT email FROM members WHERE line_uid = 'U_OLD'")

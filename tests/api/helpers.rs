@@ -26,6 +26,7 @@ pub const BROWSER_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac O
 pub enum StoreKind {
     Sqlite,
     Mysql,
+    Postgres,
 }
 
 /// Where the MySQL-family tests find their server (CI: the local MariaDB).
@@ -34,8 +35,15 @@ fn mysql_server_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// Where the PostgreSQL tests find their server (CI: the local PostgreSQL 15).
+fn postgres_server_url() -> String {
+    std::env::var("CLICKTRACK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
 /// Run one test case against every store: `store_tests! { async fn name(db) { ... } }` makes
-/// `name::sqlite` and `name::mysql`, each with a fresh `db: TestDb` of that store.
+/// `name::sqlite`, `name::mysql` and `name::postgres`, each with a fresh `db: TestDb` of that
+/// store.
 #[macro_export]
 macro_rules! store_tests {
     ($(async fn $name:ident($db:ident) $body:block)*) => {
@@ -59,6 +67,43 @@ macro_rules! store_tests {
                         case(db).await;
                     }
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Postgres).await {
+                        case(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// `store_tests!` for the stores on a server only (MySQL and PostgreSQL): for cases that cut
+/// the connection or hold a row lock, which SQLite's single file has no counterpart of.
+#[macro_export]
+macro_rules! server_store_tests {
+    ($(async fn $name:ident($db:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn case($db: $crate::helpers::TestDb) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Mysql).await {
+                        case(db).await;
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Postgres).await {
+                        case(db).await;
+                    }
+                }
             }
         )*
     };
@@ -75,8 +120,8 @@ pub fn journal_mode() -> bool {
     ack_mode() == "journal"
 }
 
-/// A database of the test's own: a temporary SQLite file, or a fresh MySQL database that is
-/// dropped afterwards; and a temporary directory for its journal.
+/// A database of the test's own: a temporary SQLite file, or a fresh MySQL or PostgreSQL
+/// database that is dropped afterwards; and a temporary directory for its journal.
 ///
 /// Reads wait until every app serving this database has applied its journal (or finds its
 /// store down): with `--ack journal` a 302 means the click is durable in the journal, and the
@@ -84,7 +129,8 @@ pub fn journal_mode() -> bool {
 pub struct TestDb {
     pub kind: StoreKind,
     pub url: String,
-    mysql_database: Option<String>,
+    /// The database created on a server (MySQL, PostgreSQL), dropped with the `TestDb`.
+    server_database: Option<String>,
     dir: TempDir,
     /// Admin addresses of the apps serving this database.
     apps: Arc<Mutex<Vec<SocketAddr>>>,
@@ -126,11 +172,12 @@ impl TestDb {
                 Some(TestDb {
                     kind,
                     url,
-                    mysql_database: None,
+                    server_database: None,
                     dir,
                     apps: Arc::default(),
                 })
             }
+            StoreKind::Postgres => TestDb::empty_postgres().await,
             StoreKind::Mysql => {
                 let server = mysql_server_url();
                 let mut conn = match sqlx::mysql::MySqlConnection::connect(&server).await {
@@ -160,7 +207,7 @@ impl TestDb {
                 Some(TestDb {
                     kind,
                     url: format!("{server}/{name}"),
-                    mysql_database: Some(name),
+                    server_database: Some(name),
                     dir: tempfile::tempdir().expect("temp dir"),
                     apps: Arc::default(),
                 })
@@ -168,10 +215,64 @@ impl TestDb {
         }
     }
 
-    /// This MySQL database's server address.
-    pub fn mysql_addr(&self) -> SocketAddr {
+    /// A fresh PostgreSQL database on the test server.
+    async fn empty_postgres() -> Option<TestDb> {
+        let server = postgres_server_url();
+        let mut conn =
+            match sqlx::postgres::PgConnection::connect(&format!("{server}/postgres")).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    skip(
+                        "PostgreSQL",
+                        &format!(
+                            "PostgreSQL not reachable at {server} ({e}); set \
+                             CLICKTRACK_TEST_POSTGRES_URL"
+                        ),
+                    );
+                    return None;
+                }
+            };
+        let name = format!(
+            "ct_test_{}",
+            &uuid::Uuid::now_v7().simple().to_string()[16..]
+        );
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE DATABASE {name} ENCODING 'UTF8'"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+        conn.close().await.expect("close");
+        Some(TestDb {
+            kind: StoreKind::Postgres,
+            url: format!("{server}/{name}"),
+            server_database: Some(name),
+            dir: tempfile::tempdir().expect("temp dir"),
+            apps: Arc::default(),
+        })
+    }
+
+    /// `sql`, written for SQLite and MySQL (`?` placeholders, `CAST(.. AS SIGNED INTEGER)`,
+    /// `CAST(.. AS CHAR)`), in this store's dialect: the tests' own reads, written once.
+    pub fn sql(&self, sql: &str) -> AssertSqlSafe<String> {
+        if self.kind != StoreKind::Postgres {
+            return AssertSqlSafe(sql.to_owned());
+        }
+        let sql = sql
+            .replace("AS SIGNED INTEGER)", "AS BIGINT)")
+            .replace("AS SIGNED)", "AS BIGINT)")
+            .replace("AS CHAR)", "AS TEXT)");
+        AssertSqlSafe(clicktrack::db::numbered(&sql))
+    }
+
+    /// This MySQL or PostgreSQL database's server address.
+    pub fn server_addr(&self) -> SocketAddr {
         let url = url::Url::parse(&self.url).expect("database url");
-        url.socket_addrs(|| Some(3306))
+        let default_port = match self.kind {
+            StoreKind::Postgres => 5432,
+            StoreKind::Mysql | StoreKind::Sqlite => 3306,
+        };
+        url.socket_addrs(|| Some(default_port))
             .expect("resolve")
             .into_iter()
             .next()
@@ -270,7 +371,7 @@ impl TestDb {
 
     pub async fn execute(&self, sql: &str) {
         let pool = self.pool().await;
-        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        sqlx::raw_sql(self.sql(sql))
             .execute(&pool)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -279,7 +380,7 @@ impl TestDb {
 
     async fn scalar(&self, sql: String) -> i64 {
         let pool = self.pool().await;
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query(self.sql(&sql))
             .fetch_one(&pool)
             .await
             .expect("query");
@@ -310,7 +411,7 @@ impl TestDb {
     pub async fn members_named(&self, uid: &str) -> i64 {
         let pool = self.pool().await;
         let n: i64 = sqlx::query_scalar(
-            "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM members WHERE line_uid = ?",
+            self.sql("SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM members WHERE line_uid = ?"),
         )
         .bind(uid)
         .fetch_one(&pool)
@@ -323,10 +424,10 @@ impl TestDb {
     /// (total_clicks, last_click_tag) of one summary row, if it exists.
     pub async fn summary(&self, uid: &str, src: i64) -> Option<(i64, Option<String>)> {
         let pool = self.pool().await;
-        let row = sqlx::query(
+        let row = sqlx::query(self.sql(
             "SELECT CAST(total_clicks AS SIGNED INTEGER), last_click_tag FROM ryan_click_demo \
              WHERE line_id = ? AND source_campaign_id = ?",
-        )
+        ))
         .bind(uid)
         .bind(src)
         .fetch_optional(&pool)
@@ -339,8 +440,8 @@ impl TestDb {
     /// line_display_name of one summary row.
     pub async fn summary_name(&self, uid: &str, src: i64) -> Option<String> {
         let pool = self.pool().await;
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT line_display_name FROM ryan_click_demo WHERE line_id = ? AND source_campaign_id = ?",
+        let name: Option<String> = sqlx::query_scalar(self.sql(
+            "SELECT line_display_name FROM ryan_click_demo WHERE line_id = ? AND source_campaign_id = ?"),
         )
         .bind(uid)
         .bind(src)
@@ -360,7 +461,7 @@ impl TestDb {
     /// The `line_id` of every interaction-log row.
     pub async fn logged_uids(&self) -> Vec<String> {
         let pool = self.pool().await;
-        let uids = sqlx::query_scalar("SELECT line_id FROM component_interaction_logs")
+        let uids = sqlx::query_scalar(self.sql("SELECT line_id FROM component_interaction_logs"))
             .fetch_all(&pool)
             .await
             .expect("query");
@@ -371,9 +472,9 @@ impl TestDb {
     /// reason → count, from `track_rejects`.
     pub async fn rejects_by_reason(&self) -> BTreeMap<String, i64> {
         let pool = self.pool().await;
-        let rows = sqlx::query(
+        let rows = sqlx::query(self.sql(
             "SELECT reason, CAST(COUNT(*) AS SIGNED INTEGER) FROM track_rejects GROUP BY reason",
-        )
+        ))
         .fetch_all(&pool)
         .await
         .expect("query");
@@ -388,12 +489,12 @@ impl TestDb {
         uid: &str,
     ) -> Vec<(i64, String, String, String, Option<String>, Option<String>)> {
         let pool = self.pool().await;
-        let rows = sqlx::query(
+        let rows = sqlx::query(self.sql(
             "SELECT CAST(campaign_id AS SIGNED INTEGER), CAST(interaction_type AS CHAR), \
                     CAST(interaction_value AS CHAR), CAST(triggered_at AS CHAR), \
                     CAST(user_agent AS CHAR), click_id \
              FROM component_interaction_logs WHERE line_id = ? ORDER BY id",
-        )
+        ))
         .bind(uid)
         .fetch_all(&pool)
         .await
@@ -406,9 +507,9 @@ impl TestDb {
 
     pub async fn messages_of(&self, uid: &str) -> Vec<String> {
         let pool = self.pool().await;
-        let rows = sqlx::query_scalar(
+        let rows = sqlx::query_scalar(self.sql(
             "SELECT CAST(m.content AS CHAR) FROM messages m JOIN members u ON u.id = m.member_id \
-             WHERE u.line_uid = ? AND m.direction = 'incoming' AND m.message_type = 'text' ORDER BY m.id",
+             WHERE u.line_uid = ? AND m.direction = 'incoming' AND m.message_type = 'text' ORDER BY m.id"),
         )
         .bind(uid)
         .fetch_all(&pool)
@@ -438,6 +539,13 @@ impl TestDb {
                  BEGIN IF NEW.{column} LIKE '{pattern}' THEN \
                  SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END"
             ),
+            StoreKind::Postgres => format!(
+                "CREATE FUNCTION {name}_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.{column} LIKE '{pattern}' THEN RAISE EXCEPTION '{message}'; \
+                 END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW \
+                 EXECUTE FUNCTION {name}_refuse()"
+            ),
         };
         self.execute(&sql).await;
     }
@@ -449,6 +557,8 @@ pub enum WriteBlocker {
     Sqlite(sqlx::sqlite::SqliteConnection),
     /// A row lock on campaign 123, which every batch clicking it must update first.
     Mysql(sqlx::mysql::MySqlConnection),
+    /// The same row lock on PostgreSQL.
+    Postgres(sqlx::postgres::PgConnection),
 }
 
 impl TestDb {
@@ -478,6 +588,20 @@ impl TestDb {
                     .expect("lock campaign 123");
                 WriteBlocker::Mysql(conn)
             }
+            StoreKind::Postgres => {
+                let mut conn = sqlx::postgres::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query("BEGIN")
+                    .execute(&mut conn)
+                    .await
+                    .expect("begin");
+                sqlx::query("SELECT id FROM campaigns WHERE id = 123 FOR UPDATE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("lock campaign 123");
+                WriteBlocker::Postgres(conn)
+            }
         }
     }
 }
@@ -499,16 +623,23 @@ impl WriteBlocker {
                     .expect("release");
                 conn.close().await.expect("close");
             }
+            WriteBlocker::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("release");
+                conn.close().await.expect("close");
+            }
         }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.mysql_database.take() else {
+        let Some(name) = self.server_database.take() else {
             return;
         };
-        let server = mysql_server_url();
+        let kind = self.kind;
         // Drop runs inside the test's runtime: use a thread with a runtime of its own.
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -516,7 +647,17 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let mut conn = sqlx::mysql::MySqlConnection::connect(&server).await?;
+                if kind == StoreKind::Postgres {
+                    let server = format!("{}/postgres", postgres_server_url());
+                    let mut conn = sqlx::postgres::PgConnection::connect(&server).await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await?;
+                    return conn.close().await;
+                }
+                let mut conn = sqlx::mysql::MySqlConnection::connect(&mysql_server_url()).await?;
                 sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
                     .execute(&mut conn)
                     .await?;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::existing_schema::OLD_APP_SCHEMA;
+use crate::existing_schema::{OLD_APP_SCHEMA, OLD_APP_SCHEMA_POSTGRES};
 use crate::helpers::*;
 
 const DOC: &str = include_str!("../../docs/migrating-from-flask.md");
@@ -212,4 +212,62 @@ async fn a_migration_stopped_by_duplicate_members_says_what_it_changed_and_what_
         stdout.contains("index members.uq_members_line_uid"),
         "{stdout}"
     );
+}
+
+/// The same on PostgreSQL, where the migration is one transaction: the failure changed nothing,
+/// and the message says so as well as what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_migration_stopped_by_duplicate_members_changes_nothing_and_says_what_to_do() {
+    let Some(db) = TestDb::empty(StoreKind::Postgres).await else {
+        return;
+    };
+    let without_key = OLD_APP_SCHEMA_POSTGRES.replace(
+        "updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),\n    CONSTRAINT uq_line_uid UNIQUE (line_uid)",
+        "updated_at TIMESTAMPTZ NOT NULL DEFAULT now()",
+    );
+    assert_ne!(
+        without_key, OLD_APP_SCHEMA_POSTGRES,
+        "the old schema's members key moved"
+    );
+    db.execute(&without_key).await;
+    db.execute("INSERT INTO members (line_uid) VALUES ('U_OLD')")
+        .await;
+
+    let out = db.cli(&["migrate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for said in [
+        "uq_members_line_uid",
+        "docs/migrating-from-flask.md, step 1",
+        "run migrate again",
+    ] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    let pool = db.pool().await;
+    let own_tables: i64 = sqlx::query_scalar(db.sql(
+        "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM information_schema.tables \
+         WHERE table_name LIKE 'track\\_%'",
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("count clicktrack's tables");
+    pool.close().await;
+    assert_eq!(
+        own_tables, 0,
+        "the failed migration was rolled back whole: {stderr}"
+    );
+
+    db.execute(
+        "DELETE FROM members WHERE line_uid = 'U_OLD' \
+         AND id > (SELECT MIN(id) FROM members WHERE line_uid = 'U_OLD')",
+    )
+    .await;
+    let out = db.cli_ok(&["migrate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for added in [
+        "index members.uq_members_line_uid",
+        "column component_interaction_logs.click_id",
+    ] {
+        assert!(stdout.contains(added), "{added}: {stdout}");
+    }
 }

@@ -163,10 +163,10 @@ async fn metrics_count_exactly_what_the_test_did(db) {
     assert_eq!(metric(&m, "track_clicks_not_written_total"), 0.0);
     assert_eq!(db.count("component_interaction_logs").await as f64, recorded);
 
-    // The pool: SQLite always has one connection, MySQL what --db-max-connections says.
+    // The pool: SQLite always has one connection, a server what --db-max-connections says.
     let max = match db.kind {
         StoreKind::Sqlite => 1.0,
-        StoreKind::Mysql => 3.0,
+        StoreKind::Mysql | StoreKind::Postgres => 3.0,
     };
     assert_eq!(metric(&m, r#"db_pool_connections{state="max"}"#), max);
     let open = metric(&m, r#"db_pool_connections{state="idle"}"#)

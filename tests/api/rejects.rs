@@ -90,10 +90,10 @@ async fn a_reject_keeps_the_raw_query_and_user_agent(db) {
     assert_eq!(app.track(q).await.status(), 302);
     let pool = db.pool().await;
     let (reason, query, ua, click_id): (String, String, Option<String>, String) =
-        sqlx::query_as(
+        sqlx::query_as(db.sql(
             "SELECT reason, CAST(query_string AS CHAR), CAST(user_agent AS CHAR), click_id \
              FROM track_rejects",
-        )
+        ))
             .fetch_one(&pool)
             .await
             .expect("one reject");

@@ -37,7 +37,7 @@ fn figures(mut stats: Value) -> Value {
 
 async fn older_than(db: &TestDb, table: &str, column: &str, t: OffsetDateTime) -> i64 {
     let pool = db.pool().await;
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let n: i64 = sqlx::query_scalar(db.sql(&format!(
         "SELECT CAST(COUNT(*) AS SIGNED INTEGER) FROM {table} WHERE {column} < '{}'",
         db_time(t)
     )))

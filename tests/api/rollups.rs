@@ -282,6 +282,65 @@ fn rollup_checks(kind: StoreKind) -> Vec<(&'static str, &'static str, &'static s
                  FROM component_interaction_logs GROUP BY campaign_id",
             ),
         ],
+        StoreKind::Postgres => vec![
+            (
+                "track_rollup_hours",
+                "SELECT concat_ws('|', campaign_id, to_char(hour, 'YYYY-MM-DD HH24:MI:SS'), \
+                     interaction_type, clicks, member_clicks, \
+                     to_char(last_click_at, 'YYYY-MM-DD HH24:MI:SS')) FROM track_rollup_hours",
+                "SELECT concat_ws('|', campaign_id, \
+                     to_char(date_trunc('hour', triggered_at), 'YYYY-MM-DD HH24:MI:SS'), \
+                     interaction_type, COUNT(*), SUM(CASE WHEN line_id <> '' THEN 1 ELSE 0 END), \
+                     to_char(MAX(triggered_at), 'YYYY-MM-DD HH24:MI:SS')) \
+                 FROM component_interaction_logs \
+                 GROUP BY campaign_id, date_trunc('hour', triggered_at), interaction_type",
+            ),
+            (
+                "track_rollup_targets",
+                "SELECT concat_ws('|', campaign_id, to_char(hour, 'YYYY-MM-DD HH24:MI:SS'), \
+                     target_key, clicks) FROM track_rollup_targets",
+                "SELECT concat_ws('|', campaign_id, \
+                     to_char(date_trunc('hour', triggered_at), 'YYYY-MM-DD HH24:MI:SS'), \
+                     LEFT(COALESCE(interaction_value, ''), 255), COUNT(*)) \
+                 FROM component_interaction_logs \
+                 GROUP BY campaign_id, date_trunc('hour', triggered_at), \
+                     LEFT(COALESCE(interaction_value, ''), 255)",
+            ),
+            (
+                "track_rollup_tags",
+                "SELECT concat_ws('|', campaign_id, to_char(hour, 'YYYY-MM-DD HH24:MI:SS'), tag, \
+                     clicks) FROM track_rollup_tags",
+                "SELECT concat_ws('|', l.campaign_id, \
+                     to_char(date_trunc('hour', l.triggered_at), 'YYYY-MM-DD HH24:MI:SS'), t.tag, \
+                     COUNT(*)) \
+                 FROM component_interaction_logs l JOIN track_click_tags t ON t.click_id = l.click_id \
+                 GROUP BY l.campaign_id, date_trunc('hour', l.triggered_at), t.tag",
+            ),
+            (
+                "track_rollup_members",
+                "SELECT concat_ws('|', campaign_id, to_char(hour, 'YYYY-MM-DD HH24:MI:SS'), line_id, \
+                     clicks) FROM track_rollup_members",
+                "SELECT concat_ws('|', campaign_id, \
+                     to_char(date_trunc('hour', triggered_at), 'YYYY-MM-DD HH24:MI:SS'), line_id, \
+                     COUNT(*)) \
+                 FROM component_interaction_logs WHERE line_id <> '' \
+                 GROUP BY campaign_id, date_trunc('hour', triggered_at), line_id",
+            ),
+            (
+                "track_rollup_campaign_members",
+                "SELECT concat_ws('|', campaign_id, line_id) FROM track_rollup_campaign_members",
+                "SELECT DISTINCT concat_ws('|', campaign_id, line_id) \
+                 FROM component_interaction_logs WHERE line_id <> ''",
+            ),
+            (
+                "track_rollup_campaigns",
+                "SELECT concat_ws('|', campaign_id, unique_members, \
+                     to_char(last_click_at, 'YYYY-MM-DD HH24:MI:SS')) FROM track_rollup_campaigns",
+                "SELECT concat_ws('|', campaign_id, COUNT(DISTINCT NULLIF(line_id, '')), \
+                     to_char(MAX(triggered_at), 'YYYY-MM-DD HH24:MI:SS')) \
+                 FROM component_interaction_logs GROUP BY campaign_id",
+            ),
+        ],
     }
 }
 
@@ -378,6 +437,11 @@ async fn raw_clicks(db: &TestDb) -> Vec<RawClick> {
         StoreKind::Mysql => (
             "DATE_FORMAT(triggered_at, '%Y-%m-%d %H:%i:%s')",
             "CAST(interaction_type AS CHAR)",
+            "COALESCE(interaction_value, '')",
+        ),
+        StoreKind::Postgres => (
+            "to_char(triggered_at, 'YYYY-MM-DD HH24:MI:SS')",
+            "interaction_type::text",
             "COALESCE(interaction_value, '')",
         ),
     };
@@ -633,25 +697,23 @@ async fn rollups_equal_a_recount_of_the_log_and_the_api_answers_any_window_exact
 }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_serve_started_during_a_backfill_redirects_and_says_the_history_is_being_built() {
-    let Some(db) = TestDb::new(StoreKind::Mysql).await else {
-        return;
-    };
+crate::server_store_tests! {
+async fn a_serve_started_during_a_backfill_redirects_and_says_the_history_is_being_built(db) {
     let mut mix = Mix::new(7);
     insert_raw_rows(&db, &mut mix, 500, true).await;
     mark_as_history(&db).await;
     let old = db.count("component_interaction_logs").await;
     // A `migrate` elsewhere is in the middle of a step: it holds the state row, so serve's own
     // backfill steps wait for it.
-    let mut migrate = <sqlx::MySqlConnection as sqlx::Connection>::connect(&db.url)
+    sqlx::any::install_default_drivers();
+    let mut migrate = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
         .await
         .expect("connect");
     sqlx::query("BEGIN")
         .execute(&mut migrate)
         .await
         .expect("begin");
-    sqlx::query("SELECT * FROM track_rollup_state WHERE id = 1 FOR UPDATE")
+    sqlx::query("SELECT id FROM track_rollup_state WHERE id = 1 FOR UPDATE")
         .execute(&mut migrate)
         .await
         .expect("hold the backfill's state");
@@ -696,4 +758,5 @@ async fn a_serve_started_during_a_backfill_redirects_and_says_the_history_is_bei
             .await
             >= 500.0
     );
+}
 }

@@ -14,7 +14,7 @@ use crate::store_tests;
 /// One count from the test database.
 async fn scalar(db: &TestDb, sql: &str, bind: &str) -> i64 {
     let pool = db.pool().await;
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+    let row = sqlx::query(db.sql(sql))
         .bind(bind.to_owned())
         .fetch_one(&pool)
         .await
@@ -197,7 +197,7 @@ async fn app_transaction(db: &TestDb, id: i64) -> AppTransaction {
         .expect("connect");
     let begin = match db.kind {
         StoreKind::Sqlite => "BEGIN IMMEDIATE",
-        StoreKind::Mysql => "BEGIN",
+        StoreKind::Mysql | StoreKind::Postgres => "BEGIN",
     };
     sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
         .execute(&mut conn)

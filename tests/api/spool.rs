@@ -14,7 +14,7 @@ use clicktrack::journal::{AppendReason, LocalJournal};
 use clicktrack::store::{ConnectOptions, DatabaseUrl, Seen, Store};
 
 use crate::helpers::{
-    BROWSER_UA, StoreKind, TestApp, TestDb, click_record, journal_mode, link, metric, wait_until,
+    BROWSER_UA, TestApp, TestDb, click_record, journal_mode, link, metric, wait_until,
 };
 use crate::proxy::CutProxy;
 use crate::readiness::wait_for_readyz;
@@ -181,12 +181,9 @@ async fn assert_tables_hold(db: &TestDb, n: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_under_load_costs_no_redirect_and_no_click() {
-    let Some(db) = TestDb::new(StoreKind::Mysql).await else {
-        return;
-    };
-    let proxy = CutProxy::start("127.0.0.1:0".parse().expect("addr"), db.mysql_addr())
+crate::server_store_tests! {
+async fn a_database_outage_under_load_costs_no_redirect_and_no_click(db) {
+    let proxy = CutProxy::start("127.0.0.1:0".parse().expect("addr"), db.server_addr())
         .await
         .expect("proxy");
     let app = TestApp::on(&db)
@@ -250,6 +247,7 @@ async fn a_database_outage_under_load_costs_no_redirect_and_no_click() {
         0.0
     );
     eprintln!("outage: {n} redirects, {spooled} spooled and replayed");
+}
 }
 
 /// Kills per crash test. With replay removing spooled clicks before committing them (the wrong
