@@ -25,6 +25,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 pub use crate::db::{DatabaseUrl, DatabaseUrlError, ErrorKind, db_time};
+use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 use crate::domain::{Record, RejectReason};
 use crate::telemetry::metrics;
 
@@ -277,6 +278,39 @@ macro_rules! on_pool {
     };
 }
 
+/// Run `$body` with `$s` bound to the store in use (`SqliteStore`, `MysqlStore`, ...): each arm
+/// is compiled on its own, so one body runs a generic step (`batch::write`, `backfill::step`)
+/// on every store's transaction.
+macro_rules! on_store {
+    ($store:expr, $s:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($s) => $body,
+            Store::Mysql($s) => $body,
+            Store::Postgres($s) => $body,
+        }
+    };
+}
+
+/// `ryan_click_demo.last_click_tag`'s capacity on a server, read from its schema at migration:
+/// the app's column may be narrower than the seed's.
+#[derive(Debug, Clone, Default)]
+struct TagCapacity(std::sync::Arc<std::sync::OnceLock<usize>>);
+
+impl TagCapacity {
+    /// The column holds `chars` characters (`None`: no limit). Characters, not bytes: using
+    /// them as a byte limit can only leave room unused.
+    fn learn(&self, chars: Option<i64>) {
+        let capacity = chars.map_or(LAST_CLICK_TAG_MAX_BYTES, |c| c.clamp(1, 65_535) as usize);
+        if self.0.set(capacity).is_err() {
+            tracing::debug!("tag capacity already known");
+        }
+    }
+
+    fn get(&self) -> usize {
+        self.0.get().copied().unwrap_or(LAST_CLICK_TAG_MAX_BYTES)
+    }
+}
+
 /// Connection settings that are not part of the URL.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectOptions {
@@ -319,11 +353,7 @@ impl Store {
 
     /// Create or upgrade the schema.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.migrate().await,
-            Store::Mysql(s) => s.migrate().await,
-            Store::Postgres(s) => s.migrate().await,
-        }
+        on_store!(self, s => s.migrate().await)
     }
 
     /// Write one batch in one transaction. With `Seen::Maybe`, records whose `click_id` the
@@ -334,21 +364,15 @@ impl Store {
         records: &[Record],
         seen: Seen,
     ) -> Result<BatchResult, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.write_batch(records, seen).await,
-            Store::Mysql(s) => s.write_batch(records, seen).await,
-            Store::Postgres(s) => s.write_batch(records, seen).await,
-        }
+        on_store!(self, s => {
+            batch::write(s.begin().await?, records, seen, s.tag_capacity()).await
+        })
     }
 
     /// Roll up at most `chunk` log rows the rollups do not hold yet (`backfill.rs`): the
     /// history first, then rows another program added. Idle once there are none.
     pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.backfill_step(chunk).await,
-            Store::Mysql(s) => s.backfill_step(chunk).await,
-            Store::Postgres(s) => s.backfill_step(chunk).await,
-        }
+        on_store!(self, s => backfill::step(s.begin().await?, chunk).await)
     }
 
     /// Record that raw rows older than `before` (`db_time`) are about to be purged: from now
@@ -367,20 +391,14 @@ impl Store {
 
     /// Erase one member from every table (`erase.rs`); with `dry_run`, only count.
     pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<erase::Erased, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.erase(uid, dry_run).await,
-            Store::Mysql(s) => s.erase(uid, dry_run).await,
-            Store::Postgres(s) => s.erase(uid, dry_run).await,
-        }
+        on_store!(self, s => {
+            erase::run(s.begin().await?, uid, dry_run, OffsetDateTime::now_utc()).await
+        })
     }
 
     /// Delete at most `chunk` raw rows of each kind older than `before` (`purge.rs`).
     pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.purge_step(before, chunk).await,
-            Store::Mysql(s) => s.purge_step(before, chunk).await,
-            Store::Postgres(s) => s.purge_step(before, chunk).await,
-        }
+        on_store!(self, s => purge::step(s.begin().await?, before, chunk).await)
     }
 
     /// What a purge before `before` would delete (`--dry-run`).
@@ -437,9 +455,15 @@ impl Store {
     /// Succeeds when the store would accept a write now.
     pub async fn probe(&self) -> Result<(), StoreError> {
         match self {
+            // SQLite: the write lock, which another process may hold.
             Store::Sqlite(s) => s.probe().await,
-            Store::Mysql(s) => s.probe().await,
-            Store::Postgres(s) => s.probe().await,
+            Store::Mysql(_) | Store::Postgres(_) => on_pool!(self, pool, _sql => {
+                sqlx::query("SELECT 1")
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(sqlx_error("probe"))
+            }),
         }
     }
 

@@ -21,27 +21,24 @@
 //! transaction; that is safe because the batch is idempotent by `click_id`.
 
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::query_builder::Separated;
 use sqlx::{MySql, QueryBuilder, Transaction};
 
-use super::backfill::{self, BackfillStep, BackfillTx, CampaignRows, LogRow, RollupState};
+use super::backfill::{BackfillTx, CampaignRows, LogRow, RollupState};
 use super::batch::{
-    self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
-    RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
+    BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow, RejectRow,
+    StoredTags, SummaryCountRow, SummaryTagRow,
 };
 use super::chunks::{fixed_chunks, padded_lists};
-use super::erase::{self, EraseTx, Erased};
-use super::purge::{self, PurgeTx, Purged};
+use super::erase::{self, EraseTx};
+use super::purge::PurgeTx;
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
-use super::{BatchResult, Seen, StoreError, StoreTx, mysql_schema};
-use crate::domain::Record;
-use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
+use super::{StoreError, StoreTx, mysql_schema};
 
 /// A writer waiting this long for a row lock gives up (1205) and retries, so a stuck lock
 /// shows in metrics and `/readyz` within seconds, not after InnoDB's default 50 s.
@@ -55,7 +52,7 @@ type Tx = Transaction<'static, MySql>;
 pub struct MysqlStore {
     pool: MySqlPool,
     /// `ryan_click_demo.last_click_tag`'s capacity, read from the schema at migration.
-    tag_capacity: Arc<OnceLock<usize>>,
+    tag_capacity: super::TagCapacity,
     /// MariaDB: `INSERT ... RETURNING` (MySQL 8 has none).
     returning: bool,
 }
@@ -119,7 +116,7 @@ impl MysqlStore {
             .map_err(err("open database"))?;
         Ok(MysqlStore {
             pool,
-            tag_capacity: Arc::default(),
+            tag_capacity: super::TagCapacity::default(),
             returning: version.contains("MariaDB"),
         })
     }
@@ -135,62 +132,21 @@ impl MysqlStore {
         .await
         .map_err(err("migrate"))?
         .flatten();
-        // Characters, not bytes: using it as a byte limit can only leave room unused.
-        let capacity = capacity.map_or(LAST_CLICK_TAG_MAX_BYTES, |c| c.clamp(1, 65_535) as usize);
-        if self.tag_capacity.set(capacity).is_err() {
-            tracing::debug!("tag capacity already known");
-        }
+        self.tag_capacity.learn(capacity);
         Ok(())
+    }
+
+    /// Bytes `ryan_click_demo.last_click_tag` holds.
+    pub(super) fn tag_capacity(&self) -> usize {
+        self.tag_capacity.get()
     }
 
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
 
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(err("probe"))?;
-        Ok(())
-    }
-
-    pub async fn write_batch(
-        &self,
-        records: &[Record],
-        seen: Seen,
-    ) -> Result<BatchResult, StoreError> {
-        let tx = self.begin().await?;
-        let capacity = self
-            .tag_capacity
-            .get()
-            .copied()
-            .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
-        batch::write(tx, records, seen, capacity).await
-    }
-
-    /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
-    pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
-        backfill::step(self.begin().await?, chunk).await
-    }
-
-    /// One purge step (`purge.rs`) of at most `chunk` rows per table.
-    pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
-        purge::step(self.begin().await?, before, chunk).await
-    }
-
-    /// Erase one member (`erase.rs`); rolled back when `dry_run`.
-    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
-        erase::run(
-            self.begin().await?,
-            uid,
-            dry_run,
-            time::OffsetDateTime::now_utc(),
-        )
-        .await
-    }
-
-    async fn begin(&self) -> Result<MysqlBatch, StoreError> {
+    /// A transaction for one of the writers' steps (`Store::write_batch`, ...).
+    pub(super) async fn begin(&self) -> Result<MysqlBatch, StoreError> {
         let tx = self.pool.begin().await.map_err(err("begin"))?;
         Ok(MysqlBatch {
             tx,
@@ -201,7 +157,7 @@ impl MysqlStore {
 
 /// A batch's transaction (READ COMMITTED, set per connection). Statements are cut into the
 /// fixed sizes of `chunks.rs`; rows arrive in lock order.
-struct MysqlBatch {
+pub(super) struct MysqlBatch {
     tx: Tx,
     /// See `MysqlStore::returning`.
     returning: bool,

@@ -13,25 +13,22 @@
 //! and cast to `timestamp` in the SQL; every connection's time zone is UTC.
 
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::backfill::{self, BackfillStep, BackfillTx, CampaignRows, LogRow, RollupState};
+use super::backfill::{BackfillTx, CampaignRows, LogRow, RollupState};
 use super::batch::{
-    self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
-    RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
+    BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow, RejectRow,
+    StoredTags, SummaryCountRow, SummaryTagRow,
 };
-use super::erase::{self, EraseTx, Erased};
-use super::purge::{self, PurgeTx, Purged};
+use super::erase::{self, EraseTx};
+use super::purge::PurgeTx;
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
-use super::{BatchResult, Seen, StoreError, StoreTx, postgres_schema};
-use crate::domain::Record;
-use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
+use super::{StoreError, StoreTx, postgres_schema};
 
 /// The shared classifier (`db/classify.rs`), as this module and `postgres_schema` call it.
 pub(super) use super::sqlx_error as err;
@@ -46,7 +43,7 @@ type Tx = Transaction<'static, Postgres>;
 pub struct PostgresStore {
     pool: PgPool,
     /// `ryan_click_demo.last_click_tag`'s capacity, read from the schema at migration.
-    tag_capacity: Arc<OnceLock<usize>>,
+    tag_capacity: super::TagCapacity,
 }
 
 fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
@@ -84,7 +81,7 @@ impl PostgresStore {
             .map_err(err("open database"))?;
         Ok(PostgresStore {
             pool,
-            tag_capacity: Arc::default(),
+            tag_capacity: super::TagCapacity::default(),
         })
     }
 
@@ -99,69 +96,28 @@ impl PostgresStore {
         .await
         .map_err(err("migrate"))?
         .flatten();
-        // Characters, not bytes: using it as a byte limit can only leave room unused. TEXT
-        // has no limit: clicktrack's own then applies.
-        let capacity = capacity.map_or(LAST_CLICK_TAG_MAX_BYTES, |c| c.clamp(1, 65_535) as usize);
-        if self.tag_capacity.set(capacity).is_err() {
-            tracing::debug!("tag capacity already known");
-        }
+        self.tag_capacity.learn(capacity.map(i64::from));
         Ok(())
+    }
+
+    /// Bytes `ryan_click_demo.last_click_tag` holds.
+    pub(super) fn tag_capacity(&self) -> usize {
+        self.tag_capacity.get()
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(err("probe"))?;
-        Ok(())
-    }
-
-    pub async fn write_batch(
-        &self,
-        records: &[Record],
-        seen: Seen,
-    ) -> Result<BatchResult, StoreError> {
-        let capacity = self
-            .tag_capacity
-            .get()
-            .copied()
-            .unwrap_or(LAST_CLICK_TAG_MAX_BYTES);
-        batch::write(self.begin().await?, records, seen, capacity).await
-    }
-
-    /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
-    pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
-        backfill::step(self.begin().await?, chunk).await
-    }
-
-    /// One purge step (`purge.rs`) of at most `chunk` rows per table.
-    pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
-        purge::step(self.begin().await?, before, chunk).await
-    }
-
-    /// Erase one member (`erase.rs`); rolled back when `dry_run`.
-    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
-        erase::run(
-            self.begin().await?,
-            uid,
-            dry_run,
-            time::OffsetDateTime::now_utc(),
-        )
-        .await
-    }
-
-    async fn begin(&self) -> Result<PostgresBatch, StoreError> {
+    /// A transaction for one of the writers' steps (`Store::write_batch`, ...).
+    pub(super) async fn begin(&self) -> Result<PostgresBatch, StoreError> {
         let tx = self.pool.begin().await.map_err(err("begin"))?;
         Ok(PostgresBatch(tx))
     }
 }
 
 /// A batch's transaction (READ COMMITTED); rows arrive in lock order.
-struct PostgresBatch(Tx);
+pub(super) struct PostgresBatch(Tx);
 
 impl PostgresBatch {
     /// Run `query` in the transaction; the rows it changed.

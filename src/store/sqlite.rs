@@ -11,18 +11,17 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
-use super::backfill::{self, BackfillStep, BackfillTx, CampaignRows, LogRow, RollupState};
+use super::backfill::{BackfillTx, CampaignRows, LogRow, RollupState};
 use super::batch::{
-    self, BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow,
-    RejectRow, StoredTags, SummaryCountRow, SummaryTagRow,
+    BatchTx, CampaignIncrement, ClickTagRow, InteractionLogRow, MemberRow, MessageRow, RejectRow,
+    StoredTags, SummaryCountRow, SummaryTagRow,
 };
-use super::erase::{self, EraseTx, Erased};
-use super::purge::{self, PurgeTx, Purged};
+use super::erase::EraseTx;
+use super::purge::PurgeTx;
 use super::rollup::{
     CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
-use super::{BatchResult, ErrorKind, Seen, StoreError, StoreTx, sqlx_error as err};
-use crate::domain::Record;
+use super::{ErrorKind, StoreError, StoreTx, sqlx_error as err};
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
 type Tx = Transaction<'static, Sqlite>;
@@ -94,6 +93,12 @@ impl SqliteStore {
             })
     }
 
+    /// Bytes `ryan_click_demo.last_click_tag` holds: the seed's width (clicktrack creates the
+    /// SQLite schema itself).
+    pub(super) fn tag_capacity(&self) -> usize {
+        LAST_CLICK_TAG_MAX_BYTES
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -105,24 +110,6 @@ impl SqliteStore {
             .await
             .map_err(err("probe"))?;
         tx.rollback().await.map_err(err("probe"))
-    }
-
-    pub async fn write_batch(
-        &self,
-        records: &[Record],
-        seen: Seen,
-    ) -> Result<BatchResult, StoreError> {
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err("begin"))?;
-        batch::write(SqliteBatch(tx), records, seen, LAST_CLICK_TAG_MAX_BYTES).await
-    }
-
-    /// One backfill step (`backfill.rs`) of at most `chunk` log rows.
-    pub async fn backfill_step(&self, chunk: i64) -> Result<BackfillStep, StoreError> {
-        backfill::step(self.begin().await?, chunk).await
     }
 
     /// A page cache of `mib` MiB for this store's connection, for a bulk job (`migrate`'s
@@ -137,23 +124,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// One purge step (`purge.rs`) of at most `chunk` rows per table.
-    pub async fn purge_step(&self, before: &str, chunk: i64) -> Result<Purged, StoreError> {
-        purge::step(self.begin().await?, before, chunk).await
-    }
-
-    /// Erase one member (`erase.rs`); rolled back when `dry_run`.
-    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Erased, StoreError> {
-        erase::run(
-            self.begin().await?,
-            uid,
-            dry_run,
-            time::OffsetDateTime::now_utc(),
-        )
-        .await
-    }
-
-    async fn begin(&self) -> Result<SqliteBatch, StoreError> {
+    /// A transaction for one of the writers' steps (`Store::write_batch`, ...).
+    pub(super) async fn begin(&self) -> Result<SqliteBatch, StoreError> {
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -172,7 +144,7 @@ impl SqliteStore {
 
 /// A batch's transaction, begun with `BEGIN IMMEDIATE`: the write lock is ours from the start,
 /// so every read in it sees what no one else can change before commit.
-struct SqliteBatch(Tx);
+pub(super) struct SqliteBatch(Tx);
 
 /// Serialize rows for `json_each`.
 fn json_rows<T: serde::Serialize + ?Sized>(

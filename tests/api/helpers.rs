@@ -41,6 +41,46 @@ fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// A database server the tests create their databases on.
+struct ServerOf {
+    /// `scheme://user@host:port`, without a database.
+    url: String,
+    /// Where to connect to create and drop databases.
+    admin: String,
+    /// What a skipped test needed, and the variable that points at it.
+    needs: &'static str,
+    variable: &'static str,
+    /// `CREATE DATABASE name ...`'s options, `DROP DATABASE IF EXISTS name...`'s suffix.
+    charset: &'static str,
+    drop_force: &'static str,
+}
+
+impl ServerOf {
+    fn new(kind: StoreKind) -> ServerOf {
+        if kind == StoreKind::Postgres {
+            let url = postgres_server_url();
+            return ServerOf {
+                admin: format!("{url}/postgres"),
+                url,
+                needs: "PostgreSQL",
+                variable: "CLICKTRACK_TEST_POSTGRES_URL",
+                charset: "ENCODING 'UTF8'",
+                // Connections of an app that was killed may linger a moment.
+                drop_force: " WITH (FORCE)",
+            };
+        }
+        let url = mysql_server_url();
+        ServerOf {
+            admin: url.clone(),
+            url,
+            needs: "MariaDB",
+            variable: "CLICKTRACK_TEST_MYSQL_URL",
+            charset: "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            drop_force: "",
+        }
+    }
+}
+
 /// Run one test case against every store: `store_tests! { async fn name(db) { ... } }` makes
 /// `name::sqlite`, `name::mysql` and `name::postgres`, each with a fresh `db: TestDb` of that
 /// store.
@@ -54,26 +94,9 @@ macro_rules! store_tests {
 
                 async fn case($db: $crate::helpers::TestDb) $body
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Sqlite).await {
-                        case(db).await;
-                    }
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn mysql() {
-                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Mysql).await {
-                        case(db).await;
-                    }
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Postgres).await {
-                        case(db).await;
-                    }
-                }
+                $crate::store_test!(sqlite, Sqlite);
+                $crate::store_test!(mysql, Mysql);
+                $crate::store_test!(postgres, Postgres);
             }
         )*
     };
@@ -91,21 +114,24 @@ macro_rules! server_store_tests {
 
                 async fn case($db: $crate::helpers::TestDb) $body
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn mysql() {
-                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Mysql).await {
-                        case(db).await;
-                    }
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::Postgres).await {
-                        case(db).await;
-                    }
-                }
+                $crate::store_test!(mysql, Mysql);
+                $crate::store_test!(postgres, Postgres);
             }
         )*
+    };
+}
+
+/// One store's test of a `store_tests!` case (`case`, in the module the macro made).
+#[macro_export]
+macro_rules! store_test {
+    ($test:ident, $kind:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::$kind).await
+            {
+                case(db).await;
+            }
+        }
     };
 }
 
@@ -177,75 +203,42 @@ impl TestDb {
                     apps: Arc::default(),
                 })
             }
-            StoreKind::Postgres => TestDb::empty_postgres().await,
-            StoreKind::Mysql => {
-                let server = mysql_server_url();
-                let mut conn = match sqlx::mysql::MySqlConnection::connect(&server).await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        skip(
-                            "MariaDB",
-                            &format!(
-                                "MariaDB/MySQL not reachable at {server} ({e}); set \
-                                 CLICKTRACK_TEST_MYSQL_URL"
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let name = format!(
-                    "ct_test_{}",
-                    &uuid::Uuid::now_v7().simple().to_string()[16..]
-                );
-                sqlx::query(AssertSqlSafe(format!(
-                    "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
-                conn.close().await.expect("close");
-                Some(TestDb {
-                    kind,
-                    url: format!("{server}/{name}"),
-                    server_database: Some(name),
-                    dir: tempfile::tempdir().expect("temp dir"),
-                    apps: Arc::default(),
-                })
-            }
+            StoreKind::Mysql | StoreKind::Postgres => TestDb::empty_on_server(kind).await,
         }
     }
 
-    /// A fresh PostgreSQL database on the test server.
-    async fn empty_postgres() -> Option<TestDb> {
-        let server = postgres_server_url();
-        let mut conn =
-            match sqlx::postgres::PgConnection::connect(&format!("{server}/postgres")).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    skip(
-                        "PostgreSQL",
-                        &format!(
-                            "PostgreSQL not reachable at {server} ({e}); set \
-                             CLICKTRACK_TEST_POSTGRES_URL"
-                        ),
-                    );
-                    return None;
-                }
-            };
+    /// A fresh database on the MySQL or PostgreSQL test server.
+    async fn empty_on_server(kind: StoreKind) -> Option<TestDb> {
+        let server = ServerOf::new(kind);
+        sqlx::any::install_default_drivers();
+        let mut conn = match sqlx::AnyConnection::connect(&server.admin).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                skip(
+                    server.needs,
+                    &format!(
+                        "{} not reachable at {} ({e}); set {}",
+                        server.needs, server.url, server.variable
+                    ),
+                );
+                return None;
+            }
+        };
         let name = format!(
             "ct_test_{}",
             &uuid::Uuid::now_v7().simple().to_string()[16..]
         );
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE DATABASE {name} ENCODING 'UTF8'"
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE DATABASE {name} {}",
+            server.charset
         )))
         .execute(&mut conn)
         .await
         .expect("create test database");
         conn.close().await.expect("close");
         Some(TestDb {
-            kind: StoreKind::Postgres,
-            url: format!("{server}/{name}"),
+            kind,
+            url: format!("{}/{name}", server.url),
             server_database: Some(name),
             dir: tempfile::tempdir().expect("temp dir"),
             apps: Arc::default(),
@@ -647,20 +640,15 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                if kind == StoreKind::Postgres {
-                    let server = format!("{}/postgres", postgres_server_url());
-                    let mut conn = sqlx::postgres::PgConnection::connect(&server).await?;
-                    sqlx::query(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await?;
-                    return conn.close().await;
-                }
-                let mut conn = sqlx::mysql::MySqlConnection::connect(&mysql_server_url()).await?;
-                sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-                    .execute(&mut conn)
-                    .await?;
+                let server = ServerOf::new(kind);
+                sqlx::any::install_default_drivers();
+                let mut conn = sqlx::AnyConnection::connect(&server.admin).await?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name}{}",
+                    server.drop_force
+                )))
+                .execute(&mut conn)
+                .await?;
                 conn.close().await
             })
         })
