@@ -86,19 +86,8 @@ impl ServerOf {
 /// store.
 #[macro_export]
 macro_rules! store_tests {
-    ($(async fn $name:ident($db:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                async fn case($db: $crate::helpers::TestDb) $body
-
-                $crate::store_test!(sqlite, Sqlite);
-                $crate::store_test!(mysql, Mysql);
-                $crate::store_test!(postgres, Postgres);
-            }
-        )*
+    ($($cases:tt)*) => {
+        $crate::cases_on!([sqlite Sqlite, mysql Mysql, postgres Postgres] $($cases)*);
     };
 }
 
@@ -106,32 +95,44 @@ macro_rules! store_tests {
 /// the connection or hold a row lock, which SQLite's single file has no counterpart of.
 #[macro_export]
 macro_rules! server_store_tests {
-    ($(async fn $name:ident($db:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                async fn case($db: $crate::helpers::TestDb) $body
-
-                $crate::store_test!(mysql, Mysql);
-                $crate::store_test!(postgres, Postgres);
-            }
-        )*
+    ($($cases:tt)*) => {
+        $crate::cases_on!([mysql Mysql, postgres Postgres] $($cases)*);
     };
 }
 
-/// One store's test of a `store_tests!` case (`case`, in the module the macro made).
+/// Each case as a module holding `case` and one test per store of the list, one case at a
+/// time (the list repeats inside every case).
+#[macro_export]
+macro_rules! cases_on {
+    ($stores:tt) => {};
+    ($stores:tt async fn $name:ident($db:ident) $body:block $($rest:tt)*) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn case($db: $crate::helpers::TestDb) $body
+
+            $crate::store_test!($stores);
+        }
+        $crate::cases_on!($stores $($rest)*);
+    };
+}
+
+/// A test per store of the list for a `store_tests!` case (`case`, in the module the macro
+/// made).
 #[macro_export]
 macro_rules! store_test {
-    ($test:ident, $kind:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $test() {
-            if let Some(db) = $crate::helpers::TestDb::new($crate::helpers::StoreKind::$kind).await
-            {
-                case(db).await;
+    ([$($test:ident $kind:ident),*]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(db) =
+                    $crate::helpers::TestDb::new($crate::helpers::StoreKind::$kind).await
+                {
+                    case(db).await;
+                }
             }
-        }
+        )*
     };
 }
 
@@ -544,86 +545,38 @@ impl TestDb {
     }
 }
 
-/// Something holding a lock that keeps the store from accepting writes, until released.
-pub enum WriteBlocker {
-    /// SQLite's database-wide write lock.
-    Sqlite(sqlx::sqlite::SqliteConnection),
-    /// A row lock on campaign 123, which every batch clicking it must update first.
-    Mysql(sqlx::mysql::MySqlConnection),
-    /// The same row lock on PostgreSQL.
-    Postgres(sqlx::postgres::PgConnection),
-}
+/// Something holding a lock that keeps the store from accepting writes, until released: on
+/// SQLite the database-wide write lock, on a server a row lock on campaign 123, which every
+/// batch clicking it must take first.
+pub struct WriteBlocker(sqlx::AnyConnection);
 
 impl TestDb {
     pub async fn block_writes(&self) -> WriteBlocker {
-        match self.kind {
-            StoreKind::Sqlite => {
-                let mut conn = sqlx::sqlite::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query("BEGIN IMMEDIATE")
-                    .execute(&mut conn)
-                    .await
-                    .expect("take the write lock");
-                WriteBlocker::Sqlite(conn)
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url)
+            .await
+            .expect("connect");
+        let lock = match self.kind {
+            StoreKind::Sqlite => "BEGIN IMMEDIATE",
+            StoreKind::Mysql | StoreKind::Postgres => {
+                "BEGIN; SELECT id FROM campaigns WHERE id = 123 FOR UPDATE"
             }
-            StoreKind::Mysql => {
-                let mut conn = sqlx::mysql::MySqlConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query("BEGIN")
-                    .execute(&mut conn)
-                    .await
-                    .expect("begin");
-                sqlx::query("SELECT id FROM campaigns WHERE id = 123 FOR UPDATE")
-                    .execute(&mut conn)
-                    .await
-                    .expect("lock campaign 123");
-                WriteBlocker::Mysql(conn)
-            }
-            StoreKind::Postgres => {
-                let mut conn = sqlx::postgres::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query("BEGIN")
-                    .execute(&mut conn)
-                    .await
-                    .expect("begin");
-                sqlx::query("SELECT id FROM campaigns WHERE id = 123 FOR UPDATE")
-                    .execute(&mut conn)
-                    .await
-                    .expect("lock campaign 123");
-                WriteBlocker::Postgres(conn)
-            }
-        }
+        };
+        sqlx::raw_sql(AssertSqlSafe(lock))
+            .execute(&mut conn)
+            .await
+            .expect("take the lock");
+        WriteBlocker(conn)
     }
 }
 
 impl WriteBlocker {
-    pub async fn release(self) {
-        match self {
-            WriteBlocker::Sqlite(mut conn) => {
-                sqlx::query("ROLLBACK")
-                    .execute(&mut conn)
-                    .await
-                    .expect("release");
-                conn.close().await.expect("close");
-            }
-            WriteBlocker::Mysql(mut conn) => {
-                sqlx::query("ROLLBACK")
-                    .execute(&mut conn)
-                    .await
-                    .expect("release");
-                conn.close().await.expect("close");
-            }
-            WriteBlocker::Postgres(mut conn) => {
-                sqlx::query("ROLLBACK")
-                    .execute(&mut conn)
-                    .await
-                    .expect("release");
-                conn.close().await.expect("close");
-            }
-        }
+    pub async fn release(mut self) {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut self.0)
+            .await
+            .expect("release");
+        self.0.close().await.expect("close");
     }
 }
 
