@@ -129,14 +129,22 @@ pub async fn insert_raw_rows(db: &TestDb, mix: &mut Mix, rows: usize, with_ids: 
         } else {
             "NULL".to_owned()
         };
-        logs.push(format!(
-            "({}, {cid}, {}, {}, {}, {click_id})",
-            quote(&uid),
-            quote(kind),
-            quote(&target),
-            quote(&at)
+        logs.push((
+            cid,
+            format!(
+                "({}, {cid}, {}, {}, {}, {click_id})",
+                quote(&uid),
+                quote(kind),
+                quote(&target),
+                quote(&at)
+            ),
         ));
     }
+    // By campaign, as every writer locks them (the foreign key's lock on each campaign row):
+    // rows in any other order deadlock with clicktrack's batches, and PostgreSQL then cancels
+    // this statement rather than retrying it as the applier would.
+    logs.sort_by_key(|(cid, _)| *cid);
+    let logs: Vec<String> = logs.into_iter().map(|(_, row)| row).collect();
     for chunk in logs.chunks(200) {
         db.execute(&format!(
             "INSERT INTO component_interaction_logs \
