@@ -13,6 +13,11 @@ fn main() -> ExitCode {
     // Clap exits with 2 on malformed flags, naming the flag.
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format);
+    // A purge may wait: every thread the runtime and the store start inherits this one's
+    // priority.
+    if let Command::Purge(args) = &cli.command {
+        clicktrack::pipeline::priority::lower_this_thread(args.nice, "the purge");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark's stats step (run it as `scripts/bench.sh --stats [--store sqlite|mysql]`):
+# The benchmark's stats step (run it as `scripts/bench.sh --stats [--store sqlite|mysql|postgres]`):
 # 10,000,000 interaction-log rows (BENCH_STATS_ROWS) over 90 days: campaign 1 has half of them,
 # campaigns 2 and 3 a fifth each, 1,000 small campaigns (1001-2000) the rest; 300,000 members,
 # 5 % anonymous clicks, tags on three clicks of four. The rows are seeded as the history that
@@ -10,25 +10,25 @@
 #   3. the CSV export of 7 days of campaign 1 and 30 days of campaign 2 (rows/s; target
 #      >= 200,000) with clicktrack's peak RSS after each (constant memory);
 #   4. the redirects (wrk, 50 connections, BENCH_DURATION s) alone and while `clicktrack
-#      purge` deletes the oldest 30 days: req/s and p99 (a purge must not move them);
+#      purge` deletes the oldest 30 days: req/s and p99 (a purge must not move them), and the
+#      rows the purge deleted meanwhile (it is stopped when the load ends);
 #   5. the apply rate at that size (examples/apply_ceiling, 200,000 clicks in batches of
 #      4,096), beside the same on an empty database in the same run.
 # BENCH_INNODB_BUFFER_POOL_MB=N (MySQL) sets the server's buffer pool for the run and puts it
-# back afterwards.
+# back afterwards. BENCH_MYSQL_SERVER / BENCH_POSTGRES_SERVER name the servers (USER@HOST:PORT).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:-sqlite}"
 case "$store" in
-  sqlite|mysql) ;;
-  # The seeding below is written for SQLite and MySQL; the PostgreSQL figures of issue 20's
-  # stats benchmark are not measured yet.
-  *) echo "bench --stats: --store is sqlite or mysql (not $store yet)" >&2; exit 2 ;;
+  sqlite|mysql|postgres) ;;
+  *) echo "bench --stats: --store is sqlite, mysql or postgres" >&2; exit 2 ;;
 esac
 rows="${BENCH_STATS_ROWS:-10000000}"
 repeat="${BENCH_STATS_REPEAT:-20}"
 port="${BENCH_PORT:-18080}"
 admin_port=$((port + 1))
 mysql_server="${BENCH_MYSQL_SERVER:-root@127.0.0.1:3306}"
+postgres_server="${BENCH_POSTGRES_SERVER:-postgres@127.0.0.1:5432}"
 token="bench-stats-token-0123456789"
 
 cargo build --release --quiet --bin clicktrack --example apply_ceiling
@@ -42,7 +42,14 @@ cleanup() {
   wait 2>/dev/null || true
   [ -z "${BENCH_KEEP:-}" ] || cp -r "$work" "$BENCH_KEEP"
   rm -rf "$work"
-  [ "$store" = sqlite ] || mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_bench_stats; DROP DATABASE IF EXISTS clicktrack_bench_empty"
+  drop_databases
+}
+drop_databases() {
+  case "$store" in
+    mysql) mysql_cli -e "DROP DATABASE IF EXISTS clicktrack_bench_stats; DROP DATABASE IF EXISTS clicktrack_bench_empty" ;;
+    postgres) for d in clicktrack_bench_stats clicktrack_bench_empty; do
+        pg_cli -d postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null; done ;;
+  esac
 }
 trap cleanup EXIT
 
@@ -79,6 +86,25 @@ if [ "$store" = sqlite ]; then
   tag="CASE id % 3 WHEN 0 THEN 'vip' WHEN 1 THEN 'spring' ELSE 'spa' END"
   name="'campaign ' || n"
   campaign=$(campaign /)
+elif [ "$store" = postgres ]; then
+  pg_user="${postgres_server%%@*}"
+  pg_host="${postgres_server#*@}"
+  pg_cli() { psql -X -q -v ON_ERROR_STOP=1 -tA --user="$pg_user" --host="${pg_host%%:*}" --port="${pg_host##*:}" "$@"; }
+  drop_databases
+  for d in clicktrack_bench_stats clicktrack_bench_empty; do pg_cli -d postgres -c "CREATE DATABASE $d"; done
+  db_url="postgres://$postgres_server/clicktrack_bench_stats"
+  empty_url="postgres://$postgres_server/clicktrack_bench_empty"
+  q() { pg_cli -d clicktrack_bench_stats -c "$1"; }
+  uid="'U' || lpad(to_hex((n * 7919) % 300000), 32, '0')"
+  at="to_timestamp(floor($start + n * $step)) AT TIME ZONE 'UTC'"
+  kind="(ARRAY[$types])[1 + n % 7]"
+  target="'https://hotel.example.com/offer/' || (n * 31 % 40)"
+  click_id="lpad(to_hex(n), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(n), 12, '0')"
+  tag="(ARRAY['vip', 'spring', 'spa'])[1 + id % 3]"
+  name="'campaign ' || n"
+  campaign=$(campaign /)
+  # 64-bit arithmetic (n * 7919 overflows PostgreSQL's integer).
+  numbers="generate_series(0::bigint, $rows - 1) AS s(n)"
 else
   mysql_user="${mysql_server%%@*}"
   mysql_host="${mysql_server#*@}"
@@ -125,7 +151,11 @@ q "UPDATE track_rollup_state SET
      backfill_start_id = (SELECT MIN(id) FROM component_interaction_logs),
      backfill_end_id = (SELECT MAX(id) FROM component_interaction_logs),
      backfill_next_id = (SELECT MIN(id) FROM component_interaction_logs) WHERE id = 1"
-if [ "$store" = sqlite ]; then q "ANALYZE"; else q "ANALYZE TABLE component_interaction_logs, track_click_tags" >/dev/null; fi
+case "$store" in
+  sqlite) q "ANALYZE" ;;
+  mysql) q "ANALYZE TABLE component_interaction_logs, track_click_tags" >/dev/null ;;
+  postgres) q "VACUUM ANALYZE component_interaction_logs, track_click_tags, campaigns" ;;
+esac
 logs=$(q "SELECT COUNT(*) FROM component_interaction_logs")
 echo "clicktrack stats benchmark: store $store; $logs interaction-log rows over $days days, seeded in $(( $(ms_since "$seed_started") / 1000 )) s"
 for id in 1 2 3 1500; do
@@ -229,15 +259,24 @@ echo "redirects at 50 connections, ${duration}s each (wrk -t1, the seed's mix):"
 out=$(wrk -t1 -c50 -d"${duration}s" --latency -s scripts/bench/mix.lua "http://127.0.0.1:$port" 2>&1)
 echo "  without a purge: $(rate "$out") req/s, p99 $(p99 "$out")"
 purge_before=$(iso $((start + 30 * 86400)))
+old_rows() {
+  q "SELECT COUNT(*) FROM component_interaction_logs
+     WHERE triggered_at < '$(date -u -d "@$((start + 30 * 86400))" '+%Y-%m-%d %H:%M:%S')'"
+}
+old_before=$(old_rows)
 purge_started=$(date +%s%N)
 "$bin" purge --before "$purge_before" --database-url "$db_url" --log-format json \
   >"$work/purge.out" 2>"$work/purge.log" &
 purge_pid=$!
 out=$(wrk -t1 -c50 -d"${duration}s" --latency -s scripts/bench/mix.lua "http://127.0.0.1:$port" 2>&1)
 echo "  during a purge:  $(rate "$out") req/s, p99 $(p99 "$out")"
-wait "$purge_pid"
+# The purge is stopped once the load is measured (each step is its own transaction, so it
+# stops cleanly; a whole 30 days of 10,000,000 rows would take many minutes).
+kill "$purge_pid" 2>/dev/null || true
+wait "$purge_pid" 2>/dev/null || true
 purge_ms=$(ms_since "$purge_started")
-echo "  purge: $(sed 's/^[^ ]*: //' "$work/purge.out") in $((purge_ms / 1000)) s"
+deleted=$((old_before - $(old_rows)))
+echo "  purge (stopped after the load): $deleted log rows deleted in $((purge_ms / 1000)) s, $((deleted * 1000 / purge_ms)) rows/s, catching up on the rollups first"
 kill -TERM "$pid"
 wait "$pid" || true
 pid=""

@@ -66,6 +66,8 @@ pub enum AppError {
     Stats(#[from] crate::stats::StatsError),
     #[error(transparent)]
     ApplierThread(#[from] applier_thread::ApplierThreadError),
+    #[error(transparent)]
+    LoweredStore(#[from] crate::pipeline::priority::LoweredStoreError),
     #[error("metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("{what} failed: {source}")]
@@ -145,8 +147,14 @@ impl Application {
         let mode = settings.pipeline.mode;
         let health = Arc::new(Health::new(mode, true, journal_ok));
         let lag = Arc::new(ApplyLag::default());
-        let backfill_store =
-            Store::connect(&settings.database, ConnectOptions { max_connections: 1 }).await?;
+        // Backfill, retention and erasures may wait: at the applier's priority.
+        let backfill_store = crate::pipeline::priority::connect_lowered(
+            &settings.database,
+            ConnectOptions { max_connections: 1 },
+            settings.apply_nice,
+            "upkeep",
+        )
+        .await?;
         let (applier_store, applier_thread) = applier_thread::start(
             settings.database.clone(),
             settings.connect,

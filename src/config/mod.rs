@@ -144,6 +144,11 @@ pub struct PurgeArgs {
     /// Only count what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
+    /// How much lower than the redirects of a `serve` on the same machine the purge runs, as
+    /// a Linux nice value 0-19 (`0`: normal priority).
+    #[arg(long, env = "CLICKTRACK_PURGE_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub nice: i32,
     #[command(flatten)]
     pub db: DbArgs,
 }

@@ -184,7 +184,8 @@ pub struct ApplierArgs {
 
     /// How much lower than the redirects the applier runs (a nice value, 0-19): during a burst
     /// the redirects get the cores and the journal grows; between bursts the applier has them
-    /// (Linux; 0 = the same priority).
+    /// (Linux; 0 = the same priority). The backfill, --log-retention and erasures run at it
+    /// too.
     #[arg(long, env = "CLICKTRACK_APPLY_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub apply_nice: i32,
 

@@ -138,8 +138,12 @@ impl LocalJournal {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     // A local file cannot hang up; the ping sqlx makes by default on every
-                    // acquire is one more round trip to its worker thread per append.
+                    // acquire is one more round trip to its worker thread per append. Nor
+                    // does it need recycling: reopening after an idle spell would cost the
+                    // next click the open.
                     .test_before_acquire(false)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(BUSY_TIMEOUT)
                     .connect_with(options)
                     .await
@@ -168,6 +172,8 @@ impl LocalJournal {
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .test_before_acquire(false)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(BUSY_TIMEOUT)
                     .connect_with(options)
                     .await

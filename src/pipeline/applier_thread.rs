@@ -46,7 +46,7 @@ pub async fn start(
     std::thread::Builder::new()
         .name("clicktrack-applier".into())
         .spawn(move || {
-            lower_priority(nice);
+            super::priority::lower_this_thread(nice, "the applier");
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -107,27 +107,3 @@ impl ApplierThread {
 
 /// The applier at work on its thread: resolves when it has stopped.
 pub type Running = std::pin::Pin<Box<dyn Future<Output = Result<(), ApplierThreadError>> + Send>>;
-
-/// Raise the calling thread's nice value (Linux: per thread, inherited by threads it starts).
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
-        let result = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-        };
-        if result != 0 {
-            tracing::warn!(
-                nice,
-                error = %std::io::Error::last_os_error(),
-                "cannot lower the applier's priority: it competes with the redirects"
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    tracing::debug!(nice, "--apply-nice is only applied on Linux");
-}

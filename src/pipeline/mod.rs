@@ -23,6 +23,7 @@ pub mod erasure;
 mod health;
 mod lag;
 mod overflow;
+pub mod priority;
 mod probe;
 mod queue;
 pub mod retention;

@@ -687,7 +687,11 @@ impl PurgeTx for PostgresBatch {
     ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
         sqlx::query_as(
             "SELECT id, click_id FROM component_interaction_logs \
-             WHERE triggered_at < $1::timestamp ORDER BY triggered_at LIMIT $2",
+             WHERE triggered_at < $1::timestamp AND (click_id IS NOT NULL \
+                  OR id < (SELECT backfill_next_id FROM track_rollup_state WHERE id = 1) \
+                  OR EXISTS (SELECT 1 FROM track_rollup_foreign f \
+                             WHERE f.log_id = component_interaction_logs.id)) \
+             ORDER BY triggered_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)

@@ -31,7 +31,11 @@ impl Purged {
 
 /// One dialect's SQL for a purge step, inside one transaction.
 pub(super) trait PurgeTx: StoreTx {
-    /// (id, click_id) of the oldest log rows before `before`, at most `limit`.
+    /// (id, click_id) of the oldest log rows before `before` that are in the rollups, at most
+    /// `limit`: written by a batch (a click id), history the backfill has passed, or foreign
+    /// rows it has rolled up. A row another program inserts after the purge's backfill (an old
+    /// click replayed by the Flask route, an import) waits for the next purge instead of
+    /// leaving the statistics uncounted.
     async fn old_log_rows(
         &mut self,
         before: &str,

@@ -72,8 +72,12 @@ impl SqliteStore {
         // writes one batch at a time, and SQLite has one writer anyway.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            // A local file cannot hang up: no ping round trip before every batch.
+            // A local file cannot hang up: no ping round trip before every batch, and no
+            // reason to recycle the connection, which keeps the priority of the thread that
+            // opened it (its worker thread inherits it: `pipeline/priority.rs`).
             .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
@@ -697,7 +701,11 @@ impl PurgeTx for SqliteBatch {
     ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
         sqlx::query_as(
             "SELECT id, click_id FROM component_interaction_logs \
-             WHERE triggered_at < ? ORDER BY triggered_at LIMIT ?",
+             WHERE triggered_at < ? AND (click_id IS NOT NULL \
+                  OR id < (SELECT backfill_next_id FROM track_rollup_state WHERE id = 1) \
+                  OR EXISTS (SELECT 1 FROM track_rollup_foreign f \
+                             WHERE f.log_id = component_interaction_logs.id)) \
+             ORDER BY triggered_at LIMIT ?",
         )
         .bind(before)
         .bind(limit)

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    StoreKind, TestApp, TestDb, WriteBlocker, link, metric, serve_command, signal, wait_until,
+    BIN, StoreKind, TestApp, TestDb, WriteBlocker, link, metric, serve_command, signal, wait_until,
 };
 use crate::readiness::wait_for_readyz;
 
@@ -272,7 +272,8 @@ fn thread_nice(pid: u32) -> Vec<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applier_and_its_store_connection_run_below_the_redirects() {
     let db = TestDb::new(StoreKind::Sqlite).await.expect("sqlite");
-    let app = TestApp::spawn(&db, &["--apply-nice", "7"]);
+    // In journal mode, so that the applier has opened its journal reader.
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--apply-nice", "7"]);
     assert_eq!(app.track(link(123, "U_NICE", 1, "A")).await.status(), 302);
     assert_eq!(db.summary("U_NICE", 1).await, Some((1, Some("A".into()))));
     let threads = thread_nice(app.pid());
@@ -284,11 +285,57 @@ async fn the_applier_and_its_store_connection_run_below_the_redirects() {
             .collect()
     };
     assert_eq!(nice_of("clicktrack-appl"), [7], "{threads:?}");
-    // The store's SQLite worker was started by the applier's thread; the journal's were not.
+    // Lowered: the SQLite workers of the applier's store and of the journal reader it opens,
+    // both started by the applier's thread, and of the upkeep connection (backfill, retention,
+    // erasures), started by a thread lowered to open it. Not lowered: the journal's writer and
+    // the store connection of the request path.
     let workers = nice_of("sqlx-sqlite");
-    assert!(workers.contains(&7) && workers.contains(&0), "{threads:?}");
+    assert_eq!(
+        workers.iter().filter(|n| **n == 7).count(),
+        3,
+        "{threads:?}"
+    );
+    assert!(workers.contains(&0), "{threads:?}");
     assert!(
         nice_of("tokio-rt-worker").iter().all(|n| *n == 0),
         "{threads:?}"
     );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_runs_below_the_redirects() {
+    let db = TestDb::new(StoreKind::Sqlite).await.expect("sqlite");
+    // Held so that the purge waits for the write lock while its threads are looked at.
+    let blocker = db.block_writes().await;
+    let mut purge = std::process::Command::new(BIN)
+        .args(["purge", "--before", "2026-01-01", "--nice", "5"])
+        .args(["--database-url", &db.url, "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start purge");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let threads = loop {
+        let threads = thread_nice(purge.id());
+        if threads
+            .iter()
+            .any(|(name, _)| name.starts_with("sqlx-sqlite"))
+        {
+            break threads;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge opened no store connection: {threads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Every thread, the runtime's and the store's worker included.
+    assert!(threads.iter().all(|(_, nice)| *nice == 5), "{threads:?}");
+    blocker.release().await;
+    let status = tokio::task::spawn_blocking(move || purge.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "purge failed: {status}");
 }

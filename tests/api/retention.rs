@@ -49,6 +49,38 @@ async fn older_than(db: &TestDb, table: &str, column: &str, t: OffsetDateTime) -
 }
 
 crate::store_tests! {
+async fn a_purge_leaves_rows_that_are_not_rolled_up_yet(db) {
+    // Rows another program inserts (no click_id) after a purge brought the rollups up to
+    // date, e.g. the Flask route replaying old clicks during a cut-over.
+    let mut mix = Mix::new(5);
+    insert_raw_rows(&db, &mut mix, 60, false).await;
+    let old = older_than(&db, "component_interaction_logs", "triggered_at", HORIZON).await;
+    assert!(old > 0, "the mix spans the horizon");
+    let store = connect(&db).await;
+    let horizon = db_time(HORIZON);
+    let step = store.purge_step(&horizon, 1_000).await.expect("purge step");
+    assert_eq!(step.logs, 0, "rows outside the rollups must wait");
+    assert_eq!(
+        older_than(&db, "component_interaction_logs", "triggered_at", HORIZON).await,
+        old
+    );
+    // Once rolled up they go, and the rollups keep their counts.
+    let rolled = store.backfill_step(1_000).await.expect("backfill step");
+    assert_eq!(rolled.foreign_rows, 60);
+    let step = store.purge_step(&horizon, 1_000).await.expect("purge step");
+    assert_eq!(i64::try_from(step.logs).expect("count"), old);
+    store.close().await;
+    let pool = db.pool().await;
+    let clicks: i64 = sqlx::query_scalar(db.sql(
+        "SELECT CAST(COALESCE(SUM(clicks), 0) AS SIGNED INTEGER) FROM track_rollup_hours",
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("rollup clicks");
+    assert_eq!(clicks, 60);
+    pool.close().await;
+}
+
 async fn purged_rows_leave_the_statistics_exactly_as_they_were(db) {
     let mut mix = Mix::new(11);
     let store = connect(&db).await;
