@@ -29,6 +29,19 @@ impl Purged {
     }
 }
 
+/// The condition `PurgeTx::old_log_rows` adds to its dialect's query, the same in all of them:
+/// a log row is in the rollups when a batch wrote it (it has a click id), when it is history
+/// the backfill has passed, or when it is a foreign row the backfill has rolled up.
+macro_rules! rolled_up_only {
+    () => {
+        "AND (click_id IS NOT NULL \
+         OR id < (SELECT backfill_next_id FROM track_rollup_state WHERE id = 1) \
+         OR EXISTS (SELECT 1 FROM track_rollup_foreign f \
+                    WHERE f.log_id = component_interaction_logs.id))"
+    };
+}
+pub(super) use rolled_up_only;
+
 /// One dialect's SQL for a purge step, inside one transaction.
 pub(super) trait PurgeTx: StoreTx {
     /// (id, click_id) of the oldest log rows before `before` that are in the rollups, at most

@@ -699,14 +699,12 @@ impl PurgeTx for SqliteBatch {
         before: &str,
         limit: i64,
     ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as(concat!(
             "SELECT id, click_id FROM component_interaction_logs \
-             WHERE triggered_at < ? AND (click_id IS NOT NULL \
-                  OR id < (SELECT backfill_next_id FROM track_rollup_state WHERE id = 1) \
-                  OR EXISTS (SELECT 1 FROM track_rollup_foreign f \
-                             WHERE f.log_id = component_interaction_logs.id)) \
-             ORDER BY triggered_at LIMIT ?",
-        )
+             WHERE triggered_at < ? ",
+            super::purge::rolled_up_only!(),
+            " ORDER BY triggered_at LIMIT ?",
+        ))
         .bind(before)
         .bind(limit)
         .fetch_all(&mut *self.0)
