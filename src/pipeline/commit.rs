@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::late_commits;
 use crate::domain::{Record, RejectReason};
 use crate::store::{BatchResult, ErrorKind, Outcome, Seen, Store, StoreError};
 use crate::telemetry::{Event, metrics};
@@ -113,8 +114,10 @@ impl Committer {
                 .await;
             seen = Seen::Maybe;
             match result {
-                Ok(result) => {
-                    result.count();
+                Ok(mut result) => {
+                    let counted =
+                        late_commits::claim(&records[range.clone()], &mut result.outcomes);
+                    result.count_except(&counted);
                     for (i, outcome) in range.zip(result.outcomes) {
                         fates[i] = Fate::Stored(outcome);
                     }
@@ -238,9 +241,12 @@ impl Committer {
     ) -> Result<BatchResult, StoreError> {
         let store = self.store.clone();
         let owned = records.to_vec();
-        let mut task = tokio::spawn(async move { store.write_batch(&owned, seen).await });
+        let mut task = tokio::spawn(async move {
+            let result = store.write_batch(&owned, seen).await;
+            (owned, result)
+        });
         match tokio::time::timeout(limit, &mut task).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok((_, result))) => result,
             // A panic inside the write (a bug, or a driver's): retried like a lost
             // connection, since the attempt may have committed before it; a cancelled task
             // (the runtime shutting down) is not.
@@ -256,8 +262,9 @@ impl Committer {
             }),
             Err(_) => {
                 tokio::spawn(async move {
-                    if let Ok(Ok(late)) = task.await {
-                        late.count();
+                    if let Ok((records, Ok(late))) = task.await {
+                        late.count_except(&[]);
+                        late_commits::remember(&records, &late.outcomes);
                         tracing::debug!(
                             rows = late.outcomes.len(),
                             "a timed-out batch committed late; its records are found by id"

@@ -22,6 +22,7 @@ mod commit;
 pub mod erasure;
 mod health;
 mod lag;
+mod late_commits;
 mod overflow;
 pub mod priority;
 mod probe;

@@ -530,10 +530,12 @@ pub struct PoolStats {
 }
 
 impl BatchResult {
-    /// Count what this committed batch did (`track_clicks_recorded_total`, ...).
-    pub fn count(&self) {
+    /// Count what this committed batch did (`track_clicks_recorded_total`, ...), except the
+    /// outcomes `counted` marks (a late commit counted them when it committed).
+    pub fn count_except(&self, counted: &[bool]) {
         let (mut recorded, mut already, mut erased) = (0u64, 0u64, 0u64);
-        for outcome in &self.outcomes {
+        let fresh = |i: &usize| counted.get(*i) != Some(&true);
+        for (_, outcome) in self.outcomes.iter().enumerate().filter(|(i, _)| fresh(i)) {
             match outcome {
                 Outcome::Recorded => recorded += 1,
                 Outcome::AlreadyRecorded => already += 1,

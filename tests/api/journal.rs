@@ -88,6 +88,32 @@ async fn a_store_that_refuses_writes_does_not_hold_up_a_redirect(db) {
     assert!(metric(&m, "track_journal_append_seconds_count") >= 1.0);
 }
 
+async fn a_batch_that_commits_after_its_time_limit_is_counted_once_as_recorded(db) {
+    let app = TestApp::spawn(&db, &["--ack", "journal", "--apply-timeout-ms", "300"]);
+    let blocker = db.block_writes().await;
+    for i in 0..5 {
+        assert_eq!(app.track(link(123, &format!("U_LATE{i}"), 4, "L")).await.status(), 302);
+    }
+    // The applier's attempt gives up after 300 ms but keeps waiting for the lock; released
+    // now, it commits late, and the next attempt finds every click already there.
+    wait_until(&app, "an attempt runs out of time", async || {
+        app.metric(r#"track_errors_total{operation="write_batch",error_type="timeout"}"#).await
+            >= 1.0
+    })
+    .await;
+    blocker.release().await;
+    assert_eq!(db.count("component_interaction_logs").await, 5);
+    let m = app.metrics().await;
+    // Each click once, as recorded: not again as a replay.
+    assert_eq!(metric(&m, "track_clicks_recorded_total"), 5.0);
+    assert_eq!(metric(&m, "track_clicks_already_recorded_total"), 0.0);
+    assert_eq!(metric(&m, r#"track_journal_applied_total{outcome="recorded"}"#), 5.0);
+    assert_eq!(
+        metric(&m, r#"track_journal_applied_total{outcome="already_recorded"}"#),
+        0.0
+    );
+}
+
 async fn a_journal_of_another_store_is_refused_and_applied_by_its_own(db) {
     let journal = db.spool_path();
     let app = TestApp::spawn(&db, &["--ack", "journal", "--apply-timeout-ms", "300"]);
