@@ -89,7 +89,7 @@ if [ "$store" = sqlite ]; then
 elif [ "$store" = postgres ]; then
   pg_user="${postgres_server%%@*}"
   pg_host="${postgres_server#*@}"
-  pg_cli() { psql -X -q -v ON_ERROR_STOP=1 -tA --user="$pg_user" --host="${pg_host%%:*}" --port="${pg_host##*:}" "$@"; }
+  pg_cli() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -tA --user="$pg_user" --host="${pg_host%%:*}" --port="${pg_host##*:}" "$@"; }
   drop_databases
   for d in clicktrack_bench_stats clicktrack_bench_empty; do pg_cli -d postgres -c "CREATE DATABASE $d"; done
   db_url="postgres://$postgres_server/clicktrack_bench_stats"
