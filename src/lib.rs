@@ -16,7 +16,8 @@
 //!   `--ack store`) → applier (journal → store in large batches: retry, bisection), the
 //!   overflow path, health, apply lag.
 //! - [`journal`]: where a click is durable before the store has it: the interface and the
-//!   local SQLite file (locked, bound to its store, versioned record format), and the NATS
+//!   local segment files (locked, bound to its store, checksummed frames of a versioned
+//!   record format), and the NATS
 //!   JetStream stream shared by a fleet.
 //! - [`store`]: where batches become rows: the batch plan and one module per backend.
 //! - [`db`]: what every SQL user shares and that knows nothing of clicks: dialects, database

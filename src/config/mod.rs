@@ -276,7 +276,8 @@ pub struct SpoolArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SpoolPathArg {
-    /// The journal file (SQLite) where clicks are made durable before the store has them;
+    /// The journal (a directory of segment files) where clicks are made durable before the
+    /// store has them (an earlier release's SQLite journal file here is converted);
     /// default: next to an SQLite database (`clicktrack.spool.db`), else
     /// `clicktrack-{mysql,postgres}-HOST-PORT-DB.spool.db` in the working directory. One process per
     /// journal (it is locked), on a local disk.

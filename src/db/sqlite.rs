@@ -1,4 +1,4 @@
-//! How clicktrack opens an SQLite file, for the store, the local journal and the stats
+//! How clicktrack opens an SQLite file, for the store, an earlier release's journal and the stats
 //! reader alike: a writer creates the file, uses WAL and syncs every commit (a 302 may wait on
 //! it); a reader never writes; both wait for another process's lock rather than fail at once.
 //! sqlx's slow-statement warning (several lines of SQL per statement) is off everywhere: a

@@ -88,8 +88,9 @@ fn encoded(record: &Record) -> SpooledRecord<'_> {
     }
 }
 
-/// One JSON array of the records' journal JSON, in order (what an append binds).
-pub fn encode_all<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
+/// One JSON array of the records' journal JSON, in order (a NATS group message's form).
+#[cfg(test)]
+fn encode_all<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
     let all: Vec<SpooledRecord<'_>> = records.into_iter().map(encoded).collect();
     // Strings, integers and vectors always serialize.
     serde_json::to_string(&all).unwrap_or_default()
@@ -99,6 +100,17 @@ pub fn encode_all<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
 pub fn encode_one(record: &Record) -> String {
     // Strings, integers and vectors always serialize.
     serde_json::to_string(&encoded(record)).unwrap_or_default()
+}
+
+/// Append one record's journal JSON to `out` (a local journal frame's payload).
+pub fn encode_into(record: &Record, out: &mut Vec<u8>) {
+    // Strings, integers and vectors always serialize.
+    let _ = serde_json::to_writer(out, &encoded(record));
+}
+
+/// The record a local journal frame holds.
+pub fn decode_bytes(json: &[u8]) -> Result<Record, DecodeError> {
+    from_spooled(serde_json::from_slice(json)?)
 }
 
 /// The journal JSON of one record.

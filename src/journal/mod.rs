@@ -7,15 +7,22 @@
 //! idempotently by `click_id` and only then removes them, so a crash between the two replays a
 //! record as "already recorded", never twice.
 //!
-//! `Journal` is the interface the pipeline uses, with two implementations: the local SQLite
-//! file (`local.rs`, one per process) and a NATS JetStream stream shared by every instance
+//! `Journal` is the interface the pipeline uses, with two implementations: the local segment
+//! files (`local.rs`, one directory per process; `frame.rs` the bytes, `segments.rs` the
+//! files, `writer.rs` the appending thread, `legacy.rs` the SQLite file of earlier releases)
+//! and a NATS JetStream stream shared by every instance
 //! (`nats.rs`, `--nats-url`). Both have the same five operations: append, oldest, remove,
 //! depth, close.
 
 mod format;
+mod frame;
+mod legacy;
 mod local;
 mod lock;
 mod nats;
+mod paths;
+mod segments;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,9 +30,10 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 pub use format::DecodeError;
-pub use local::{JournalStatus, LocalJournal, default_path};
+pub use local::{JournalStatus, LocalJournal};
 pub use lock::{JournalLock, LockError};
 pub use nats::{NatsJournal, NatsSettings};
+pub use paths::default_path;
 
 use crate::db::{ErrorKind, classify, sqlite_primary_code};
 use crate::domain::Record;
@@ -90,6 +98,13 @@ impl fmt::Display for StoreIdentity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    #[error("journal {operation} ({path}): {source}")]
+    Io {
+        operation: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("journal {operation} ({path}): {source}")]
     Sqlite {
         operation: &'static str,
@@ -156,6 +171,13 @@ impl JournalError {
             JournalError::Sqlite { source, .. } if sqlite_primary_code(source) == Some(13) => {
                 "disk_full"
             }
+            JournalError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(28) =>
+            {
+                "disk_full"
+            }
+            JournalError::Io { .. } => "unavailable",
             JournalError::Sqlite { source, .. } => match classify(source).0 {
                 ErrorKind::Transient => "busy",
                 _ => "unavailable",
@@ -331,7 +353,7 @@ impl Event for JournalFailed<'_> {
 pub struct RecordUnreadable<'a> {
     pub error: &'a dyn fmt::Display,
     pub at: fmt::Arguments<'a>,
-    pub fate: &'static str,
+    pub fate: &'a str,
 }
 
 impl Event for RecordUnreadable<'_> {

@@ -275,7 +275,7 @@ fn describe() {
     );
     describe_gauge!(
         JOURNAL_BYTES,
-        "Bytes the journal file holds, measured against --journal-max-bytes."
+        "Bytes the journal's segment files hold, measured against --journal-max-bytes."
     );
     describe_histogram!(
         JOURNAL_APPEND,
