@@ -57,6 +57,14 @@ async fn connect(path: &Path) -> Result<SqliteConnection, JournalError> {
         .map_err(sqlite_err(path, "open the journal of an earlier release"))
 }
 
+/// Close the old file's connection; a failure only costs a warning (it was read, nothing
+/// was written through it).
+async fn close(conn: SqliteConnection, path: &Path) {
+    if let Err(e) = conn.close().await {
+        tracing::warn!(path = %path.display(), error = %e, "closing the journal of an earlier release");
+    }
+}
+
 /// `spool status` of a file not upgraded yet (no `serve` has opened it since).
 pub async fn status(path: &Path) -> Result<JournalStatus, JournalError> {
     let mut conn = connect(path).await?;
@@ -84,7 +92,7 @@ pub async fn status(path: &Path) -> Result<JournalStatus, JournalError> {
         0
     };
     let store = binding(&mut conn, path).await?.map(|(_, display)| display);
-    let _ = conn.close().await;
+    close(conn, path).await;
     let (oldest_spooled_at, oldest_received_at) = match oldest {
         Some((at, json)) => (
             Some(at),
@@ -160,13 +168,19 @@ pub async fn upgrade(path: &Path) -> Result<Option<u64>, JournalError> {
     fs::create_dir(&staging).map_err(io_err(&staging, "upgrade"))?;
     let mut conn = connect(path).await?;
     let moved = copy_into(&mut conn, path, &staging).await;
-    let _ = conn.close().await;
+    close(conn, path).await;
     let moved = moved?;
     sync_dir(&staging).map_err(io_err(&staging, "upgrade"))?;
     for suffix in ["-wal", "-shm"] {
         let mut side = path.as_os_str().to_owned();
         side.push(suffix);
-        let _ = fs::remove_file(PathBuf::from(side));
+        let side = PathBuf::from(side);
+        match fs::remove_file(&side) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err(&side, "remove the upgraded file")(e));
+            }
+            _ => {}
+        }
     }
     fs::remove_file(path).map_err(io_err(path, "remove the upgraded file"))?;
     fs::rename(&staging, path).map_err(io_err(path, "finish the upgrade"))?;

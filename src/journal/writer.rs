@@ -168,6 +168,7 @@ fn run(messages: mpsc::Receiver<Message>) {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
+            // A dropped receiver is an appender that stopped waiting: nothing to tell.
             let _ = job.done.send(answer);
         }
     }
@@ -213,7 +214,9 @@ impl Thread {
         });
         if let Err(e) = written.and_then(|()| active.file.sync_data()) {
             // Best effort: recovery would set the torn tail aside anyway.
-            let _ = active.file.set_len(active.len);
+            if let Err(cut) = active.file.set_len(active.len) {
+                tracing::warn!(dir = %self.dir.display(), error = %cut, "cannot cut a failed write off the journal segment; the next start sets it aside");
+            }
             if active.len == frame::SEGMENT_HEADER as u64 {
                 // Nothing in it: out of the way of the next segment, which starts at the same seq.
                 let first_seq = active.first_seq;
