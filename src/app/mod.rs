@@ -176,7 +176,7 @@ impl Application {
                 health: health.clone(),
                 lag,
             },
-            settings.pipeline,
+            settings.pipeline.clone(),
         );
         let (erasure_store, erasure_journal) = (backfill_store.clone(), journal.clone());
         let background = Background {

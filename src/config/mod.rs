@@ -257,6 +257,14 @@ pub fn parse_span(value: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--max-apply-lag`: a span (`parse_span`), or 0 / off for none.
+pub fn parse_lag(value: &str) -> Result<Duration, String> {
+    match value {
+        "0" | "off" => Ok(Duration::ZERO),
+        span => parse_span(span),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SpoolCommand {
     /// Print how many clicks wait in the journal, how old the oldest is, and its store.

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{
-    ConfigError, DEFAULT_REDIS_PREFIX, DbArgs, RedisArgs, SigningArgs, SpoolPathArg, parse_span,
+    ConfigError, DEFAULT_REDIS_PREFIX, DbArgs, RedisArgs, SigningArgs, SpoolPathArg, parse_lag,
+    parse_span,
 };
 use crate::dedup::DedupSettings;
 use crate::domain::RedirectPolicy;
@@ -189,14 +190,24 @@ pub struct ApplierArgs {
     #[arg(long, env = "CLICKTRACK_APPLY_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub apply_nice: i32,
 
-    /// On SIGTERM, how long the applier may keep writing the journal into the store before
-    /// the process exits (what is left is applied at the next start), in milliseconds.
     /// How long one applier transaction may try before the database counts as down (its
     /// clicks stay in the journal and are tried again), in milliseconds. Default: the value
     /// of --spill-after-ms.
     #[arg(long, env = "CLICKTRACK_APPLY_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub apply_timeout_ms: Option<u64>,
 
+    /// While the CPU is saturated (Linux CPU pressure), the applier steps aside for the
+    /// redirects and the journal holds the clicks, until the oldest waiting click is this old
+    /// (e.g. 30s, 2m); then it applies whatever the load. 0 or off: never step aside.
+    #[arg(long, env = "CLICKTRACK_MAX_APPLY_LAG", default_value = "30s", value_parser = parse_lag)]
+    pub max_apply_lag: Duration,
+
+    /// Where the CPU pressure is read (tests point it at a file of their own).
+    #[arg(long, env = "CLICKTRACK_CPU_PRESSURE_PATH", default_value = crate::pipeline::PSI_CPU, hide = true)]
+    pub cpu_pressure_path: std::path::PathBuf,
+
+    /// On SIGTERM, how long the applier may keep writing the journal into the store before
+    /// the process exits (what is left is applied at the next start), in milliseconds.
     #[arg(long, env = "CLICKTRACK_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub drain_timeout_ms: u64,
 }
@@ -321,6 +332,8 @@ impl ServeArgs {
                         .apply_timeout_ms
                         .unwrap_or(self.journal.spill_after_ms),
                 ),
+                max_apply_lag: self.applier.max_apply_lag,
+                cpu_pressure: self.applier.cpu_pressure_path.clone(),
             },
             keyring,
             require_signature: self.redirects.require_signature,

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::commit::{Budget, Committer, Fate};
+use super::give_way::{GiveWay, Turn};
 use super::probe::StoreWatch;
 use super::{ApplyLag, Health};
 use crate::journal::{Journal, JournalError, JournalFailed};
@@ -143,6 +144,8 @@ pub struct Applier {
     /// The last journal read failed: the next failure is counted, not logged again (a NATS
     /// outage would otherwise write a line every half second).
     read_failing: bool,
+    /// Whether to step aside for the redirects before a step (`--max-apply-lag`).
+    give_way: GiveWay,
 }
 
 impl Applier {
@@ -151,6 +154,7 @@ impl Applier {
         max_rows: usize,
         fill_wait: Duration,
         patience: Duration,
+        give_way: GiveWay,
     ) -> Applier {
         Applier {
             parts,
@@ -161,6 +165,7 @@ impl Applier {
             patience,
             store: StoreWatch::new(),
             read_failing: false,
+            give_way,
         }
     }
 
@@ -205,6 +210,9 @@ impl Applier {
                         .probe(committer, health, self.patience, || journal.depth() == 0)
                         .await;
                 }
+            } else if self.steps_aside() {
+                // Woken early only by the drain signal, which ends the stepping aside.
+                self.wait_for_drain(GiveWay::window()).await;
             } else {
                 self.fill().await;
                 self.step().await;
@@ -247,6 +255,29 @@ impl Applier {
                 true
             }
             () = tokio::time::sleep(limit) => false,
+        }
+    }
+
+    /// The CPU is saturated and the oldest waiting click is younger than `--max-apply-lag`:
+    /// leave the cores to the redirects for a while (`give_way.rs`). Never while draining.
+    fn steps_aside(&mut self) -> bool {
+        if self.parts.drain.borrow().is_some() {
+            return false;
+        }
+        let lag = self.parts.lag.seconds(time::OffsetDateTime::now_utc());
+        self.give_way.turn(Duration::from_secs_f64(lag)) == Turn::StepAside
+    }
+
+    /// Wait `limit`, or less if the drain signal comes.
+    async fn wait_for_drain(&mut self, limit: Duration) {
+        let drain = &mut self.parts.drain;
+        tokio::select! {
+            changed = drain.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(limit).await;
+                }
+            }
+            () = tokio::time::sleep(limit) => {}
         }
     }
 

@@ -20,6 +20,7 @@ pub mod backfill;
 mod batcher;
 mod commit;
 pub mod erasure;
+mod give_way;
 mod health;
 mod lag;
 mod late_commits;
@@ -33,6 +34,8 @@ pub use appender::Appender;
 pub use applier::Applier;
 pub use batcher::BatchSettings;
 pub use commit::{Budget, Committer};
+use give_way::GiveWay;
+pub use give_way::PSI_CPU;
 pub use health::Health;
 pub use lag::ApplyLag;
 pub use overflow::Overflow;
@@ -87,7 +90,7 @@ pub struct Job {
 }
 
 /// Tuning of the pipeline's two halves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PipelineSettings {
     pub mode: AckMode,
     pub batch: BatchSettings,
@@ -97,6 +100,11 @@ pub struct PipelineSettings {
     pub apply_max_delay: std::time::Duration,
     /// How long one applier transaction may try (`--apply-timeout-ms`).
     pub apply_timeout: std::time::Duration,
+    /// How old the oldest waiting click may get while the applier steps aside for the
+    /// redirects on a saturated CPU (`--max-apply-lag`; zero: never steps aside).
+    pub max_apply_lag: std::time::Duration,
+    /// Where the CPU pressure is read (`/proc/pressure/cpu`; tests give a file of their own).
+    pub cpu_pressure: std::path::PathBuf,
 }
 
 /// The pipeline's parts: the handle requests use, and the tasks to run.
@@ -163,6 +171,7 @@ pub fn build(parts: Parts, settings: PipelineSettings) -> Pipeline {
             settings.apply_max_rows,
             settings.apply_max_delay,
             settings.apply_timeout,
+            GiveWay::new(settings.max_apply_lag, &settings.cpu_pressure),
         ),
         drain,
     }

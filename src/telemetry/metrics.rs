@@ -41,6 +41,8 @@ pub const JOURNAL_APPEND: &str = "track_journal_append_seconds";
 pub const JOURNAL_APPLIED: &str = "track_journal_applied_total";
 pub const JOURNAL_APPLY_BATCH: &str = "track_journal_apply_batch_size";
 pub const JOURNAL_APPLY_LAG: &str = "track_journal_apply_lag_seconds";
+pub const APPLIER_ASIDE: &str = "track_applier_aside";
+pub const APPLIER_ASIDE_SECONDS: &str = "track_applier_aside_seconds_total";
 pub const DB_POOL: &str = "db_pool_connections";
 pub const DUPLICATES: &str = "track_duplicates_total";
 pub const DEDUP_FALLBACKS: &str = "track_dedup_fallbacks_total";
@@ -294,6 +296,14 @@ fn describe() {
         "Seconds since the oldest click still waiting in the journal arrived (0: none waits)."
     );
     describe_gauge!(
+        APPLIER_ASIDE,
+        "1 while the applier steps aside for the redirects (CPU saturated, lag below --max-apply-lag)."
+    );
+    describe_counter!(
+        APPLIER_ASIDE_SECONDS,
+        "Seconds the applier has stepped aside for the redirects."
+    );
+    describe_gauge!(
         DB_POOL,
         "Connections of the store's pool by state (idle, in_use, max), read at each scrape."
     );
@@ -381,6 +391,7 @@ fn register(queue_capacity: usize) {
         QUEUE_FULL,
         BATCH_BISECTIONS,
         ACKS_UNDELIVERED,
+        APPLIER_ASIDE_SECONDS,
     ] {
         counter!(name).absolute(0);
     }
@@ -411,6 +422,7 @@ fn register(queue_capacity: usize) {
         JOURNAL_DEPTH,
         JOURNAL_BYTES,
         JOURNAL_APPLY_LAG,
+        APPLIER_ASIDE,
     ] {
         gauge!(name).set(0.0);
     }
@@ -623,6 +635,16 @@ pub fn apply_batch_size(n: usize) {
 
 pub fn apply_lag(seconds: f64) {
     gauge!(JOURNAL_APPLY_LAG).set(seconds);
+}
+
+/// The applier started (`true`) or stopped stepping aside for the redirects.
+pub fn applier_aside(aside: bool) {
+    gauge!(APPLIER_ASIDE).set(if aside { 1.0 } else { 0.0 });
+}
+
+/// The applier stepped aside for `seconds` more (whole seconds; the caller carries the rest).
+pub fn applier_aside_seconds(seconds: u64) {
+    counter!(APPLIER_ASIDE_SECONDS).increment(seconds);
 }
 
 /// `n` records appended to the journal, for `reason` (one of the labels the journal

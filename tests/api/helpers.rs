@@ -696,6 +696,9 @@ impl<'a> AppBuilder<'a> {
         if !args.contains(&"--dedup-window-ms") {
             cmd.args(["--dedup-window-ms", "0"]);
         }
+        if !args.contains(&"--max-apply-lag") {
+            cmd.args(NO_STEPPING_ASIDE);
+        }
         // Random ports, unless the test needs a fixed one (a restart on the same address).
         for flag in ["--listen", "--admin-listen"] {
             if !args.contains(&flag) {
@@ -875,10 +878,16 @@ impl Drop for TestApp {
     }
 }
 
+/// Tests run many at once on two cores, so the CPU pressure is always high and the applier
+/// would step aside for up to `--max-apply-lag` (30 s): tests that wait for the store want
+/// it at once. The test of stepping aside gives a lag and a pressure file of its own.
+pub const NO_STEPPING_ASIDE: [&str; 2] = ["--max-apply-lag", "0"];
+
 /// `clicktrack serve` against `db`, logging JSON; the caller adds the listen addresses.
 pub fn serve_command(db: &TestDb) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--database-url", &db.url, "--log-format", "json"]);
+    cmd.args(NO_STEPPING_ASIDE);
     cmd
 }
 

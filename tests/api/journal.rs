@@ -367,3 +367,132 @@ async fn a_purge_runs_below_the_redirects() {
         .expect("wait");
     assert!(status.success(), "purge failed: {status}");
 }
+
+/// A CPU pressure file in the kernel's format: while saturated, its stalled time grows with
+/// the wall clock and its ten-second average says 100 %; after `relax` both say 0 %. Written
+/// whole each time (tmp + rename): a half-written file would read as "no pressure".
+struct FakePressure {
+    path: std::path::PathBuf,
+    saturated: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl FakePressure {
+    fn saturated() -> FakePressure {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cpu");
+        let tmp = dir.path().join("cpu.tmp");
+        let write = {
+            let path = path.clone();
+            move |avg10: u32, total: u128| -> std::io::Result<()> {
+                let text = format!(
+                    "some avg10={avg10}.00 avg60=0.00 avg300=0.00 total={total}\n\
+                     full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+                );
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &path)
+            }
+        };
+        write(100, 0).expect("write the pressure file");
+        let saturated = std::sync::Arc::new(AtomicBool::new(true));
+        let flag = saturated.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut total = 0;
+            // Ends when the test is over and the directory is gone.
+            loop {
+                let avg10 = if flag.load(Ordering::Relaxed) {
+                    total = started.elapsed().as_micros();
+                    100
+                } else {
+                    0
+                };
+                if write(avg10, total).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        FakePressure {
+            path,
+            saturated,
+            _dir: dir,
+        }
+    }
+
+    fn relax(&self) {
+        self.saturated
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_cpu_leaves_clicks_in_the_journal_up_to_the_lag_bound() {
+    let db = TestDb::new(StoreKind::Sqlite).await.expect("sqlite");
+    let pressure = FakePressure::saturated();
+    let lag = Duration::from_secs(5);
+    let app = TestApp::spawn(
+        &db,
+        &[
+            "--ack",
+            "journal",
+            "--max-apply-lag",
+            "5s",
+            "--cpu-pressure-path",
+            pressure.path.to_str().expect("utf-8 path"),
+        ],
+    );
+    let sent = std::time::Instant::now();
+    for i in 0..5 {
+        assert_eq!(
+            app.track(link(123, &format!("U_ASIDE{i}"), 4, "A"))
+                .await
+                .status(),
+            302
+        );
+    }
+    wait_until(&app, "the applier steps aside", async || {
+        app.metric("track_applier_aside").await == 1.0
+    })
+    .await;
+    let held = db.count("component_interaction_logs").await;
+    // Only meaningful while the oldest click is younger than the bound (a stalled machine
+    // could take longer than that to get here; then the rest still holds).
+    if sent.elapsed() < lag - Duration::from_secs(1) {
+        assert_eq!(held, 0, "applied while the CPU was saturated");
+    }
+    wait_until(
+        &app,
+        "the clicks are applied at the lag bound",
+        async || db.count("component_interaction_logs").await == 5,
+    )
+    .await;
+    assert!(
+        sent.elapsed() >= lag,
+        "applied {:?} after the first click, before --max-apply-lag",
+        sent.elapsed()
+    );
+    assert_eq!(db.campaign_clicks(123).await, 5);
+    let m = app.metrics().await;
+    assert!(
+        metric(&m, "track_applier_aside_seconds_total") >= 3.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "track_clicks_recorded_total"), 5.0);
+
+    // The burst is over: a new click is applied at once, well within the bound.
+    pressure.relax();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = std::time::Instant::now();
+    assert_eq!(
+        app.track(link(123, "U_ASIDE_AFTER", 4, "A")).await.status(),
+        302
+    );
+    wait_until(&app, "the next click is applied", async || {
+        db.count("component_interaction_logs").await == 6
+    })
+    .await;
+    assert!(again.elapsed() < lag, "{:?}", again.elapsed());
+    assert_eq!(app.metric("track_applier_aside").await, 0.0);
+}

@@ -243,6 +243,9 @@ impl Terminal {
             .env("PATH", &self.path)
             .env("HOME", self.dir.path())
             .env("CLICKTRACK_LOG_FORMAT", "json")
+            // The applier does not step aside on this machine busy with other tests
+            // (helpers::NO_STEPPING_ASIDE).
+            .env("CLICKTRACK_MAX_APPLY_LAG", "0")
             .envs(&self.env);
         cmd
     }
