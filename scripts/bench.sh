@@ -14,6 +14,9 @@
 #                                    # run during which the stream's leader is killed (-9)
 #   scripts/bench.sh --all           # every store x both modes, one after the other
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
+#   scripts/bench.sh --paced         # a steady 2,000 clicks/s for 10 minutes instead of the
+#                                    # comparison (BENCH_PACED_RATE, BENCH_PACED_SECONDS):
+#                                    # CPU per click each minute and its trend as the tables grow
 #   scripts/bench.sh --stats         # the stats step instead: API latency over 10,000,000
 #                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
 #   BENCH_DURATION=30 scripts/bench.sh
@@ -21,7 +24,11 @@
 #
 # Prints req/s, p50/p99 latency, the ratio clicktrack/bare; after each clicktrack run, what the
 # journal still held when the load stopped, how long the applier took to empty it and at what
-# rate; clicktrack's peak RSS; EXACT or MISMATCH for the totals; and the store's apply ceiling
+# rate, and the CPU per click from clicktrack's per-thread CPU time: the request path (tokio
+# workers: HTTP, checks, queue; the journal's writer thread), the applier (its thread and the
+# store connections' threads; on MySQL/PostgreSQL most of its work is the server's, not
+# counted) during the run and during the drain, beside the bare server's CPU per request;
+# clicktrack's peak RSS; EXACT or MISMATCH for the totals; and the store's apply ceiling
 # without HTTP at the default apply batch (examples/apply_ceiling.rs). Needs wrk (apt-get
 # install wrk), and sqlite3 or the mariadb client.
 #
@@ -37,6 +44,7 @@ store=sqlite
 ack=journal
 journal=local
 outage=0
+paced=0
 stats=0
 all=0
 while [ $# -gt 0 ]; do
@@ -45,9 +53,10 @@ while [ $# -gt 0 ]; do
     --ack) ack="$2"; shift 2 ;;
     --journal) journal="$2"; shift 2 ;;
     --outage) outage=1; shift ;;
+    --paced) paced=1; shift ;;
     --stats) stats=1; shift ;;
     --all) all=1; shift ;;
-    *) echo "usage: $0 [--store sqlite|mysql|postgres] [--ack journal|store] [--journal local|nats] [--outage | --stats | --all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--store sqlite|mysql|postgres] [--ack journal|store] [--journal local|nats] [--outage | --paced | --stats | --all]" >&2; exit 2 ;;
   esac
 done
 if [ "$stats" = 1 ]; then exec scripts/bench/stats.sh "$store"; fi
@@ -211,6 +220,7 @@ for i in $(seq 0 $((instances - 1))); do
 done
 ct_pid=${ct_pids[0]}
 "$bare" "127.0.0.1:$bare_port" 2>/dev/null &
+bare_pid=$!
 pids+=($!)
 
 for a in "${admin_ports[@]}"; do wait_up "http://127.0.0.1:$a/readyz"; done
@@ -243,6 +253,28 @@ to_ms() {
 # Every instance's /metrics (counters are summed over them); the journal depth from the first
 # only (with NATS every instance reports the same shared stream).
 scrape() { for a in "${admin_ports[@]}"; do curl -fsS "http://127.0.0.1:$a/metrics"; done; }
+# Redirected after a commit to the store or to the journal.
+redirected() { metric_sum '^track_requests_total[{].*status="(redirected|spooled)"[}]'; }
+
+# CPU time (clock ticks) of clicktrack's threads, summed over the instances, by part:
+# "request applier other". The request path: the tokio workers (HTTP, checks, queue, the
+# appender) and the journal's writer thread; the applier: its thread and the store
+# connections' threads (on SQLite, where the SQL runs); other: the rest (start-up, upkeep).
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+thread_cpu() {
+  local p t
+  for p in "${ct_pids[@]}"; do
+    for t in /proc/"$p"/task/*; do
+      # comm has no spaces in clicktrack's thread names, so stat's fields 14-15 are in place.
+      echo "$(cat "$t/comm" 2>/dev/null) $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+    done
+  done | awk '$1 ~ /^(tokio-rt-worker|journal-writer)$/ { r += $2; next }
+    $1 ~ /^(clicktrack-appl|sqlx-)/ { a += $2; next } { o += $2 }
+    END { printf "%d %d %d\n", r, a, o }'
+}
+proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# per_click TICKS CLICKS -> microseconds of CPU per click
+per_click() { awk -v t="$1" -v n="$2" -v u="$tick_us" 'BEGIN { printf "%.1f", (n > 0) ? t * u / n : 0 }'; }
 metric_sum() { scrape | awk -v re="$1" '$0 ~ re {s += $2} END {printf "%d", s}'; }
 depth() { curl -fsS "http://127.0.0.1:$admin_port/metrics" | awk '/^track_journal_depth / {printf "%d", $2}'; }
 
@@ -265,7 +297,45 @@ run_clicktrack() {
 wrk_total=0
 total_conns=0
 bad=0
-if [ "$outage" = 1 ]; then
+if [ "$paced" = 1 ]; then
+  # wrk paced by a delay before each request on each connection: connections x 1000 / delay
+  # requests per second at most (a little less: each request's own latency adds to it).
+  rate="${BENCH_PACED_RATE:-2000}"
+  paced_seconds="${BENCH_PACED_SECONDS:-600}"
+  interval="${BENCH_PACED_INTERVAL:-60}"
+  c=20
+  delay_ms=$((c * 1000 / rate))
+  echo "clicktrack paced benchmark: store $store, --ack $ack, journal $journal, ${rate} clicks/s asked ($c connections, ${delay_ms} ms between requests), ${paced_seconds}s, CPU per click every ${interval}s"
+  printf '%-7s %10s %12s %14s %10s %8s %12s\n' at_s clicks/s cpu_us/click request_path applier rss_MiB log_rows
+  duration=$paced_seconds
+  BENCH_DELAY_MS=$delay_ms run paced "$port" "$c" >"$work/paced.out" &
+  wrk_job=$!
+  read -r r0 a0 o0 < <(thread_cpu)
+  n0=$(redirected)
+  at=0
+  first=""
+  while [ $((at + interval)) -le "$paced_seconds" ]; do
+    sleep "$interval"
+    at=$((at + interval))
+    read -r r1 a1 o1 < <(thread_cpu)
+    n1=$(redirected)
+    n=$((n1 - n0))
+    all=$(per_click $((r1 + a1 + o1 - r0 - a0 - o0)) "$n")
+    [ -n "$first" ] || first=$all
+    last=$all
+    rss=$(awk '/^VmRSS:/ {printf "%d", $2 / 1024}' "/proc/$ct_pid/status")
+    printf '%-7s %10s %12s %14s %10s %8s %12s\n' "$at" "$((n / interval))" "$all" \
+      "$(per_click $((r1 - r0)) "$n")" "$(per_click $((a1 - a0)) "$n")" "$rss" \
+      "$(q "SELECT COUNT(*) FROM component_interaction_logs")"
+    r0=$r1 a0=$a1 o0=$o1 n0=$n1
+  done
+  wait "$wrk_job"
+  read -r c_rps c_p50 c_p99 c_reqs c_non c_err <"$work/paced.out"
+  echo "paced: $c_reqs requests, $c_rps req/s, p50 $c_p50 ms, p99 $c_p99 ms; CPU per click (all threads) first interval $first us, last $last us"
+  wrk_total=$c_reqs
+  total_conns=$c
+  [ "$c_non" = 0 ] || bad=1
+elif [ "$outage" = 1 ]; then
   c=${connections%% *}
   echo "clicktrack outage benchmark: store $store, ${duration}s per run, $c connections, wrk -t$threads"
   printf '%-8s %12s %9s %9s %10s %8s\n' run req/s p50_ms p99_ms requests non3xx
@@ -305,11 +375,16 @@ else
 echo "clicktrack benchmark: store $store, --ack $ack, journal $journal ($instances instance(s)), ${duration}s per run, wrk -t$threads, seed mix, durable acknowledgements"
 printf '%-6s %-11s %12s %9s %9s %10s %8s\n' conns server req/s p50_ms p99_ms requests non3xx
 for c in $connections; do
+  b0=$(proc_cpu "$bare_pid")
   read -r b_rps b_p50 b_p99 b_reqs b_non b_err < <(run bare "$bare_port" "$c")
+  b1=$(proc_cpu "$bare_pid")
+  read -r r0 a0 o0 < <(thread_cpu)
   read -r c_rps c_p50 c_p99 c_reqs c_non c_err < <(run_clicktrack "$c")
+  read -r r1 a1 o1 < <(thread_cpu)
   drain_from=$(date +%s.%N)
   backlog=$(depth)
   while [ "$(depth)" != 0 ]; do sleep 0.05; done
+  read -r r2 a2 o2 < <(thread_cpu)
   drain_s=$(awk -v a="$drain_from" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" bare "$b_rps" "$b_p50" "$b_p99" "$b_reqs" "$b_non"
   printf '%-6s %-11s %12s %9s %9s %10s %8s\n' "$c" clicktrack "$c_rps" "$c_p50" "$c_p99" "$c_reqs" "$c_non"
@@ -319,6 +394,9 @@ for c in $connections; do
   unit=clicks; [ "$journal" = local ] || unit=messages
   awk -v n="$c" -v d="$backlog" -v s="$drain_s" -v u="$unit" \
     'BEGIN { printf "%-6s journal at the end of the run: %d %s, empty %.2f s later (%s %s/s applied)\n", n, d, u, s, (d > 0 && s > 0) ? sprintf("%.0f", d / s) : "-", u }'
+  printf '%-6s cpu us per click: request path %s, applier %s during the run + %s during the drain, other %s; bare server %s per request\n' \
+    "$c" "$(per_click $((r1 - r0)) "$c_reqs")" "$(per_click $((a1 - a0)) "$c_reqs")" \
+    "$(per_click $((a2 - a1)) "$c_reqs")" "$(per_click $((o2 - o0)) "$c_reqs")" "$(per_click $((b1 - b0)) "$b_reqs")"
   wrk_total=$((wrk_total + c_reqs))
   total_conns=$((total_conns + c))
   [ "$c_non" = 0 ] || bad=1
@@ -354,7 +432,6 @@ for p in "${ct_pids[@]}"; do
 done
 # wrk stops counting with requests still in flight; wait until clicktrack's counters settle.
 # Redirected after a commit to the store or to the spool.
-redirected() { metric_sum '^track_requests_total[{].*status="(redirected|spooled)"[}]'; }
 served=$(redirected)
 while sleep 0.2; next=$(redirected); [ "$next" != "$served" ]; do served=$next; done
 batches=$(scrape | awk '/^track_batch_size_count/ {s += $2} END {printf "%d", s}')
@@ -392,7 +469,7 @@ else
 fi
 
 # The store's own pace, no HTTP: the applier's batches written back to back.
-if [ "$outage" = 0 ]; then
+if [ "$outage" = 0 ] && [ "$paced" = 0 ]; then
   if [ "$store" = sqlite ]; then ceiling_url="sqlite://$work/ceiling.db"
   elif [ "$store" = postgres ]; then
     pg_cli -d postgres -c "DROP DATABASE IF EXISTS clicktrack_ceiling WITH (FORCE)"

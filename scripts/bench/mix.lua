@@ -20,6 +20,14 @@ function init(args)
   math.randomseed(os.time() * 1000 + (seed or 0))
 end
 
+-- scripts/bench.sh --paced: wait this long before each request on each connection.
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pace then
+  delay = function()
+    return pace
+  end
+end
+
 request = function()
   local path = string.format(
     "/__track?uid=U%d&cid=%d&src=%d&type=image_click&to=https%%3A%%2F%%2Fexample.com&tag=%s",

@@ -32,7 +32,7 @@ use crate::domain::client_addr::client_addr;
 use crate::domain::query::{FieldError, TrackParams};
 use crate::domain::signature::Signature;
 use crate::domain::{CampaignId, Record, Target, TargetError};
-use crate::pipeline::{ClickQueue, Submission};
+use crate::pipeline::{AckWait, Refused, Submission};
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, NO_TYPE, status};
 use crate::telemetry::{Event, short_uid};
@@ -130,18 +130,73 @@ pub async fn track(
     // Only now: the bot check and de-duplication read the whole header.
     let record = state.user_agent_detail.apply(record);
 
-    // Queue, wait and count in a task of its own: if the client hangs up, the handler future
-    // is dropped, but a click already queued is still written and must still be counted.
-    let recording =
-        tokio::spawn(submit_and_count(state.queue.clone(), record, started).in_current_span());
-    if recording.await.is_err() {
-        // Only a panic inside `submit_and_count` ends up here; it is a bug, so make it loud.
-        pages::Panicked {
-            detail: "recording task failed",
+    // Queued without waiting for room (the common case), the answer is awaited right here. If
+    // the client hangs up meanwhile, the handler future is dropped, but a click already queued
+    // is still written and must still be counted: `Recording`'s drop hands the wait to a task.
+    let count = Count::of(&record, started);
+    match state.queue.try_submit(record) {
+        Ok(wait) => {
+            Recording {
+                wait: Some(wait),
+                count: Some(count),
+            }
+            .finish()
+            .await
         }
-        .emit();
+        Err(Refused::Closed) => count.submission(Submission::Closed),
+        Err(Refused::Full(record)) => {
+            // The queue and the overflow path are full: waiting for room in a task of its own,
+            // for the same reason.
+            let queue = state.queue.clone();
+            let recording = tokio::spawn(
+                async move { count.submission(queue.submit(*record).await) }.in_current_span(),
+            );
+            if recording.await.is_err() {
+                // Only a panic inside the task ends up here; it is a bug, so make it loud.
+                pages::Panicked {
+                    detail: "recording task failed",
+                }
+                .emit();
+            }
+        }
     }
     pages::redirect(location)
+}
+
+/// A queued click whose acknowledgement the request waits for.
+struct Recording {
+    wait: Option<AckWait>,
+    /// Taken once the outcome is counted.
+    count: Option<Count>,
+}
+
+impl Recording {
+    async fn finish(mut self) {
+        let Some(wait) = self.wait.as_mut() else {
+            return;
+        };
+        let submission = wait.outcome().await;
+        if let Some(count) = self.count.take() {
+            count.submission(submission);
+        }
+    }
+}
+
+impl Drop for Recording {
+    /// Dropped before the answer came (the client hung up): wait for it on a task.
+    fn drop(&mut self) {
+        let (Some(count), Some(mut wait)) = (self.count.take(), self.wait.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime
+                    .spawn(async move { count.submission(wait.outcome().await) }.in_current_span());
+            }
+            // Handlers run on the runtime; should one not, the outcome is unknown.
+            Err(_) => count.submission(Submission::Closed),
+        }
+    }
 }
 
 /// The target, checked by the host allow-list, or only structurally for a signed link.
@@ -166,51 +221,68 @@ fn checked_target(
     Ok((target, location))
 }
 
-/// Submit the record, wait until it is durable, count the outcome.
-async fn submit_and_count(queue: ClickQueue, record: Record, started: Instant) {
-    let interaction_type = match &record {
-        Record::Click(c) => c.interaction_type.as_str(),
-        Record::Reject(_) => NO_TYPE,
-    };
-    // For the error lines below (the request span already carries the click id).
-    let campaign_id = record.campaign_id();
-    let uid = short_uid(record.uid());
-    let is_reject = matches!(record, Record::Reject(_));
-    let outcome = match queue.submit(record).await {
-        Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded | Outcome::Erased) => {
-            status::REDIRECTED
+/// What the request's line in `track_requests_total` needs once the outcome is known.
+struct Count {
+    interaction_type: &'static str,
+    /// For the error lines below (the request span already carries the click id).
+    campaign_id: Option<CampaignId>,
+    uid: String,
+    is_reject: bool,
+    started: Instant,
+}
+
+impl Count {
+    fn of(record: &Record, started: Instant) -> Count {
+        Count {
+            interaction_type: match record {
+                Record::Click(c) => c.interaction_type.as_str(),
+                Record::Reject(_) => NO_TYPE,
+            },
+            campaign_id: record.campaign_id(),
+            uid: short_uid(record.uid()),
+            is_reject: matches!(record, Record::Reject(_)),
+            started,
         }
-        Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
-        // In the journal; a reject is known as one before it is applied.
-        Submission::Journaled if is_reject => status::REJECTED,
-        Submission::Journaled => status::REDIRECTED,
-        Submission::Spooled => status::SPOOLED,
-        // Journal and store both failed; logged and counted where they failed.
-        Submission::Failed => status::NOT_DURABLE,
-        Submission::TimedOut => {
-            NotAcknowledged {
-                campaign_id,
-                uid: &uid,
-                error_type: "timeout",
-                error: "no acknowledgement within --ack-timeout-ms",
-                message: "click not acknowledged in time; redirecting anyway",
+    }
+
+    /// Count what became of the record.
+    fn submission(self, submission: Submission) {
+        let outcome = match submission {
+            Submission::Durable(Outcome::Recorded | Outcome::AlreadyRecorded | Outcome::Erased) => {
+                status::REDIRECTED
             }
-            .emit();
-            status::NOT_DURABLE
-        }
-        Submission::Closed => {
-            NotAcknowledged {
-                campaign_id,
-                uid: &uid,
-                error_type: "closed",
-                error: "appender stopped",
-                message: "appender stopped before the click was made durable",
+            Submission::Durable(Outcome::Rejected(_)) => status::REJECTED,
+            // In the journal; a reject is known as one before it is applied.
+            Submission::Journaled if self.is_reject => status::REJECTED,
+            Submission::Journaled => status::REDIRECTED,
+            Submission::Spooled => status::SPOOLED,
+            // Journal and store both failed; logged and counted where they failed.
+            Submission::Failed => status::NOT_DURABLE,
+            Submission::TimedOut => {
+                NotAcknowledged {
+                    campaign_id: self.campaign_id,
+                    uid: &self.uid,
+                    error_type: "timeout",
+                    error: "no acknowledgement within --ack-timeout-ms",
+                    message: "click not acknowledged in time; redirecting anyway",
+                }
+                .emit();
+                status::NOT_DURABLE
             }
-            .emit();
-            status::NOT_DURABLE
-        }
-    };
-    metrics::request(interaction_type, outcome, started.elapsed());
+            Submission::Closed => {
+                NotAcknowledged {
+                    campaign_id: self.campaign_id,
+                    uid: &self.uid,
+                    error_type: "closed",
+                    error: "appender stopped",
+                    message: "appender stopped before the click was made durable",
+                }
+                .emit();
+                status::NOT_DURABLE
+            }
+        };
+        metrics::request(self.interaction_type, outcome, self.started.elapsed());
+    }
 }
 
 /// A click redirected without knowing it is durable (the ack did not come): one error line,

@@ -39,7 +39,7 @@ pub use give_way::PSI_CPU;
 pub use health::Health;
 pub use lag::ApplyLag;
 pub use overflow::Overflow;
-pub use queue::{ClickQueue, Submission};
+pub use queue::{AckWait, ClickQueue, Refused, Submission};
 
 use std::sync::Arc;
 

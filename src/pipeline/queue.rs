@@ -4,11 +4,14 @@
 //! to the overflow task, which appends it to the journal (counted as `track_queue_full_total`);
 //! only if that path is full too does the request wait for room. Every wait is bounded by the ack timeout;
 //! a request that times out still redirects, and the outcome is counted, never hidden.
+//! Queueing never waits on the common path (`try_submit`), so a request hands its record over
+//! and waits for the answer on its own task: no task or thread hop per click.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{Ack, Job};
 use crate::domain::Record;
@@ -32,6 +35,37 @@ pub enum Submission {
     Closed,
 }
 
+/// Why `try_submit` did not queue a record.
+#[derive(Debug)]
+pub enum Refused {
+    /// The queue and the overflow path are full: the record, to queue with `submit`.
+    Full(Box<Record>),
+    /// The appender is gone (shutting down).
+    Closed,
+}
+
+/// A queued record's acknowledgement, not yet come.
+#[derive(Debug)]
+pub struct AckWait {
+    ack: oneshot::Receiver<Ack>,
+    deadline: Instant,
+}
+
+impl AckWait {
+    /// Wait for the acknowledgement until the ack timeout. Cancel-safe: a wait dropped before
+    /// the answer can be started again (by another task) and still gets it.
+    pub async fn outcome(&mut self) -> Submission {
+        match tokio::time::timeout_at(self.deadline, &mut self.ack).await {
+            Err(_) => Submission::TimedOut,
+            Ok(Ok(Ack::Stored(outcome))) => Submission::Durable(outcome),
+            Ok(Ok(Ack::Journaled)) => Submission::Journaled,
+            Ok(Ok(Ack::Spooled)) => Submission::Spooled,
+            Ok(Ok(Ack::Failed)) => Submission::Failed,
+            Ok(Err(_)) => Submission::Closed,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ClickQueue {
     tx: mpsc::Sender<Job>,
@@ -52,40 +86,60 @@ impl ClickQueue {
         }
     }
 
-    /// Queue `record` and wait until it is durable (or the ack timeout passes).
-    pub async fn submit(&self, record: Record) -> Submission {
+    /// Queue `record` without waiting for room, and return the acknowledgement to wait for.
+    /// When the queue and the overflow path are both full, the record comes back
+    /// (`submit` then waits for room).
+    pub fn try_submit(&self, record: Record) -> Result<AckWait, Refused> {
+        let deadline = Instant::now() + self.ack_timeout;
         let (ack_tx, ack_rx) = oneshot::channel();
         let job = Job {
             record,
             ack: ack_tx,
         };
-        let wait = async {
-            match self.tx.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(job)) => {
-                    metrics::queue_full();
-                    match self.overflow.try_send(job) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(job) | TrySendError::Closed(job)) => {
-                            if self.tx.send(job).await.is_err() {
-                                return Submission::Closed;
-                            }
-                        }
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                metrics::queue_full();
+                match self.overflow.try_send(job) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(job) | TrySendError::Closed(job)) => {
+                        return Err(Refused::Full(Box::new(job.record)));
                     }
                 }
-                Err(TrySendError::Closed(_)) => return Submission::Closed,
             }
-            match ack_rx.await {
-                Ok(Ack::Stored(outcome)) => Submission::Durable(outcome),
-                Ok(Ack::Journaled) => Submission::Journaled,
-                Ok(Ack::Spooled) => Submission::Spooled,
-                Ok(Ack::Failed) => Submission::Failed,
-                Err(_) => Submission::Closed,
-            }
+            Err(TrySendError::Closed(_)) => return Err(Refused::Closed),
+        }
+        Ok(AckWait {
+            ack: ack_rx,
+            deadline,
+        })
+    }
+
+    /// Queue `record`, waiting for room if need be, and wait until it is durable (or the ack
+    /// timeout passes).
+    pub async fn submit(&self, record: Record) -> Submission {
+        let deadline = Instant::now() + self.ack_timeout;
+        let record = match self.try_submit(record) {
+            Ok(mut wait) => return wait.outcome().await,
+            Err(Refused::Closed) => return Submission::Closed,
+            Err(Refused::Full(record)) => *record,
         };
-        tokio::time::timeout(self.ack_timeout, wait)
-            .await
-            .unwrap_or(Submission::TimedOut)
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let job = Job {
+            record,
+            ack: ack_tx,
+        };
+        match tokio::time::timeout_at(deadline, self.tx.send(job)).await {
+            Err(_) => return Submission::TimedOut,
+            Ok(Err(_)) => return Submission::Closed,
+            Ok(Ok(())) => {}
+        }
+        AckWait {
+            ack: ack_rx,
+            deadline,
+        }
+        .outcome()
+        .await
     }
 
     /// Records waiting for the appender.

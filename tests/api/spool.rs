@@ -435,3 +435,49 @@ async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no journal at"));
 }
 }
+
+/// A client that hangs up while its click waits for the acknowledgement: the click is still
+/// written, and still counted once in `track_requests_total` (the wait goes on without the
+/// request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_before_the_ack_still_has_its_click_counted() {
+    let db = TestDb::new(crate::helpers::StoreKind::Sqlite)
+        .await
+        .expect("sqlite");
+    // With --ack store and the store's write lock held, the answer comes only when the group
+    // goes to the journal after --spill-after-ms: long after the client has gone.
+    let app = TestApp::spawn(&db, &["--ack", "store", "--spill-after-ms", "1500"]);
+    let blocker = db.block_writes().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let hung_up = impatient
+        .get(app.url(&format!("/__track?{}", link(123, "U_GONE", 4, "G"))))
+        .header("User-Agent", BROWSER_UA)
+        .send()
+        .await;
+    assert!(
+        hung_up.is_err_and(|e| e.is_timeout()),
+        "the client should have given up"
+    );
+    wait_until(&app, "the click is counted as spooled", async || {
+        app.metric(r#"track_requests_total{interaction_type="image_click",status="spooled"}"#)
+            .await
+            == 1.0
+    })
+    .await;
+    blocker.release().await;
+    wait_for_empty_spool(&app).await;
+    assert_eq!(db.count("component_interaction_logs").await, 1);
+    assert_eq!(db.summary("U_GONE", 4).await, Some((1, Some("G".into()))));
+    let m = app.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"track_requests_total{interaction_type="image_click",status="spooled"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "track_clicks_recorded_total"), 1.0);
+}
