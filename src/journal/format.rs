@@ -102,10 +102,11 @@ pub fn encode_one(record: &Record) -> String {
     serde_json::to_string(&encoded(record)).unwrap_or_default()
 }
 
-/// Append one record's journal JSON to `out` (a local journal frame's payload).
-pub fn encode_into(record: &Record, out: &mut Vec<u8>) {
-    // Strings, integers and vectors always serialize.
-    let _ = serde_json::to_writer(out, &encoded(record));
+/// Append one record's journal JSON to `out` (a local journal frame's payload). Strings,
+/// integers and vectors always serialize; should that ever not hold, the append fails (and is
+/// counted) rather than writing a frame that cannot be read back.
+pub fn encode_into(record: &Record, out: &mut Vec<u8>) -> std::io::Result<()> {
+    serde_json::to_writer(out, &encoded(record)).map_err(std::io::Error::from)
 }
 
 /// The record a local journal frame holds.

@@ -250,7 +250,7 @@ impl LocalJournal {
             group
                 .starts
                 .push(frame::begin(&mut group.bytes, KIND_RECORD, reason, now_ms));
-            format::encode_into(record, &mut group.bytes);
+            format::encode_into(record, &mut group.bytes).map_err(self.io("encode"))?;
         }
         self.writer.append(group).await.map_err(self.io("append"))
     }

@@ -168,8 +168,10 @@ fn run(messages: mpsc::Receiver<Message>) {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
-            // A dropped receiver is an appender that stopped waiting: nothing to tell.
-            let _ = job.done.send(answer);
+            if job.done.send(answer).is_err() {
+                // An appender that stopped waiting (shutting down): nobody to tell.
+                tracing::debug!("a journal group's appender stopped waiting for its answer");
+            }
         }
     }
 }

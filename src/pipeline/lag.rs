@@ -35,8 +35,8 @@ impl ApplyLag {
     /// Records were appended: if nothing was waiting, the oldest of them is now the oldest.
     pub fn appended<'a>(&self, records: impl IntoIterator<Item = &'a Record>) {
         if let Some(oldest) = records.into_iter().map(|r| nanos(r.received_at())).min() {
-            // Only moves from "none": an older waiting click stays the oldest.
-            let _ =
+            // Only moves from "none": when it fails, an older waiting click stays the oldest.
+            let _older_click_waits =
                 self.oldest_ns
                     .compare_exchange(NONE, oldest, Ordering::Relaxed, Ordering::Relaxed);
         }
