@@ -241,7 +241,6 @@ impl Journal {
             Journal::Nats(j) => j.append(&records).await?,
         }
         metrics::journal_append_duration(started.elapsed());
-        metrics::journal_depth(self.depth());
         metrics::spooled(reason.as_str(), records.len());
         Ok(())
     }

@@ -129,6 +129,12 @@ impl Index {
         self.bytes = self.bytes + len - before.min(len);
         self.depth += frames;
         metrics::journal_bytes(self.bytes);
+        // Set here, under the index's lock, like the applier's removal: set after the lock
+        // was let go, a preempted appender could put back a depth the applier had already
+        // lowered, and show 0 while a newer group waits.
+        if self.owner {
+            metrics::journal_depth(self.depth);
+        }
     }
 
     /// The writer started a segment.

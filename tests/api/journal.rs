@@ -369,8 +369,10 @@ async fn a_purge_runs_below_the_redirects() {
 }
 
 /// A CPU pressure file in the kernel's format: while saturated, its stalled time grows with
-/// the wall clock and its ten-second average says 100 %; after `relax` both say 0 %. Written
-/// whole each time (tmp + rename): a half-written file would read as "no pressure".
+/// the wall clock and its ten-second average says 100 %; after `relax` both say 0 %. It is a
+/// named pipe answered by a thread of the test, so every read gets the total as of that read,
+/// like the kernel's file: a regular file rewritten every few milliseconds would read as "no
+/// pressure" whenever its writer stalls for a window (an fsync-heavy disk, a loaded CI).
 struct FakePressure {
     path: std::path::PathBuf,
     saturated: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -379,39 +381,49 @@ struct FakePressure {
 
 impl FakePressure {
     fn saturated() -> FakePressure {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cpu");
-        let tmp = dir.path().join("cpu.tmp");
-        let write = {
-            let path = path.clone();
-            move |avg10: u32, total: u128| -> std::io::Result<()> {
-                let text = format!(
-                    "some avg10={avg10}.00 avg60=0.00 avg300=0.00 total={total}\n\
-                     full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-                );
-                std::fs::write(&tmp, text)?;
-                std::fs::rename(&tmp, &path)
-            }
-        };
-        write(100, 0).expect("write the pressure file");
+        let c_path =
+            std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in a tempdir");
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
         let saturated = std::sync::Arc::new(AtomicBool::new(true));
         let flag = saturated.clone();
+        let fifo = path.clone();
         std::thread::spawn(move || {
+            use std::os::unix::fs::OpenOptionsExt;
             let started = std::time::Instant::now();
             let mut total = 0;
-            // Ends when the test is over and the directory is gone.
-            loop {
+            // Each open waits for a reader (blocked in it when the test is over, harmlessly).
+            while let Ok(mut reader) = std::fs::OpenOptions::new().write(true).open(&fifo) {
                 let avg10 = if flag.load(Ordering::Relaxed) {
                     total = started.elapsed().as_micros();
                     100
                 } else {
                     0
                 };
-                if write(avg10, total).is_err() {
-                    break;
+                let text = format!(
+                    "some avg10={avg10}.00 avg60=0.00 avg300=0.00 total={total}\n\
+                     full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+                );
+                // One write under PIPE_BUF: the reader gets it whole, then end of file.
+                if reader.write_all(text.as_bytes()).is_err() {
+                    continue;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                drop(reader);
+                // Wait for that reader to close (a non-blocking open finds no reader), so
+                // the next text is written for the next read, at its time.
+                while std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&fifo)
+                    .is_ok()
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         });
         FakePressure {

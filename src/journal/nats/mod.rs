@@ -203,7 +203,8 @@ impl NatsJournal {
             })??;
         let messages = messages as u64;
         self.state.published.fetch_add(messages, Ordering::Relaxed);
-        self.state.depth.fetch_add(messages, Ordering::Relaxed);
+        let depth = self.state.depth.fetch_add(messages, Ordering::Relaxed) + messages;
+        metrics::journal_depth(depth);
         Ok(())
     }
 
