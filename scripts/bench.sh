@@ -16,11 +16,12 @@
 #   scripts/bench.sh --outage        # the store goes away for one run (see below)
 #   scripts/bench.sh --paced         # a steady 2,000 clicks/s for 10 minutes instead of the
 #                                    # comparison (BENCH_PACED_RATE, BENCH_PACED_SECONDS):
-#                                    # CPU per click each minute and its trend as the tables grow
+#                                    # CPU per click each minute (and clicks per applier step), its trend as the tables grow
 #   scripts/bench.sh --stats         # the stats step instead: API latency over 10,000,000
 #                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
 #   BENCH_DURATION=30 scripts/bench.sh
 #   BENCH_KEEP=/tmp/bench scripts/bench.sh   # keep the logs, wrk output and spool file there
+#   BENCH_BIN=/tmp/old/clicktrack scripts/bench.sh  # measure another build (an A/B in one run)
 #
 # Prints req/s, p50/p99 latency, the ratio clicktrack/bare; after each clicktrack run, what the
 # journal still held when the load stopped, how long the applier took to empty it and at what
@@ -105,7 +106,8 @@ for tool in wrk "$client" curl; do
 done
 
 cargo build --release --quiet --bin clicktrack --example bare_redirect --example db_proxy --example apply_ceiling
-bin=target/release/clicktrack
+# BENCH_BIN: another build of clicktrack to measure (an A/B against an earlier commit).
+bin="${BENCH_BIN:-target/release/clicktrack}"
 bare=target/release/examples/bare_redirect
 
 work=$(mktemp -d)
@@ -276,6 +278,8 @@ proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # per_click TICKS CLICKS -> microseconds of CPU per click
 per_click() { awk -v t="$1" -v n="$2" -v u="$tick_us" 'BEGIN { printf "%.1f", (n > 0) ? t * u / n : 0 }'; }
 metric_sum() { scrape | awk -v re="$1" '$0 ~ re {s += $2} END {printf "%d", s}'; }
+# Steps the applier took (one store transaction each).
+apply_steps() { metric_sum '^track_journal_apply_batch_size_count'; }
 depth() { curl -fsS "http://127.0.0.1:$admin_port/metrics" | awk '/^track_journal_depth / {printf "%d", $2}'; }
 
 # run_clicktrack CONNECTIONS: wrk split over the instances, in parallel; the sums of req/s,
@@ -306,12 +310,13 @@ if [ "$paced" = 1 ]; then
   c=20
   delay_ms=$((c * 1000 / rate))
   echo "clicktrack paced benchmark: store $store, --ack $ack, journal $journal, ${rate} clicks/s asked ($c connections, ${delay_ms} ms between requests), ${paced_seconds}s, CPU per click every ${interval}s"
-  printf '%-7s %10s %12s %14s %10s %8s %12s\n' at_s clicks/s cpu_us/click request_path applier rss_MiB log_rows
+  printf '%-7s %10s %12s %14s %10s %12s %8s %12s\n' at_s clicks/s cpu_us/click request_path applier apply_batch rss_MiB log_rows
   duration=$paced_seconds
   BENCH_DELAY_MS=$delay_ms run paced "$port" "$c" >"$work/paced.out" &
   wrk_job=$!
   read -r r0 a0 o0 < <(thread_cpu)
   n0=$(redirected)
+  s0=$(apply_steps)
   at=0
   first=""
   while [ $((at + interval)) -le "$paced_seconds" ]; do
@@ -319,15 +324,17 @@ if [ "$paced" = 1 ]; then
     at=$((at + interval))
     read -r r1 a1 o1 < <(thread_cpu)
     n1=$(redirected)
+    s1=$(apply_steps)
     n=$((n1 - n0))
     all=$(per_click $((r1 + a1 + o1 - r0 - a0 - o0)) "$n")
     [ -n "$first" ] || first=$all
     last=$all
     rss=$(awk '/^VmRSS:/ {printf "%d", $2 / 1024}' "/proc/$ct_pid/status")
-    printf '%-7s %10s %12s %14s %10s %8s %12s\n' "$at" "$((n / interval))" "$all" \
-      "$(per_click $((r1 - r0)) "$n")" "$(per_click $((a1 - a0)) "$n")" "$rss" \
+    printf '%-7s %10s %12s %14s %10s %12s %8s %12s\n' "$at" "$((n / interval))" "$all" \
+      "$(per_click $((r1 - r0)) "$n")" "$(per_click $((a1 - a0)) "$n")" \
+      "$((n / ((s1 - s0) > 0 ? (s1 - s0) : 1)))" "$rss" \
       "$(q "SELECT COUNT(*) FROM component_interaction_logs")"
-    r0=$r1 a0=$a1 o0=$o1 n0=$n1
+    r0=$r1 a0=$a1 o0=$o1 n0=$n1 s0=$s1
   done
   wait "$wrk_job"
   read -r c_rps c_p50 c_p99 c_reqs c_non c_err <"$work/paced.out"
