@@ -149,7 +149,8 @@ pub async fn track(
             // for the same reason.
             let queue = state.queue.clone();
             let recording = tokio::spawn(
-                async move { count.submission(queue.submit(*record).await) }.in_current_span(),
+                async move { count.submission(queue.submit_when_room(*record).await) }
+                    .in_current_span(),
             );
             if recording.await.is_err() {
                 // Only a panic inside the task ends up here; it is a bug, so make it loud.

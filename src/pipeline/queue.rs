@@ -38,7 +38,7 @@ pub enum Submission {
 /// Why `try_submit` did not queue a record.
 #[derive(Debug)]
 pub enum Refused {
-    /// The queue and the overflow path are full: the record, to queue with `submit`.
+    /// The queue and the overflow path are full: the record, to queue with `submit_when_room`.
     Full(Box<Record>),
     /// The appender is gone (shutting down).
     Closed,
@@ -88,7 +88,7 @@ impl ClickQueue {
 
     /// Queue `record` without waiting for room, and return the acknowledgement to wait for.
     /// When the queue and the overflow path are both full, the record comes back
-    /// (`submit` then waits for room).
+    /// (`submit_when_room` then waits for room).
     pub fn try_submit(&self, record: Record) -> Result<AckWait, Refused> {
         let deadline = Instant::now() + self.ack_timeout;
         let (ack_tx, ack_rx) = oneshot::channel();
@@ -115,15 +115,11 @@ impl ClickQueue {
         })
     }
 
-    /// Queue `record`, waiting for room if need be, and wait until it is durable (or the ack
-    /// timeout passes).
-    pub async fn submit(&self, record: Record) -> Submission {
+    /// Queue a record `try_submit` gave back (the queue and the overflow path were full),
+    /// waiting for room in the queue, and wait until it is durable (or the ack timeout
+    /// passes). Not tried again from the start: the full queue is already counted.
+    pub async fn submit_when_room(&self, record: Record) -> Submission {
         let deadline = Instant::now() + self.ack_timeout;
-        let record = match self.try_submit(record) {
-            Ok(mut wait) => return wait.outcome().await,
-            Err(Refused::Closed) => return Submission::Closed,
-            Err(Refused::Full(record)) => *record,
-        };
         let (ack_tx, ack_rx) = oneshot::channel();
         let job = Job {
             record,
