@@ -7,8 +7,10 @@
 //! takes the others down. Used by the applier and, with `--ack store`, for live groups alike.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::late_commits;
@@ -85,11 +87,47 @@ impl Budget {
 #[derive(Debug, Clone)]
 pub struct Committer {
     store: Store,
+    /// Attempts that ran out of time and are left to finish, each until it has counted what
+    /// it committed (`attempt`).
+    unsettled: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Committer {
     pub fn new(store: Store) -> Committer {
-        Committer { store }
+        Committer {
+            store,
+            unsettled: Arc::default(),
+        }
+    }
+
+    /// Wait (until `deadline`) for the attempts left to finish to commit or fail and count
+    /// what they did. A retry of their records must not start before: it would find them
+    /// already recorded before the late commit had said what it recorded, and count them a
+    /// second time (as replays) while the late commit's own count came after the journal was
+    /// empty. It would wait for their row locks anyway. `false`: one is still running.
+    async fn settle(&self, deadline: Instant) -> bool {
+        let mut pending = std::mem::take(
+            &mut *self
+                .unsettled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut settled = true;
+        for handle in &mut pending {
+            if tokio::time::timeout_at(deadline, &mut *handle)
+                .await
+                .is_err()
+            {
+                settled = false;
+                break;
+            }
+        }
+        pending.retain(|h| !h.is_finished());
+        self.unsettled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(pending);
+        settled
     }
 
     pub fn store(&self) -> &Store {
@@ -232,13 +270,17 @@ impl Committer {
     /// and every following batch would queue behind those locks and time out in turn. Letting
     /// it finish costs nothing: if it commits, whoever writes these records next finds their
     /// ids (`Seen::Maybe`) and writes nothing twice. What it wrote is counted when it commits
-    /// (recorded, rejects), since the retry finds those records already recorded.
+    /// (recorded, rejects), since the retry finds those records already recorded; the next
+    /// attempt starts only once that is done (`settle`).
     async fn attempt(
         &self,
         records: &[Record],
         seen: Seen,
         limit: Duration,
     ) -> Result<BatchResult, StoreError> {
+        if !self.settle(Instant::now() + limit).await {
+            return Err(StoreError::timed_out("write_batch", limit));
+        }
         let store = self.store.clone();
         let owned = records.to_vec();
         let mut task = tokio::spawn(async move {
@@ -261,7 +303,7 @@ impl Committer {
                 source: Box::new(join),
             }),
             Err(_) => {
-                tokio::spawn(async move {
+                let late = tokio::spawn(async move {
                     if let Ok((records, Ok(late))) = task.await {
                         late.count_except(&[]);
                         late_commits::remember(&records, &late.outcomes);
@@ -271,6 +313,10 @@ impl Committer {
                         );
                     }
                 });
+                self.unsettled
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(late);
                 Err(StoreError::timed_out("write_batch", limit))
             }
         }
