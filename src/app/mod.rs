@@ -128,6 +128,8 @@ struct Background {
     /// Rolls up log rows the applier did not write (`pipeline/backfill.rs`), on a store
     /// connection of its own.
     backfill: tokio::task::JoinHandle<()>,
+    /// Packs closed hours' members (`pipeline/member_packs.rs`), on the same connection.
+    member_packs: tokio::task::JoinHandle<()>,
     /// `--log-retention`: purges the raw log every hour, on the same connection.
     retention: Option<tokio::task::JoinHandle<()>>,
 }
@@ -147,7 +149,7 @@ impl Application {
         let mode = settings.pipeline.mode;
         let health = Arc::new(Health::new(mode, true, journal_ok));
         let lag = Arc::new(ApplyLag::default());
-        // Backfill, retention and erasures may wait: at the applier's priority.
+        // Backfill, packing, retention and erasures may wait: at the applier's priority.
         let backfill_store = crate::pipeline::priority::connect_lowered(
             &settings.database,
             ConnectOptions { max_connections: 1 },
@@ -189,6 +191,7 @@ impl Application {
             store,
             upkeep,
             backfill: pipeline::backfill::spawn(backfill_store.clone()),
+            member_packs: pipeline::member_packs::spawn(backfill_store.clone()),
             retention: settings
                 .log_retention
                 .map(|retention| pipeline::retention::spawn(backfill_store, retention)),
@@ -282,6 +285,7 @@ impl Application {
         let bg = self.background;
         // A step cut short rolls back; the next start continues from the last committed one.
         bg.backfill.abort();
+        bg.member_packs.abort();
         if let Some(retention) = &bg.retention {
             retention.abort();
         }

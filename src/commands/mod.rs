@@ -19,8 +19,8 @@ use crate::config::{
 use crate::domain::link::{LinkError, LinkSpec};
 use crate::journal::{Journal, LocalJournal};
 use crate::pipeline::applier::{ApplyStep, apply_step};
-use crate::pipeline::backfill;
 use crate::pipeline::{Budget, Committer};
+use crate::pipeline::{backfill, member_packs};
 use crate::store::Store;
 
 /// SQLite page cache of `migrate`'s backfill, MiB (the writer's usual 8 MiB made a backfill of
@@ -122,9 +122,21 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
     };
     println!("{database}: {changed}");
     let built = build_rollups(&store).await;
+    // Then every closed hour's members as packs, so the first report of a long window
+    // does not wait for serve's packer.
+    let packed = match built {
+        Ok(_) => Some(member_packs::run_to_end(&store).await),
+        Err(_) => None,
+    };
     store.close().await;
     let built = built?;
     println!("rollups: {}", describe_backfill(built));
+    if let Some(packed) = packed.transpose()?.filter(|p| p.hours > 0) {
+        println!(
+            "member packs: {} campaign-hours packed ({} member-hours)",
+            packed.hours, packed.members
+        );
+    }
     Ok(())
 }
 

@@ -2,10 +2,12 @@
 //! which databases clicktrack speaks (`Dialect`, `DatabaseUrl`), what kind of failure each
 //! one's errors are (`classify`, a table per dialect: a dialect without one does not
 //! compile), the text form of times, how SQLite files are opened, and one way to run a
-//! statement on whichever pool is in use (`on_pool!`). The store, the local journal and the
-//! stats reader depend on this module, not on each other.
+//! statement on whichever pool is in use (`on_pool!`), and the member packs' format, which the
+//! store writes and the stats read. The store, the local journal and the stats reader depend
+//! on this module, not on each other.
 
 mod classify;
+pub mod member_pack;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -20,7 +22,7 @@ pub use classify::{classify, sqlite_primary_code};
 pub use mysql::mysql_options;
 pub use postgres::{numbered, postgres_options};
 pub use sqlite::{BUSY_TIMEOUT as SQLITE_BUSY_TIMEOUT, sqlite_reader, sqlite_writer};
-pub use time::db_time;
+pub use time::{db_time, parse_db_time};
 pub use url::{DatabaseUrl, DatabaseUrlError};
 
 /// The SQL dialects clicktrack speaks. Each has its error table (`classify`) and, in the

@@ -17,6 +17,14 @@ pub fn db_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// A store time (`YYYY-MM-DD HH:MM:SS`, UTC) as a time.
+pub fn parse_db_time(text: &str) -> Option<OffsetDateTime> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

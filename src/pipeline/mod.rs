@@ -24,6 +24,7 @@ mod give_way;
 mod health;
 mod lag;
 mod late_commits;
+pub mod member_packs;
 mod overflow;
 pub mod priority;
 mod probe;

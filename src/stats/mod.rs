@@ -9,6 +9,7 @@
 //! on that pool, so a campaign's page costs its slowest query, not their sum.
 
 pub mod export;
+mod members;
 pub mod report;
 pub mod sql;
 pub mod window;
@@ -28,6 +29,11 @@ use crate::db::{DatabaseUrl, ErrorKind, classify, sqlite_reader};
 use crate::domain::InteractionType;
 use crate::telemetry::{Event, metrics};
 use window::{Window, api_time, rfc3339};
+
+/// Members in a campaign's top list.
+const TOP_MEMBERS: usize = 10;
+/// Member numbers looked up per statement.
+const MEMBER_NAMES_PER_QUERY: usize = 1_000;
 
 /// Connections of the read pool: one request's four queries run side by side.
 pub const READ_CONNECTIONS: u32 = 4;
@@ -89,6 +95,10 @@ pub enum StatsError {
          `clicktrack migrate` builds it, and `serve` continues it"
     )]
     HistoryIncomplete { left: i64 },
+    /// A member pack that cannot be read, or a member number without its uid: the member
+    /// figures cannot be given (docs/rollups.md "Member packs" says how to rebuild them).
+    #[error("member packs: {0}")]
+    MemberPacks(String),
 }
 
 impl StatsError {
@@ -105,6 +115,7 @@ impl StatsError {
                 _ => Some("other"),
             },
             StatsError::TimedOut { .. } => Some("timeout"),
+            StatsError::MemberPacks(_) => Some("other"),
         }
     }
 }
@@ -388,7 +399,7 @@ impl StatsReader {
         let split = window.split();
         type Series = Vec<(String, String, i64, i64)>;
         type Pairs = Vec<(String, i64)>;
-        let (series, unique_members, members, targets, tags): (Series, i64, Pairs, Pairs, Pairs) = on_pool!(self, pool, sql => {
+        let (series, member_rows, targets, tags): (Series, Vec<members::MemberRow>, Pairs, Pairs) = on_pool!(self, pool, sql => {
             let series_sql = match window.bucket {
                 window::Bucket::Hour => sql.series_hour,
                 window::Bucket::Day => sql.series_day,
@@ -407,19 +418,28 @@ impl StatsReader {
                         .bind(&split.to)
                 };
             }
+            // `Dialect::members`: its packs, its member rows, its raw edges.
+            let members = sqlx::query_as(sql.members)
+                .bind(id)
+                .bind(&split.mid_from)
+                .bind(&split.mid_to)
+                .bind(id)
+                .bind(id)
+                .bind(&split.mid_from)
+                .bind(&split.mid_to)
+                .bind(id)
+                .bind(id)
+                .bind(id)
+                .bind(&split.from)
+                .bind(&split.mid_from)
+                .bind(&split.mid_to)
+                .bind(&split.to);
             tokio::try_join!(
                 timed(
                     "read clicks over time",
                     rolled_up!(sqlx::query_as(series_sql)).fetch_all(pool)
                 ),
-                timed(
-                    "count members",
-                    rolled_up!(sqlx::query_scalar(sql.unique_members)).fetch_one(pool)
-                ),
-                timed(
-                    "read top members",
-                    rolled_up!(sqlx::query_as(sql.top_members)).fetch_all(pool)
-                ),
+                timed("read members", members.fetch_all(pool)),
                 timed(
                     "read top targets",
                     rolled_up!(sqlx::query_as(sql.top_targets)).fetch_all(pool)
@@ -427,6 +447,7 @@ impl StatsReader {
                 timed("read tags", rolled_up!(sqlx::query_as(sql.tags)).fetch_all(pool)),
             )?
         });
+        let (unique_members, members) = self.count_members(member_rows).await?;
 
         let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
         let mut per_type: BTreeMap<String, i64> = InteractionType::ALL
@@ -477,6 +498,43 @@ impl StatsReader {
                 })
                 .collect(),
         })
+    }
+
+    /// Unique members and the top ten of a window's member rows (`members.rs`): counted off
+    /// the async workers (a long window is millions of member-hours), then the uids of the
+    /// member numbers that rank, by number.
+    async fn count_members(
+        &self,
+        rows: Vec<members::MemberRow>,
+    ) -> Result<(i64, Vec<(String, i64)>), StatsError> {
+        let tally = tokio::task::spawn_blocking(move || members::Tally::of(rows))
+            .await
+            .map_err(|e| StatsError::MemberPacks(format!("counting stopped: {e}")))?
+            .map_err(|e| StatsError::MemberPacks(e.to_string()))?;
+        let needed = tally.names_needed(TOP_MEMBERS);
+        let mut names = std::collections::HashMap::with_capacity(needed.len());
+        for chunk in needed.chunks(MEMBER_NAMES_PER_QUERY) {
+            // Numbers are integers this process decoded, never client input.
+            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let rows: Vec<(i64, String)> = on_pool!(self, pool, sql => {
+                let statement = format!("{}{})", sql.member_names, list.join(","));
+                timed(
+                    "read member numbers",
+                    sqlx::query_as(sqlx::AssertSqlSafe(statement))
+                        .persistent(false)
+                        .fetch_all(pool),
+                )
+                .await?
+            });
+            names.extend(
+                rows.into_iter()
+                    .filter_map(|(n, uid)| Some((u64::try_from(n).ok()?, uid))),
+            );
+        }
+        let top = tally.top(TOP_MEMBERS, &names).map_err(|number| {
+            StatsError::MemberPacks(format!("member number {number} has no uid"))
+        })?;
+        Ok((tally.unique(), top))
     }
 
     /// `members` (uid, clicks), most active first, with their display names (one query).

@@ -22,10 +22,13 @@ pub struct Dialect {
     pub series_hour: &'static str,
     /// The same for day buckets (`YYYY-MM-DD`).
     pub series_day: &'static str,
-    /// Distinct members who clicked in the window.
-    pub unique_members: &'static str,
-    /// (line_id, clicks) of the ten members who clicked most in the window.
-    pub top_members: &'static str,
+    /// The members of the window, as `stats::members` reads them: the packs of its whole
+    /// hours that are current, the member rows of its other whole hours, and its raw edges'
+    /// clicks, each with the member's number where it has one. Binds `MEMBERS_BINDS`.
+    pub members: &'static str,
+    /// `(number, line_id)` of members by number; `stats::members` appends the numbers and
+    /// `)`.
+    pub member_names: &'static str,
     /// (target, clicks), the ten most clicked, by their first 255 characters.
     pub top_targets: &'static str,
     /// (tag, clicks), the hundred most used.
@@ -96,6 +99,55 @@ macro_rules! rolled_up {
     };
 }
 
+/// `Dialect::members` for SQLite and MySQL: `$null_member` is a NULL member number, `$line`
+/// a member row's uid, `$raw_line` and `$raw_key` a raw row's uid as read and as matched
+/// against the numbers, `$raw_from` the log with its index hint, `$hours_first` the join that
+/// makes the planner read the window's hours before their member rows (at size, reading a
+/// campaign's member rows first would read them all). A pack is current when its
+/// `member_clicks` equal its hour's in `track_rollup_hours` (written in the same transactions
+/// as the member rows); any other hour with member clicks is read as rows. One statement, so
+/// the three parts see the same moment.
+macro_rules! members_of_window {
+    (
+        $null_member:literal,
+        $line:literal,
+        $raw_line:literal,
+        $raw_key:literal,
+        $raw_from:literal,
+        $hours_first:literal
+    ) => {
+        concat!(
+            "SELECT p.body AS body, NULL AS line_id, ",
+            $null_member,
+            " AS member, 0 AS clicks FROM \
+                (SELECT hour, SUM(member_clicks) AS s FROM track_rollup_hours \
+                 WHERE campaign_id = ? AND hour >= ? AND hour < ? GROUP BY hour) x ",
+            $hours_first,
+            " track_rollup_member_packs p \
+                WHERE p.campaign_id = ? AND p.hour = x.hour AND p.member_clicks = x.s \
+            UNION ALL SELECT NULL, ",
+            $line,
+            ", i.id, m.clicks FROM \
+                (SELECT hour, SUM(member_clicks) AS s FROM track_rollup_hours \
+                 WHERE campaign_id = ? AND hour >= ? AND hour < ? GROUP BY hour) x ",
+            $hours_first,
+            " track_rollup_members m \
+                LEFT JOIN track_rollup_member_ids i ON i.line_id = m.line_id \
+                WHERE m.campaign_id = ? AND m.hour = x.hour AND x.s > 0 AND NOT EXISTS \
+                    (SELECT 1 FROM track_rollup_member_packs p WHERE p.campaign_id = ? \
+                     AND p.hour = x.hour AND p.member_clicks = x.s) \
+            UNION ALL SELECT NULL, ",
+            $raw_line,
+            ", i.id, 1 FROM ",
+            $raw_from,
+            " LEFT JOIN track_rollup_member_ids i ON i.line_id = ",
+            $raw_key,
+            " WHERE l.campaign_id = ? AND ((l.triggered_at >= ? AND l.triggered_at < ?) \
+                OR (l.triggered_at >= ? AND l.triggered_at < ?)) AND l.line_id <> ''"
+        )
+    };
+}
+
 const DISPLAY_NAME: &str = "SELECT line_display_name FROM members WHERE line_uid = ?";
 
 /// How many uids `display_names` takes (the dashboard's top members).
@@ -128,20 +180,16 @@ pub const SQLITE: Dialect = Dialect {
             from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
         " GROUP BY bucket, interaction_type"
     ),
-    unique_members: rolled_up!(
-        "SELECT COUNT(DISTINCT line_id)",
-        "SELECT line_id" from "track_rollup_members",
-        "SELECT line_id" from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time"
-            where " AND line_id <> ''",
-        ""
+    members: members_of_window!(
+        "NULL",
+        "m.line_id",
+        "l.line_id",
+        "l.line_id",
+        "component_interaction_logs l INDEXED BY idx_cil_campaign_time",
+        // SQLite keeps the left table of a CROSS JOIN outside.
+        "CROSS JOIN"
     ),
-    top_members: rolled_up!(
-        "SELECT line_id, SUM(n) AS n",
-        "SELECT line_id, clicks AS n" from "track_rollup_members",
-        "SELECT line_id, 1" from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time"
-            where " AND line_id <> ''",
-        " GROUP BY line_id ORDER BY n DESC, line_id LIMIT 10"
-    ),
+    member_names: "SELECT id, line_id FROM track_rollup_member_ids WHERE id IN (",
     top_targets: rolled_up!(
         "SELECT target, SUM(n) AS n",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
@@ -218,22 +266,15 @@ pub const MYSQL: Dialect = Dialect {
             from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
         " GROUP BY bucket, kind"
     ),
-    unique_members: rolled_up!(
-        "SELECT CAST(COUNT(DISTINCT line_id) AS SIGNED)",
-        "SELECT line_id" from "track_rollup_members",
-        "SELECT CONVERT(line_id USING utf8mb4) COLLATE utf8mb4_bin"
-            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)"
-            where " AND line_id <> ''",
-        ""
+    members: members_of_window!(
+        "CAST(NULL AS SIGNED)",
+        "m.line_id",
+        "CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin",
+        "CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin",
+        "component_interaction_logs l FORCE INDEX (idx_cil_campaign_time)",
+        "STRAIGHT_JOIN"
     ),
-    top_members: rolled_up!(
-        "SELECT line_id, CAST(SUM(n) AS SIGNED) AS n",
-        "SELECT line_id, clicks AS n" from "track_rollup_members",
-        "SELECT CONVERT(line_id USING utf8mb4) COLLATE utf8mb4_bin, 1"
-            from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)"
-            where " AND line_id <> ''",
-        " GROUP BY line_id ORDER BY n DESC, line_id LIMIT 10"
-    ),
+    member_names: "SELECT CAST(id AS SIGNED), line_id FROM track_rollup_member_ids WHERE id IN (",
     top_targets: rolled_up!(
         "SELECT target, CAST(SUM(n) AS SIGNED) AS n",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
@@ -350,23 +391,32 @@ pub const POSTGRES: Dialect = Dialect {
             from "component_interaction_logs" where "",
         " GROUP BY bucket, kind"
     ),
-    unique_members: pg_rolled_up!(
-        "SELECT COUNT(DISTINCT line_id)",
-        // Byte order ("C") for the distinct count and the grouping: the same members (a
-        // deterministic collation's equal is byte-equal), without the collation's compare
-        // (1.2 s -> 0.7 s for 1,000,000 member-hours).
-        "SELECT line_id::text COLLATE \"C\" AS line_id" from "track_rollup_members",
-        "SELECT line_id::text COLLATE \"C\"" from "component_interaction_logs"
-            where " AND line_id <> ''",
-        ""
-    ),
-    top_members: pg_rolled_up!(
-        "SELECT line_id, SUM(n)::bigint AS n",
-        "SELECT line_id::text COLLATE \"C\" AS line_id, clicks AS n" from "track_rollup_members",
-        "SELECT line_id::text COLLATE \"C\", 1" from "component_interaction_logs"
-            where " AND line_id <> ''",
-        " GROUP BY line_id ORDER BY n DESC, line_id LIMIT 10"
-    ),
+    // As `members_of_window!`, with numbered parameters (no join-order hint: the planner
+    // estimates the hours of one window as few).
+    members: "SELECT p.body AS body, NULL::text AS line_id, NULL::bigint AS member, \
+            0::bigint AS clicks FROM \
+            (SELECT hour, SUM(member_clicks) AS s FROM track_rollup_hours \
+             WHERE campaign_id = $1 AND hour >= $2::timestamp AND hour < $3::timestamp \
+             GROUP BY hour) x \
+            JOIN track_rollup_member_packs p \
+                ON p.campaign_id = $4 AND p.hour = x.hour AND p.member_clicks = x.s \
+        UNION ALL SELECT NULL::bytea, m.line_id::text, i.id, m.clicks FROM \
+            (SELECT hour, SUM(member_clicks) AS s FROM track_rollup_hours \
+             WHERE campaign_id = $5 AND hour >= $6::timestamp AND hour < $7::timestamp \
+             GROUP BY hour) x \
+            JOIN track_rollup_members m ON m.campaign_id = $8 AND m.hour = x.hour \
+            LEFT JOIN track_rollup_member_ids i ON i.line_id = m.line_id \
+            WHERE x.s > 0 AND NOT EXISTS \
+                (SELECT 1 FROM track_rollup_member_packs p WHERE p.campaign_id = $9 \
+                 AND p.hour = x.hour AND p.member_clicks = x.s) \
+        UNION ALL SELECT NULL::bytea, l.line_id::text, i.id, 1::bigint \
+            FROM component_interaction_logs l \
+            LEFT JOIN track_rollup_member_ids i ON i.line_id = l.line_id \
+            WHERE l.campaign_id = $10 \
+              AND ((l.triggered_at >= $11::timestamp AND l.triggered_at < $12::timestamp) \
+                OR (l.triggered_at >= $13::timestamp AND l.triggered_at < $14::timestamp)) \
+              AND l.line_id <> ''",
+    member_names: "SELECT id, line_id::text FROM track_rollup_member_ids WHERE id IN (",
     top_targets: pg_rolled_up!(
         "SELECT target, SUM(n)::bigint AS n",
         "SELECT target_key::text AS target, clicks AS n" from "track_rollup_targets",
@@ -417,12 +467,11 @@ pub const POSTGRES: Dialect = Dialect {
 
 impl Dialect {
     /// The statements that read a window, by name: what EXPLAIN is checked on.
-    pub fn range_queries(&self) -> [(&'static str, &'static str); 7] {
+    pub fn range_queries(&self) -> [(&'static str, &'static str); 6] {
         [
             ("series_hour", self.series_hour),
             ("series_day", self.series_day),
-            ("unique_members", self.unique_members),
-            ("top_members", self.top_members),
+            ("members", self.members),
             ("top_targets", self.top_targets),
             ("tags", self.tags),
             ("clicks", self.clicks),

@@ -233,13 +233,7 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     Ok(whole_seconds(t))
 }
 
-/// A store time (`YYYY-MM-DD HH:MM:SS`, UTC) as a time.
-pub fn parse_db_time(text: &str) -> Option<OffsetDateTime> {
-    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::PrimitiveDateTime::parse(text, format)
-        .ok()
-        .map(time::PrimitiveDateTime::assume_utc)
-}
+pub use crate::db::parse_db_time;
 
 /// The API's form of a store time: `2026-11-25 09:00:00` → `2026-11-25T09:00:00Z`.
 pub fn api_time(db_text: &str) -> String {

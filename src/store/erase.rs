@@ -201,6 +201,14 @@ pub(super) async fn run<T: EraseTx>(
             "pseudonymize campaign members",
         )
         .await?;
+    // Packs name members by number: renaming the number's row keeps them valid.
+    erased.rollups += tx
+        .run(
+            "UPDATE track_rollup_member_ids SET line_id = ? WHERE line_id = ?",
+            &[&pseudonym, uid],
+            "pseudonymize member numbers",
+        )
+        .await?;
 
     if dry_run {
         tx.rollback().await?;

@@ -10,6 +10,7 @@ mod backfill;
 mod batch;
 mod chunks;
 pub mod erase;
+mod member_packs;
 mod mysql;
 mod mysql_schema;
 pub mod plan;
@@ -30,6 +31,7 @@ use crate::domain::{Record, RejectReason};
 use crate::telemetry::metrics;
 
 pub use backfill::{BackfillStep, RollupState};
+pub use member_packs::{PACK_MIN_MEMBER_CLICKS, PackStep};
 pub use mysql::MysqlStore;
 pub use postgres::PostgresStore;
 pub use purge::Purged;

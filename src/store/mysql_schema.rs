@@ -112,7 +112,7 @@ const TRACK_STORE_IDENTITY: &str = "CREATE TABLE IF NOT EXISTS track_store_ident
 /// The rollups (see migrations/sqlite/0005_rollups.sql and docs/rollups.md). `utf8mb4_bin`:
 /// targets, tags and uids are told apart byte for byte, as on SQLite. Widths are those of the
 /// columns they come from (`line_id` 100, tags 64), so no value is ever cut.
-const ROLLUP_TABLES: [&str; 8] = [
+const ROLLUP_TABLES: [&str; 10] = [
     "CREATE TABLE IF NOT EXISTS track_rollup_hours (
         campaign_id      BIGINT      NOT NULL,
         hour             DATETIME    NOT NULL,
@@ -164,7 +164,25 @@ const ROLLUP_TABLES: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS track_rollup_foreign (
         log_id BIGINT NOT NULL PRIMARY KEY
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    // Member packs (migrations/sqlite/0007_member_packs.sql).
+    "CREATE TABLE IF NOT EXISTS track_rollup_member_ids (
+        id      BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        line_id VARCHAR(100) NOT NULL,
+        UNIQUE KEY uq_track_rollup_member_ids_line_id (line_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS track_rollup_member_packs (
+        campaign_id   BIGINT   NOT NULL,
+        hour          DATETIME NOT NULL,
+        member_clicks BIGINT   NOT NULL,
+        members       BIGINT   NOT NULL,
+        body          LONGBLOB NOT NULL,
+        PRIMARY KEY (campaign_id, hour)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 ];
+
+/// The packer sweeps hours across campaigns (migrations/sqlite/0007_member_packs.sql).
+const HOURS_INDEX: &str = "ALTER TABLE track_rollup_hours \
+    ADD KEY idx_track_rollup_hours_hour (hour)";
 
 /// The erasure list (see migrations/sqlite/0006_erasure.sql and `store/erase.rs`); the row '*'
 /// is the lock every batch takes shared and every erasure exclusively.
@@ -292,6 +310,9 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     .await?
     {
         ddl_step(pool, ERASURE_INDEX).await?;
+    }
+    if !index_exists(pool, "track_rollup_hours", "idx_track_rollup_hours_hour").await? {
+        ddl_step(pool, HOURS_INDEX).await?;
     }
     for (what, ddl) in STATS_ADDITIONS {
         let present = match what {

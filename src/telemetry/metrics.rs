@@ -55,6 +55,7 @@ pub const NATS_ACK_PENDING: &str = "track_nats_consumer_ack_pending";
 pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
 pub const ROLLUP_BACKFILLED: &str = "track_rollup_backfilled_rows_total";
 pub const ROLLUP_HISTORY_LEFT: &str = "track_rollup_history_left";
+pub const MEMBER_HOURS_PACKED: &str = "track_rollup_member_hours_packed_total";
 pub const PURGED: &str = "track_purged_rows_total";
 pub const ERASURES: &str = "track_erasures_total";
 pub const CLICKS_ERASED: &str = "track_clicks_erased_total";
@@ -128,7 +129,7 @@ pub mod status {
 pub const NO_TYPE: &str = "none";
 
 /// (operation, error_type) pairs of `track_errors_total`, registered at start.
-const ERROR_SERIES: [(&str, &str); 38] = [
+const ERROR_SERIES: [(&str, &str); 43] = [
     ("write_batch", "transient"),
     ("write_batch", "refused"),
     ("write_batch", "unavailable"),
@@ -157,6 +158,11 @@ const ERROR_SERIES: [(&str, &str); 38] = [
     ("backfill", "unavailable"),
     ("backfill", "timeout"),
     ("backfill", "other"),
+    ("pack", "transient"),
+    ("pack", "refused"),
+    ("pack", "unavailable"),
+    ("pack", "timeout"),
+    ("pack", "other"),
     ("purge", "transient"),
     ("purge", "refused"),
     ("purge", "unavailable"),
@@ -355,6 +361,11 @@ fn describe() {
         "Log ids of the history not rolled up yet (0: the statistics are complete)."
     );
     describe_counter!(
+        MEMBER_HOURS_PACKED,
+        "Campaign-hours whose members the packer wrote as one pack (new hours, and hours a late \
+         click or the backfill changed), read by unique and top members of a window."
+    );
+    describe_counter!(
         PURGED,
         "Raw rows deleted by retention (clicktrack purge, --log-retention), by table; the \
          rollups keep their counts."
@@ -452,6 +463,7 @@ fn register(queue_capacity: usize) {
         counter!(ROLLUP_BACKFILLED, "source" => source).absolute(0);
     }
     gauge!(ROLLUP_HISTORY_LEFT).set(0.0);
+    counter!(MEMBER_HOURS_PACKED).absolute(0);
     for table in PURGED_TABLES {
         counter!(PURGED, "table" => table).absolute(0);
     }
@@ -469,6 +481,11 @@ pub fn backfilled(history_rows: u64, foreign_rows: u64, history_left: i64) {
     counter!(ROLLUP_BACKFILLED, "source" => BACKFILL_SOURCES[0]).increment(history_rows);
     counter!(ROLLUP_BACKFILLED, "source" => BACKFILL_SOURCES[1]).increment(foreign_rows);
     gauge!(ROLLUP_HISTORY_LEFT).set(history_left as f64);
+}
+
+/// A packer step: campaign-hours packed.
+pub fn member_hours_packed(hours: u64) {
+    counter!(MEMBER_HOURS_PACKED).increment(hours);
 }
 
 pub fn request(interaction_type: &'static str, status: &'static str, elapsed: Duration) {

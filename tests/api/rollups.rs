@@ -768,3 +768,115 @@ async fn a_serve_started_during_a_backfill_redirects_and_says_the_history_is_bei
     );
 }
 }
+
+/// Busy hours of campaign 123 (member packs are written for hours with at least 64 member
+/// clicks), as rows another program wrote before the rollups existed.
+async fn insert_busy_hours(db: &TestDb, rng: &mut fastrand::Rng, hours: &[OffsetDateTime]) {
+    let mut rows = Vec::new();
+    for hour in hours {
+        for _ in 0..240 {
+            let at = db_time(*hour + Duration::seconds(rng.i64(0..3_600)));
+            let uid = if rng.u8(0..10) == 0 {
+                String::new()
+            } else {
+                format!("U{}", rng.u8(0..60))
+            };
+            rows.push(format!(
+                "({}, 123, 'image_click', 'https://example.com/p{}', {})",
+                quote(&uid),
+                rng.u8(0..5),
+                quote(&at)
+            ));
+        }
+    }
+    for chunk in rows.chunks(200) {
+        db.execute(&format!(
+            "INSERT INTO component_interaction_logs \
+                 (line_id, campaign_id, interaction_type, interaction_value, triggered_at) \
+             VALUES {}",
+            chunk.join(", ")
+        ))
+        .await;
+    }
+}
+
+/// The API's answer equals a recount of the raw log for every window of `WINDOWS`.
+async fn check_busy_windows(app: &TestApp, db: &TestDb, when: &str) {
+    const WINDOWS: [(&str, &str, &str); 5] = [
+        ("2026-09-01T00:00:00Z", "2026-09-03T00:00:00Z", "day"),
+        ("2026-09-01T10:00:00Z", "2026-09-01T12:00:00Z", "hour"),
+        ("2026-09-01T10:17:05Z", "2026-09-02T15:41:00Z", "hour"),
+        ("2026-09-01T11:05:00Z", "2026-09-01T11:50:00Z", "hour"),
+        ("2026-08-31T23:59:59Z", "2026-09-02T15:00:00Z", "day"),
+    ];
+    let clicks = raw_clicks(db).await;
+    for (from, to, bucket) in WINDOWS {
+        let path = format!("/api/campaigns/123/stats?from={from}&to={to}&bucket={bucket}");
+        let (status, body) = admin_get(app, &path).await;
+        assert_eq!(status, 200, "{when}: {path}: {body}");
+        let stats: Value = serde_json::from_str(&body).expect("JSON");
+        let label_len = if bucket == "hour" { 13 } else { 10 };
+        let at = |t: &str| t.replace('T', " ").replace('Z', "");
+        check_window(&stats, &clicks, &at(from), &at(to), label_len);
+    }
+}
+
+crate::store_tests! {
+async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) {
+    let seed = fastrand::u64(..);
+    println!("seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let hours = [
+        datetime!(2026-09-01 10:00 UTC),
+        datetime!(2026-09-01 11:00 UTC),
+        datetime!(2026-09-02 15:00 UTC),
+    ];
+    insert_busy_hours(&db, &mut rng, &hours).await;
+    mark_as_history(&db).await;
+    let out = db.cli_ok(&["migrate"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("member packs: 3 campaign-hours packed"), "{said}");
+    assert_eq!(db.count("track_rollup_member_packs").await, 3);
+    assert_rollups_match_log(&db).await;
+
+    let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
+    check_busy_windows(&app, &db, "packed").await;
+
+    // Another program adds a click to a packed hour: serve rolls it up, which leaves that
+    // hour's pack short of the hour (stale): its rows answer until it is packed again.
+    db.execute(
+        "INSERT INTO component_interaction_logs \
+             (line_id, campaign_id, interaction_type, interaction_value, triggered_at) \
+         VALUES ('U7', 123, 'image_click', 'https://example.com/p1', '2026-09-01 10:30:00'), \
+                ('Unew', 123, 'image_click', 'https://example.com/p1', '2026-09-01 10:31:00')",
+    )
+    .await;
+    wait_until(&app, "the foreign rows are rolled up", async || {
+        app.metric(r#"track_rollup_backfilled_rows_total{source="foreign"}"#).await >= 2.0
+    })
+    .await;
+    check_busy_windows(&app, &db, "one pack stale").await;
+    let out = db.cli_ok(&["migrate"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("member packs: 1 campaign-hours packed"), "{said}");
+    check_busy_windows(&app, &db, "packed again").await;
+
+    // Erasing the most active member: packs name members by number, so the figures stay
+    // those of a recount, with the pseudonym in the uid's place.
+    let (_, body) = admin_get(
+        &app,
+        "/api/campaigns/123/stats?from=2026-09-01T00:00:00Z&to=2026-09-03T00:00:00Z",
+    )
+    .await;
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    let top = stats["top_members"][0]["uid"].as_str().expect("a top member").to_owned();
+    db.cli_ok(&["member", "erase", "--uid", &top]);
+    check_busy_windows(&app, &db, "after the erasure").await;
+    let (_, body) = admin_get(
+        &app,
+        "/api/campaigns/123/stats?from=2026-09-01T00:00:00Z&to=2026-09-03T00:00:00Z",
+    )
+    .await;
+    assert!(!body.contains(&format!("\"{top}\"")), "{body}");
+}
+}

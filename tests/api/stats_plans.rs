@@ -15,13 +15,15 @@ use clicktrack::stats::sql;
 fn expected_index(table: &str) -> &'static str {
     match table {
         "track_click_tags" => "idx_track_click_tags_campaign_time",
-        "component_interaction_logs" => "idx_cil_campaign_time",
+        "component_interaction_logs" | "l" => "idx_cil_campaign_time",
+        "i" => "uq_track_rollup_member_ids_line_id",
         _ => "PRIMARY",
     }
 }
 
-/// The tables a window statement reads.
-const TABLES: [&str; 7] = [
+/// The tables a window statement reads (`members` names them `p` for the packs, `m` for the
+/// member rows, `i` for the member numbers and `l` for the log).
+const TABLES: [&str; 11] = [
     "component_interaction_logs",
     "track_click_tags",
     "track_rollup_hours",
@@ -29,6 +31,10 @@ const TABLES: [&str; 7] = [
     "track_rollup_targets",
     "track_rollup_tags",
     "t",
+    "p",
+    "m",
+    "i",
+    "l",
 ];
 
 /// Binds for a window statement: (campaign, from, to) for the export, the rollup split of
@@ -38,9 +44,15 @@ fn window_binds(statement: &str) -> Vec<String> {
     match statement.matches('?').count() {
         3 => vec!["5".into(), FROM.into(), TO.into()],
         8 => all.iter().map(|s| s.to_string()).collect(),
+        14 => MEMBERS_BINDS.iter().map(|s| s.to_string()).collect(),
         n => panic!("{n} parameters in {statement}"),
     }
 }
+
+/// `Dialect::members`: packs of the whole hours, rows of the others, the raw edges.
+const MEMBERS_BINDS: [&str; 14] = [
+    "5", MID_FROM, MID_TO, "5", "5", MID_FROM, MID_TO, "5", "5", "5", FROM, MID_FROM, MID_TO, TO,
+];
 
 /// 10,000 interaction-log rows over campaigns 1..=10 and 30 days, each with one tag.
 async fn seed(db: &TestDb) {
@@ -196,9 +208,16 @@ async fn check_sqlite(db: &TestDb) {
         assert!(searched.len() >= 2 || name == "clicks", "{name}: {plan:?}");
         for line in &searched {
             let table = line.split_whitespace().nth(1).unwrap_or_default();
-            let index = match expected_index(table) {
-                "PRIMARY" => "PRIMARY KEY (campaign_id=?".to_owned(),
-                index => format!("INDEX {index} (campaign_id=?"),
+            let index = match (table, expected_index(table)) {
+                // A rowid table's key is an automatic index; the numbers are found by uid.
+                ("p", _) => {
+                    "INDEX sqlite_autoindex_track_rollup_member_packs_1 (campaign_id=?".to_owned()
+                }
+                ("i", _) => {
+                    "INDEX sqlite_autoindex_track_rollup_member_ids_1 (line_id=?".to_owned()
+                }
+                (_, "PRIMARY") => "PRIMARY KEY (campaign_id=?".to_owned(),
+                (_, index) => format!("INDEX {index} (campaign_id=?"),
             };
             if table != "t" {
                 assert!(line.contains(&index), "{name}: {line} in {plan:?}");
@@ -258,7 +277,14 @@ async fn check_postgres(db: &TestDb) {
         .expect("disable sequential scans");
     for (name, statement) in sql::POSTGRES.range_queries() {
         let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN {statement}")));
-        if statement.contains("$8") {
+        if statement.contains("$14") {
+            query = MEMBERS_BINDS
+                .iter()
+                .fold(query, |q, value| match value.parse::<i64>() {
+                    Ok(id) => q.bind(id),
+                    Err(_) => q.bind(*value),
+                });
+        } else if statement.contains("$8") {
             query = query
                 .bind(5_i64)
                 .bind(MID_FROM)

@@ -1,0 +1,222 @@
+//! Unique and top members of a window, counted here from what `Dialect::members` reads: the
+//! window's current member packs (`db/member_pack.rs`), the member rows of its other whole
+//! hours and the clicks of its raw edges (docs/rollups.md "Member packs").
+//!
+//! Counting in SQL needed one row per member-hour; a pack is a few bytes per member-hour,
+//! decoded into an array indexed by member number, so a window of millions of clicks is
+//! counted in tens of milliseconds. The figures are those of a `GROUP BY line_id` over the raw
+//! rows: a member is one uid, ties in the top list are broken by uid in byte order.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use crate::db::member_pack::{self, PackError};
+
+/// One row of `Dialect::members`: a pack, or (uid, its number if it has one, clicks).
+pub type MemberRow = (Option<Vec<u8>>, Option<String>, Option<i64>, i64);
+
+/// Clicks per member number: an array when the numbers are dense enough, else a map.
+enum ByNumber {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u64>),
+}
+
+/// The members of a window and their clicks.
+pub struct Tally {
+    by_number: ByNumber,
+    /// Uids of numbers seen in rows (packs hold numbers only).
+    named: HashMap<u64, String>,
+    /// Members without a number yet (never packed): by uid.
+    unnumbered: HashMap<String, u64>,
+}
+
+/// Largest array of counters (4 bytes each) worth allocating for one window.
+const DENSE_MAX: u64 = 16 << 20;
+
+impl Tally {
+    pub fn of(rows: Vec<MemberRow>) -> Result<Tally, PackError> {
+        let (mut max, mut entries) = (0u64, 0u64);
+        for (body, _, number, _) in &rows {
+            if let Some(body) = body {
+                max = max.max(member_pack::max_member(body)?);
+                entries += body.len() as u64 / 2 + 1;
+            } else if let Some(n) = number.and_then(|n| u64::try_from(n).ok()) {
+                max = max.max(n);
+                entries += 1;
+            }
+        }
+        let dense = max < DENSE_MAX && max <= entries.saturating_mul(8) + 65_536;
+        let mut tally = Tally {
+            by_number: if dense {
+                ByNumber::Dense(vec![0; max as usize + 1])
+            } else {
+                ByNumber::Sparse(HashMap::new())
+            },
+            named: HashMap::new(),
+            unnumbered: HashMap::new(),
+        };
+        for (body, line_id, number, clicks) in rows {
+            let clicks = u64::try_from(clicks).unwrap_or(0);
+            match (body, number.and_then(|n| u64::try_from(n).ok()), line_id) {
+                (Some(body), _, _) => {
+                    member_pack::for_each(&body, |n, c| tally.add(n, c))?;
+                }
+                (None, Some(n), line_id) => {
+                    tally.add(n, clicks);
+                    if let Some(line_id) = line_id {
+                        tally.named.entry(n).or_insert(line_id);
+                    }
+                }
+                (None, None, Some(line_id)) => {
+                    *tally.unnumbered.entry(line_id).or_default() += clicks;
+                }
+                (None, None, None) => {}
+            }
+        }
+        Ok(tally)
+    }
+
+    fn add(&mut self, number: u64, clicks: u64) {
+        match &mut self.by_number {
+            ByNumber::Dense(counts) => {
+                if let Some(count) = counts.get_mut(number as usize) {
+                    *count = count.saturating_add(u32::try_from(clicks).unwrap_or(u32::MAX));
+                }
+            }
+            ByNumber::Sparse(counts) => *counts.entry(number).or_default() += clicks,
+        }
+    }
+
+    /// Every (number, clicks) counted.
+    fn numbered(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        match &self.by_number {
+            ByNumber::Dense(counts) => Box::new(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(n, c)| (n as u64, u64::from(*c))),
+            ),
+            ByNumber::Sparse(counts) => Box::new(counts.iter().map(|(n, c)| (*n, *c))),
+        }
+    }
+
+    /// Distinct members.
+    pub fn unique(&self) -> i64 {
+        let numbered = self.numbered().count() + self.unnumbered.len();
+        i64::try_from(numbered).unwrap_or(i64::MAX)
+    }
+
+    /// The clicks a member needs to be among the top `n` (ties included): the `n`th highest.
+    fn threshold(&self, n: usize) -> u64 {
+        let mut highest: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(n + 1);
+        let counts = self.numbered().map(|(_, c)| c);
+        for c in counts.chain(self.unnumbered.values().copied()) {
+            if highest.len() < n {
+                highest.push(Reverse(c));
+            } else if highest.peek().is_some_and(|Reverse(low)| c > *low) {
+                highest.pop();
+                highest.push(Reverse(c));
+            }
+        }
+        if highest.len() < n {
+            return 1;
+        }
+        highest.peek().map_or(1, |Reverse(c)| *c)
+    }
+
+    /// Numbers whose uid is needed to rank the top `n` and not known from the rows.
+    pub fn names_needed(&self, n: usize) -> Vec<u64> {
+        let at_least = self.threshold(n);
+        self.numbered()
+            .filter(|(number, c)| *c >= at_least && !self.named.contains_key(number))
+            .map(|(number, _)| number)
+            .collect()
+    }
+
+    /// The top `n` as (uid, clicks), most clicks first, ties by uid; `names` holds the uids
+    /// of `names_needed`. A number with no uid is an error the caller reports.
+    pub fn top(&self, n: usize, names: &HashMap<u64, String>) -> Result<Vec<(String, i64)>, u64> {
+        let at_least = self.threshold(n);
+        let mut candidates: Vec<(String, u64)> = Vec::new();
+        for (number, c) in self.numbered().filter(|(_, c)| *c >= at_least) {
+            let name = self
+                .named
+                .get(&number)
+                .or_else(|| names.get(&number))
+                .ok_or(number)?;
+            candidates.push((name.clone(), c));
+        }
+        candidates.extend(
+            self.unnumbered
+                .iter()
+                .filter(|(_, c)| **c >= at_least)
+                .map(|(name, c)| (name.clone(), *c)),
+        );
+        candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        candidates.truncate(n);
+        Ok(candidates
+            .into_iter()
+            .map(|(name, c)| (name, i64::try_from(c).unwrap_or(i64::MAX)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(members: &[(u64, u64)]) -> MemberRow {
+        (Some(member_pack::encode(members)), None, None, 0)
+    }
+
+    fn row(line_id: &str, number: Option<i64>, clicks: i64) -> MemberRow {
+        (None, Some(line_id.to_owned()), number, clicks)
+    }
+
+    #[test]
+    fn packs_rows_and_unnumbered_members_count_once_each() {
+        let rows = vec![
+            pack(&[(1, 2), (3, 1)]),
+            pack(&[(1, 1), (7, 4)]),
+            row("U3", Some(3), 5),
+            row("Unew", None, 2),
+            row("Unew", None, 1),
+        ];
+        let tally = Tally::of(rows).expect("valid packs");
+        assert_eq!(tally.unique(), 4);
+        // U3 6, U7 4, U1 3, Unew 3: the third place is a tie, broken by uid.
+        let mut needed = tally.names_needed(3);
+        needed.sort_unstable();
+        assert_eq!(needed, vec![1, 7]);
+        let names = HashMap::from([(1, "U1".to_owned()), (7, "U7".to_owned())]);
+        assert_eq!(
+            tally.top(3, &names),
+            Ok(vec![
+                ("U3".to_owned(), 6),
+                ("U7".to_owned(), 4),
+                ("U1".to_owned(), 3),
+            ])
+        );
+        assert!(tally.top(3, &HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn sparse_numbers_are_counted_in_a_map() {
+        let rows = vec![pack(&[(5, 1), (DENSE_MAX + 9, 2)]), row("Ux", Some(5), 1)];
+        let tally = Tally::of(rows).expect("valid packs");
+        assert!(matches!(tally.by_number, ByNumber::Sparse(_)));
+        assert_eq!(tally.unique(), 2);
+        let names = HashMap::from([(DENSE_MAX + 9, "Uy".to_owned())]);
+        assert_eq!(
+            tally.top(10, &names),
+            Ok(vec![("Ux".to_owned(), 2), ("Uy".to_owned(), 2)])
+        );
+    }
+
+    #[test]
+    fn a_damaged_pack_is_an_error() {
+        let rows = vec![(Some(vec![1, 3, 0]), None, None, 0)];
+        assert!(Tally::of(rows).is_err());
+    }
+}
