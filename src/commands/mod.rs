@@ -124,17 +124,21 @@ async fn migrate(db: &DbArgs) -> Result<(), AppError> {
     let built = build_rollups(&store).await;
     // Then every closed hour's members as packs, so the first report of a long window
     // does not wait for serve's packer.
+    let packing = std::time::Instant::now();
     let packed = match built {
         Ok(_) => Some(member_packs::run_to_end(&store).await),
         Err(_) => None,
     };
+    let packing = packing.elapsed();
     store.close().await;
     let built = built?;
     println!("rollups: {}", describe_backfill(built));
     if let Some(packed) = packed.transpose()?.filter(|p| p.hours > 0) {
         println!(
-            "member packs: {} campaign-hours packed ({} member-hours)",
-            packed.hours, packed.members
+            "member packs: {} campaign-hours packed ({} member-hours) in {:.1} s",
+            packed.hours,
+            packed.members,
+            packing.as_secs_f64()
         );
     }
     Ok(())

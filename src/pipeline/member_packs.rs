@@ -30,6 +30,12 @@ const STEP_HOURS: i64 = 32;
 const SERVE_PAUSE: Duration = Duration::from_millis(20);
 /// `serve` between two sweeps (or after a failed one).
 const SERVE_REST: Duration = Duration::from_secs(60);
+/// `serve`'s sweeps look at the last two days of hours (where a journal's late clicks land),
+/// and every `FULL_SWEEP_EVERY`th at all of them (the backfill and other programs' rows can
+/// reach any hour): a sweep reads every hour's sums it looks at, so a whole history each
+/// minute would cost more than the packs save.
+const RECENT: time::Duration = time::Duration::days(2);
+const FULL_SWEEP_EVERY: u32 = 60;
 
 /// What a sweep packed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,13 +58,21 @@ struct Sweep {
 }
 
 impl Sweep {
-    /// A sweep of every closed hour from the rollups' oldest; `None` if there is none.
-    async fn start(store: &Store) -> Result<Option<Sweep>, StoreError> {
+    /// A sweep of every closed hour from the rollups' oldest (`recent_only`: of the last
+    /// `RECENT`); `None` if there is none.
+    async fn start(store: &Store, recent_only: bool) -> Result<Option<Sweep>, StoreError> {
         let end = last_closed_hour_end(OffsetDateTime::now_utc());
         let first = store.first_rollup_hour().await?;
         Ok(first
             .as_deref()
             .and_then(parse_db_time)
+            .map(|first| {
+                if recent_only {
+                    first.max(end - RECENT)
+                } else {
+                    first
+                }
+            })
             .filter(|first| *first < end)
             .map(|next| Sweep { next, end }))
     }
@@ -91,7 +105,7 @@ fn last_closed_hour_end(now: OffsetDateTime) -> OffsetDateTime {
 /// One sweep to the end, retrying transient failures (`clicktrack migrate`).
 pub async fn run_to_end(store: &Store) -> Result<Packed, StoreError> {
     let mut packed = Packed::default();
-    let Some(mut sweep) = with_retries("pack", || Sweep::start(store)).await? else {
+    let Some(mut sweep) = with_retries("pack", || Sweep::start(store, false)).await? else {
         return Ok(packed);
     };
     while let Some((step, next)) = with_retries("pack", || sweep.step(store)).await? {
@@ -104,9 +118,11 @@ pub async fn run_to_end(store: &Store) -> Result<Packed, StoreError> {
 /// `serve`'s packer, until the task is aborted (a step cut short leaves at most a stale pack).
 pub fn spawn(store: Store) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut failing = false;
+        let (mut failing, mut sweeps) = (false, 0u32);
         loop {
-            match sweep_paced(&store).await {
+            let recent_only = sweeps % FULL_SWEEP_EVERY != 0;
+            sweeps = sweeps.wrapping_add(1);
+            match sweep_paced(&store, recent_only).await {
                 Ok(_) if failing => {
                     tracing::info!(operation = "pack", "member packing works again");
                     failing = false;
@@ -127,11 +143,11 @@ pub fn spawn(store: Store) -> JoinHandle<()> {
     })
 }
 
-/// One sweep, pausing after each step that packed something; a failure ends it (the next
+/// One sweep (`recent_only`: of the last `RECENT`), pausing after each step that packed something; a failure ends it (the next
 /// sweep starts over from the oldest hour, skipping what is packed already).
-async fn sweep_paced(store: &Store) -> Result<Packed, StoreError> {
+async fn sweep_paced(store: &Store, recent_only: bool) -> Result<Packed, StoreError> {
     let mut packed = Packed::default();
-    let Some(mut sweep) = Sweep::start(store).await? else {
+    let Some(mut sweep) = Sweep::start(store, recent_only).await? else {
         return Ok(packed);
     };
     while let Some((step, next)) = sweep.step(store).await? {
