@@ -125,32 +125,44 @@ impl Tally {
         highest.peek().map_or(1, |Reverse(c)| *c)
     }
 
-    /// Numbers whose uid is needed to rank the top `n` and not known from the rows.
-    pub fn names_needed(&self, n: usize) -> Vec<u64> {
-        let at_least = self.threshold(n);
+    /// Numbers among the top `n` with more clicks than the last place, whose uid is not
+    /// known from the rows (fewer than `n`).
+    pub fn above_unnamed(&self, n: usize) -> Vec<u64> {
+        let last_place = self.threshold(n);
         self.numbered()
-            .filter(|(number, c)| *c >= at_least && !self.named.contains_key(number))
+            .filter(|(number, c)| *c > last_place && !self.named.contains_key(number))
             .map(|(number, _)| number)
             .collect()
     }
 
-    /// The top `n` as (uid, clicks), most clicks first, ties by uid; `names` holds the uids
-    /// of `names_needed`. A number with no uid is an error the caller reports.
+    /// Numbers with as many clicks as the last place of the top `n`: which of them are listed
+    /// depends on their uids (any number of them: a long tie is common in a short window).
+    pub fn tied(&self, n: usize) -> Vec<u64> {
+        let last_place = self.threshold(n);
+        self.numbered()
+            .filter(|(_, c)| *c == last_place)
+            .map(|(number, _)| number)
+            .collect()
+    }
+
+    /// The top `n` as (uid, clicks), most clicks first, ties by uid. `names` holds the uids of
+    /// `above_unnamed` and, of `tied`, either all or at least the first `n` in uid order (the
+    /// others cannot be listed). A number above the last place without a uid is an error the
+    /// caller reports.
     pub fn top(&self, n: usize, names: &HashMap<u64, String>) -> Result<Vec<(String, i64)>, u64> {
-        let at_least = self.threshold(n);
+        let last_place = self.threshold(n);
         let mut candidates: Vec<(String, u64)> = Vec::new();
-        for (number, c) in self.numbered().filter(|(_, c)| *c >= at_least) {
-            let name = self
-                .named
-                .get(&number)
-                .or_else(|| names.get(&number))
-                .ok_or(number)?;
-            candidates.push((name.clone(), c));
+        for (number, c) in self.numbered().filter(|(_, c)| *c >= last_place) {
+            match self.named.get(&number).or_else(|| names.get(&number)) {
+                Some(name) => candidates.push((name.clone(), c)),
+                None if c == last_place => {}
+                None => return Err(number),
+            }
         }
         candidates.extend(
             self.unnumbered
                 .iter()
-                .filter(|(_, c)| **c >= at_least)
+                .filter(|(_, c)| **c >= last_place)
                 .map(|(name, c)| (name.clone(), *c)),
         );
         candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -186,9 +198,8 @@ mod tests {
         let tally = Tally::of(rows).expect("valid packs");
         assert_eq!(tally.unique(), 4);
         // U3 6, U7 4, U1 3, Unew 3: the third place is a tie, broken by uid.
-        let mut needed = tally.names_needed(3);
-        needed.sort_unstable();
-        assert_eq!(needed, vec![1, 7]);
+        assert_eq!(tally.above_unnamed(3), vec![7]);
+        assert_eq!(tally.tied(3), vec![1]);
         let names = HashMap::from([(1, "U1".to_owned()), (7, "U7".to_owned())]);
         assert_eq!(
             tally.top(3, &names),
@@ -198,7 +209,17 @@ mod tests {
                 ("U1".to_owned(), 3),
             ])
         );
-        assert!(tally.top(3, &HashMap::new()).is_err());
+        assert_eq!(tally.top(3, &HashMap::new()), Err(7));
+        // A tied number whose uid was not read is after the tied ones that were.
+        let only_above = HashMap::from([(7, "U7".to_owned())]);
+        assert_eq!(
+            tally.top(3, &only_above),
+            Ok(vec![
+                ("U3".to_owned(), 6),
+                ("U7".to_owned(), 4),
+                ("Unew".to_owned(), 3),
+            ])
+        );
     }
 
     #[test]

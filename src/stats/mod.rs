@@ -14,7 +14,7 @@ pub mod report;
 pub mod sql;
 pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,8 +32,6 @@ use window::{Window, api_time, rfc3339};
 
 /// Members in a campaign's top list.
 const TOP_MEMBERS: usize = 10;
-/// Member numbers looked up per statement.
-const MEMBER_NAMES_PER_QUERY: usize = 1_000;
 
 /// Connections of the read pool: one request's four queries run side by side.
 pub const READ_CONNECTIONS: u32 = 4;
@@ -507,13 +505,37 @@ impl StatsReader {
         &self,
         rows: Vec<members::MemberRow>,
     ) -> Result<(i64, Vec<(String, i64)>), StatsError> {
-        let tally = tokio::task::spawn_blocking(move || members::Tally::of(rows))
-            .await
-            .map_err(|e| StatsError::MemberPacks(format!("counting stopped: {e}")))?
-            .map_err(|e| StatsError::MemberPacks(e.to_string()))?;
-        let needed = tally.names_needed(TOP_MEMBERS);
-        let mut names = std::collections::HashMap::with_capacity(needed.len());
-        for chunk in needed.chunks(MEMBER_NAMES_PER_QUERY) {
+        let stopped =
+            |e: tokio::task::JoinError| StatsError::MemberPacks(format!("counting stopped: {e}"));
+        let (tally, above, tied) = tokio::task::spawn_blocking(move || {
+            let tally = members::Tally::of(rows)?;
+            let above = tally.above_unnamed(TOP_MEMBERS);
+            let tied = tally.tied(TOP_MEMBERS);
+            Ok::<_, crate::db::member_pack::PackError>((tally, above, tied))
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(|e| StatsError::MemberPacks(e.to_string()))?;
+        let mut names = self.member_names(&above).await?;
+        if tied.len() <= sql::MEMBER_NAMES_PAGE {
+            names.extend(self.member_names(&tied).await?);
+        } else {
+            names.extend(self.first_in_uid_order(&tied, TOP_MEMBERS).await?);
+        }
+        let (unique, top) =
+            tokio::task::spawn_blocking(move || (tally.unique(), tally.top(TOP_MEMBERS, &names)))
+                .await
+                .map_err(stopped)?;
+        let top = top.map_err(|number| {
+            StatsError::MemberPacks(format!("member number {number} has no uid"))
+        })?;
+        Ok((unique, top))
+    }
+
+    /// The uids of member `numbers`.
+    async fn member_names(&self, numbers: &[u64]) -> Result<HashMap<u64, String>, StatsError> {
+        let mut names = HashMap::with_capacity(numbers.len());
+        for chunk in numbers.chunks(sql::MEMBER_NAMES_PAGE) {
             // Numbers are integers this process decoded, never client input.
             let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let rows: Vec<(i64, String)> = on_pool!(self, pool, sql => {
@@ -531,10 +553,45 @@ impl StatsReader {
                     .filter_map(|(n, uid)| Some((u64::try_from(n).ok()?, uid))),
             );
         }
-        let top = tally.top(TOP_MEMBERS, &names).map_err(|number| {
-            StatsError::MemberPacks(format!("member number {number} has no uid"))
-        })?;
-        Ok((tally.unique(), top))
+        Ok(names)
+    }
+
+    /// The uids of the first `n` of `numbers` in uid order, reading the numbers in that order
+    /// a page at a time: with a long tie (a large share of all members) that ends after a few
+    /// pages, where looking every tied number up would read them all.
+    async fn first_in_uid_order(
+        &self,
+        numbers: &[u64],
+        n: usize,
+    ) -> Result<HashMap<u64, String>, StatsError> {
+        let wanted: HashSet<u64> = numbers.iter().copied().collect();
+        let mut found = HashMap::with_capacity(n);
+        let mut after = String::new();
+        loop {
+            let page: Vec<(i64, String)> = on_pool!(self, pool, sql => {
+                timed(
+                    "read member numbers in uid order",
+                    sqlx::query_as(sql.member_names_after).bind(&after).fetch_all(pool),
+                )
+                .await?
+            });
+            let Some((_, last)) = page.last() else {
+                return Ok(found);
+            };
+            after = last.clone();
+            let full = page.len() == sql::MEMBER_NAMES_PAGE;
+            for (number, uid) in page {
+                if let Some(number) = u64::try_from(number).ok().filter(|n| wanted.contains(n)) {
+                    found.insert(number, uid);
+                    if found.len() == n {
+                        return Ok(found);
+                    }
+                }
+            }
+            if !full {
+                return Ok(found);
+            }
+        }
     }
 
     /// `members` (uid, clicks), most active first, with their display names (one query).

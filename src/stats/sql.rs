@@ -29,6 +29,10 @@ pub struct Dialect {
     /// `(number, line_id)` of members by number; `stats::members` appends the numbers and
     /// `)`.
     pub member_names: &'static str,
+    /// `(number, line_id)` of the next `MEMBER_NAMES_PAGE` members in uid order (byte order)
+    /// after the uid bound: ties in the top list are broken by uid, so the first tied members
+    /// met in this order are the ones listed.
+    pub member_names_after: &'static str,
     /// (target, clicks), the ten most clicked, by their first 255 characters.
     pub top_targets: &'static str,
     /// (tag, clicks), the hundred most used.
@@ -150,6 +154,9 @@ macro_rules! members_of_window {
 
 const DISPLAY_NAME: &str = "SELECT line_display_name FROM members WHERE line_uid = ?";
 
+/// Members `member_names_after` reads at a time.
+pub const MEMBER_NAMES_PAGE: usize = 1_000;
+
 /// How many uids `display_names` takes (the dashboard's top members).
 pub const DISPLAY_NAMES_LIST: usize = 10;
 const DISPLAY_NAMES: &str = "SELECT line_uid, line_display_name FROM members \
@@ -190,6 +197,8 @@ pub const SQLITE: Dialect = Dialect {
         "CROSS JOIN"
     ),
     member_names: "SELECT id, line_id FROM track_rollup_member_ids WHERE id IN (",
+    member_names_after: "SELECT id, line_id FROM track_rollup_member_ids \
+        WHERE line_id > ? ORDER BY line_id LIMIT 1000",
     top_targets: rolled_up!(
         "SELECT target, SUM(n) AS n",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
@@ -275,6 +284,8 @@ pub const MYSQL: Dialect = Dialect {
         "STRAIGHT_JOIN"
     ),
     member_names: "SELECT CAST(id AS SIGNED), line_id FROM track_rollup_member_ids WHERE id IN (",
+    member_names_after: "SELECT CAST(id AS SIGNED), line_id FROM track_rollup_member_ids \
+        WHERE line_id > ? ORDER BY line_id LIMIT 1000",
     top_targets: rolled_up!(
         "SELECT target, CAST(SUM(n) AS SIGNED) AS n",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
@@ -417,6 +428,9 @@ pub const POSTGRES: Dialect = Dialect {
                 OR (l.triggered_at >= $13::timestamp AND l.triggered_at < $14::timestamp)) \
               AND l.line_id <> ''",
     member_names: "SELECT id, line_id::text FROM track_rollup_member_ids WHERE id IN (",
+    // The column is in the "C" collation: its index is in byte order.
+    member_names_after: "SELECT id, line_id::text FROM track_rollup_member_ids \
+        WHERE line_id > $1 ORDER BY line_id LIMIT 1000",
     top_targets: pg_rolled_up!(
         "SELECT target, SUM(n)::bigint AS n",
         "SELECT target_key::text AS target, clicks AS n" from "track_rollup_targets",

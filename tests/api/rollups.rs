@@ -770,7 +770,7 @@ async fn a_serve_started_during_a_backfill_redirects_and_says_the_history_is_bei
 }
 
 /// Busy hours of campaign 123 (member packs are written for hours with at least 64 member
-/// clicks), as rows another program wrote before the rollups existed.
+/// clicks), and a fourth, as rows another program wrote before the rollups existed.
 async fn insert_busy_hours(db: &TestDb, rng: &mut fastrand::Rng, hours: &[OffsetDateTime]) {
     let mut rows = Vec::new();
     for hour in hours {
@@ -789,6 +789,15 @@ async fn insert_busy_hours(db: &TestDb, rng: &mut fastrand::Rng, hours: &[Offset
             ));
         }
     }
+    // An hour where 1,500 members click once each: the top list is a tie of all of them,
+    // broken by uid (more than the stats look up by number: they read uids in order).
+    for n in 0..1_500 {
+        let at = db_time(datetime!(2026-09-03 08:00 UTC) + Duration::seconds(n * 2));
+        rows.push(format!(
+            "('V{:04}', 123, 'button_url', 'https://example.com/p9', '{at}')",
+            (n * 7) % 1_500
+        ));
+    }
     for chunk in rows.chunks(200) {
         db.execute(&format!(
             "INSERT INTO component_interaction_logs \
@@ -802,12 +811,14 @@ async fn insert_busy_hours(db: &TestDb, rng: &mut fastrand::Rng, hours: &[Offset
 
 /// The API's answer equals a recount of the raw log for every window of `WINDOWS`.
 async fn check_busy_windows(app: &TestApp, db: &TestDb, when: &str) {
-    const WINDOWS: [(&str, &str, &str); 5] = [
+    const WINDOWS: [(&str, &str, &str); 7] = [
         ("2026-09-01T00:00:00Z", "2026-09-03T00:00:00Z", "day"),
         ("2026-09-01T10:00:00Z", "2026-09-01T12:00:00Z", "hour"),
         ("2026-09-01T10:17:05Z", "2026-09-02T15:41:00Z", "hour"),
         ("2026-09-01T11:05:00Z", "2026-09-01T11:50:00Z", "hour"),
         ("2026-08-31T23:59:59Z", "2026-09-02T15:00:00Z", "day"),
+        ("2026-09-03T08:00:00Z", "2026-09-03T09:00:00Z", "hour"),
+        ("2026-09-03T07:30:00Z", "2026-09-03T08:40:00Z", "hour"),
     ];
     let clicks = raw_clicks(db).await;
     for (from, to, bucket) in WINDOWS {
@@ -835,8 +846,8 @@ async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) 
     mark_as_history(&db).await;
     let out = db.cli_ok(&["migrate"]);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("member packs: 3 campaign-hours packed"), "{said}");
-    assert_eq!(db.count("track_rollup_member_packs").await, 3);
+    assert!(said.contains("member packs: 4 campaign-hours packed"), "{said}");
+    assert_eq!(db.count("track_rollup_member_packs").await, 4);
     assert_rollups_match_log(&db).await;
 
     let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
