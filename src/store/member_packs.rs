@@ -42,15 +42,27 @@ struct Sql {
     write_pack: &'static str,
 }
 
+/// `Sql::stale` for SQLite and MySQL, selecting `$columns` (the campaign id and the hour
+/// as text).
+macro_rules! stale {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM \
+                (SELECT campaign_id, hour, SUM(member_clicks) AS s FROM track_rollup_hours \
+                 WHERE hour >= ? AND hour < ? GROUP BY campaign_id, hour) h \
+            LEFT JOIN track_rollup_member_packs p \
+                ON p.campaign_id = h.campaign_id AND p.hour = h.hour \
+            WHERE h.s >= ? AND (p.member_clicks IS NULL OR p.member_clicks <> h.s) \
+            ORDER BY h.hour, h.campaign_id LIMIT ?"
+        )
+    };
+}
+
 const SQLITE: Sql = Sql {
     first_hour: "SELECT MIN(hour) FROM track_rollup_hours",
-    stale: "SELECT h.campaign_id, h.hour FROM \
-            (SELECT campaign_id, hour, SUM(member_clicks) AS s FROM track_rollup_hours \
-             WHERE hour >= ? AND hour < ? GROUP BY campaign_id, hour) h \
-        LEFT JOIN track_rollup_member_packs p \
-            ON p.campaign_id = h.campaign_id AND p.hour = h.hour \
-        WHERE h.s >= ? AND (p.member_clicks IS NULL OR p.member_clicks <> h.s) \
-        ORDER BY h.hour, h.campaign_id LIMIT ?",
+    stale: stale!("h.campaign_id, h.hour"),
     number_members: "INSERT INTO track_rollup_member_ids (line_id) \
         SELECT m.line_id FROM track_rollup_members m \
         WHERE m.campaign_id = ? AND m.hour = ? AND NOT EXISTS \
@@ -67,14 +79,7 @@ const SQLITE: Sql = Sql {
 
 const MYSQL: Sql = Sql {
     first_hour: "SELECT DATE_FORMAT(MIN(hour), '%Y-%m-%d %H:%i:%s') FROM track_rollup_hours",
-    stale: "SELECT CAST(h.campaign_id AS SIGNED), \
-            DATE_FORMAT(h.hour, '%Y-%m-%d %H:%i:%s') FROM \
-            (SELECT campaign_id, hour, SUM(member_clicks) AS s FROM track_rollup_hours \
-             WHERE hour >= ? AND hour < ? GROUP BY campaign_id, hour) h \
-        LEFT JOIN track_rollup_member_packs p \
-            ON p.campaign_id = h.campaign_id AND p.hour = h.hour \
-        WHERE h.s >= ? AND (p.member_clicks IS NULL OR p.member_clicks <> h.s) \
-        ORDER BY h.hour, h.campaign_id LIMIT ?",
+    stale: stale!("CAST(h.campaign_id AS SIGNED), DATE_FORMAT(h.hour, '%Y-%m-%d %H:%i:%s')"),
     // Not INSERT IGNORE, which would also store a value cut to the column: only the
     // duplicate key (another packer numbered the member first) is a no-op.
     number_members: "INSERT INTO track_rollup_member_ids (line_id) \
