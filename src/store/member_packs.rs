@@ -60,14 +60,25 @@ macro_rules! stale {
     };
 }
 
+/// `Sql::number_members` for SQLite and MySQL, ending with `$on_duplicate`: a member another
+/// packer numbered meanwhile is no error. Members that have a number are left out before the
+/// insert, so numbers are not used up by conflicts (MySQL and PostgreSQL would skip them).
+macro_rules! number_members {
+    ($on_duplicate:literal) => {
+        concat!(
+            "INSERT INTO track_rollup_member_ids (line_id) \
+            SELECT m.line_id FROM track_rollup_members m \
+            WHERE m.campaign_id = ? AND m.hour = ? AND NOT EXISTS \
+                (SELECT 1 FROM track_rollup_member_ids i WHERE i.line_id = m.line_id) ",
+            $on_duplicate
+        )
+    };
+}
+
 const SQLITE: Sql = Sql {
     first_hour: "SELECT MIN(hour) FROM track_rollup_hours",
     stale: stale!("h.campaign_id, h.hour"),
-    number_members: "INSERT INTO track_rollup_member_ids (line_id) \
-        SELECT m.line_id FROM track_rollup_members m \
-        WHERE m.campaign_id = ? AND m.hour = ? AND NOT EXISTS \
-            (SELECT 1 FROM track_rollup_member_ids i WHERE i.line_id = m.line_id) \
-        ON CONFLICT (line_id) DO NOTHING",
+    number_members: number_members!("ON CONFLICT (line_id) DO NOTHING"),
     numbered_members: "SELECT i.id, m.clicks FROM track_rollup_members m \
         JOIN track_rollup_member_ids i ON i.line_id = m.line_id \
         WHERE m.campaign_id = ? AND m.hour = ? ORDER BY i.id",
@@ -82,11 +93,7 @@ const MYSQL: Sql = Sql {
     stale: stale!("CAST(h.campaign_id AS SIGNED), DATE_FORMAT(h.hour, '%Y-%m-%d %H:%i:%s')"),
     // Not INSERT IGNORE, which would also store a value cut to the column: only the
     // duplicate key (another packer numbered the member first) is a no-op.
-    number_members: "INSERT INTO track_rollup_member_ids (line_id) \
-        SELECT m.line_id FROM track_rollup_members m \
-        WHERE m.campaign_id = ? AND m.hour = ? AND NOT EXISTS \
-            (SELECT 1 FROM track_rollup_member_ids i WHERE i.line_id = m.line_id) \
-        ON DUPLICATE KEY UPDATE id = id",
+    number_members: number_members!("ON DUPLICATE KEY UPDATE id = id"),
     numbered_members: "SELECT CAST(i.id AS SIGNED), CAST(m.clicks AS SIGNED) \
         FROM track_rollup_members m \
         JOIN track_rollup_member_ids i ON i.line_id = m.line_id \
