@@ -90,7 +90,21 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// One number: most are a single byte (deltas between dense member numbers, a few clicks),
+/// so that case is decided first; a window decodes millions of them.
+#[inline(always)]
 fn take(body: &[u8], at: &mut usize) -> Result<u64, PackError> {
+    match body.get(*at) {
+        Some(&byte) if byte < 0x80 => {
+            *at += 1;
+            Ok(u64::from(byte))
+        }
+        _ => take_long(body, at),
+    }
+}
+
+#[inline(never)]
+fn take_long(body: &[u8], at: &mut usize) -> Result<u64, PackError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *body.get(*at).ok_or(PackError("cut short"))?;

@@ -22,10 +22,19 @@ pub fn sqlite_writer(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .disable_statement_logging()
 }
 
-/// `options` for a connection that only reads.
+/// Page cache of a reading connection, in KiB (SQLite's default is 2 MiB): a report's packs
+/// and rollup rows of a long window stay cached between requests (at 10,000,000 clicks, 90
+/// days of one campaign's packs are 10 MB).
+const READER_CACHE_KIB: u32 = 16 * 1024;
+
+/// `options` for a connection that only reads. Sorts and groupings stay in memory (SQLite's
+/// default writes them to a temporary file: it halved a report's slowest grouping; they are
+/// as large as a window's rollup rows, never the log).
 pub fn sqlite_reader(options: SqliteConnectOptions) -> SqliteConnectOptions {
     options
         .read_only(true)
         .busy_timeout(BUSY_TIMEOUT)
+        .pragma("temp_store", "memory")
+        .pragma("cache_size", format!("-{READER_CACHE_KIB}"))
         .disable_statement_logging()
 }

@@ -21,6 +21,26 @@ enum ByNumber {
     Sparse(HashMap<u64, u64>),
 }
 
+impl ByNumber {
+    /// A pack's members, deciding the representation once per pack, not per member (a
+    /// window decodes millions).
+    fn add_pack(&mut self, body: &[u8]) -> Result<(), PackError> {
+        match self {
+            ByNumber::Dense(counts) => member_pack::for_each(body, |n, c| add_dense(counts, n, c)),
+            ByNumber::Sparse(counts) => {
+                member_pack::for_each(body, |n, c| *counts.entry(n).or_default() += c)
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn add_dense(counts: &mut [u32], number: u64, clicks: u64) {
+    if let Some(count) = counts.get_mut(number as usize) {
+        *count = count.saturating_add(u32::try_from(clicks).unwrap_or(u32::MAX));
+    }
+}
+
 /// The members of a window and their clicks.
 pub struct Tally {
     by_number: ByNumber,
@@ -58,9 +78,7 @@ impl Tally {
         for (body, line_id, number, clicks) in rows {
             let clicks = u64::try_from(clicks).unwrap_or(0);
             match (body, number.and_then(|n| u64::try_from(n).ok()), line_id) {
-                (Some(body), _, _) => {
-                    member_pack::for_each(&body, |n, c| tally.add(n, c))?;
-                }
+                (Some(body), _, _) => tally.by_number.add_pack(&body)?,
                 (None, Some(n), line_id) => {
                     tally.add(n, clicks);
                     if let Some(line_id) = line_id {
@@ -78,12 +96,19 @@ impl Tally {
 
     fn add(&mut self, number: u64, clicks: u64) {
         match &mut self.by_number {
-            ByNumber::Dense(counts) => {
-                if let Some(count) = counts.get_mut(number as usize) {
-                    *count = count.saturating_add(u32::try_from(clicks).unwrap_or(u32::MAX));
-                }
-            }
+            ByNumber::Dense(counts) => add_dense(counts, number, clicks),
             ByNumber::Sparse(counts) => *counts.entry(number).or_default() += clicks,
+        }
+    }
+
+    /// The clicks counted for a member number (0: none).
+    pub fn clicks_of(&self, number: u64) -> u64 {
+        match &self.by_number {
+            ByNumber::Dense(counts) => usize::try_from(number)
+                .ok()
+                .and_then(|n| counts.get(n))
+                .map_or(0, |c| u64::from(*c)),
+            ByNumber::Sparse(counts) => counts.get(&number).copied().unwrap_or(0),
         }
     }
 
@@ -108,7 +133,7 @@ impl Tally {
     }
 
     /// The clicks a member needs to be among the top `n` (ties included): the `n`th highest.
-    fn threshold(&self, n: usize) -> u64 {
+    pub fn threshold(&self, n: usize) -> u64 {
         let mut highest: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(n + 1);
         let counts = self.numbered().map(|(_, c)| c);
         for c in counts.chain(self.unnumbered.values().copied()) {
@@ -152,11 +177,22 @@ impl Tally {
     pub fn top(&self, n: usize, names: &HashMap<u64, String>) -> Result<Vec<(String, i64)>, u64> {
         let last_place = self.threshold(n);
         let mut candidates: Vec<(String, u64)> = Vec::new();
-        for (number, c) in self.numbered().filter(|(_, c)| *c >= last_place) {
+        for (number, c) in self.numbered().filter(|(_, c)| *c > last_place) {
             match self.named.get(&number).or_else(|| names.get(&number)) {
                 Some(name) => candidates.push((name.clone(), c)),
-                None if c == last_place => {}
                 None => return Err(number),
+            }
+        }
+        // At the last place, only the uids known can be listed: look those up rather than
+        // walk every tied number (a short window ties most of its members).
+        let known = self.named.iter().chain(
+            names
+                .iter()
+                .filter(|(number, _)| !self.named.contains_key(number)),
+        );
+        for (number, name) in known {
+            if self.clicks_of(*number) == last_place {
+                candidates.push((name.clone(), last_place));
             }
         }
         candidates.extend(

@@ -14,7 +14,7 @@ pub mod report;
 pub mod sql;
 pub mod window;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -507,11 +507,12 @@ impl StatsReader {
     ) -> Result<(i64, Vec<(String, i64)>), StatsError> {
         let stopped =
             |e: tokio::task::JoinError| StatsError::MemberPacks(format!("counting stopped: {e}"));
-        let (tally, above, tied) = tokio::task::spawn_blocking(move || {
+        let (tally, above, tied, last_place) = tokio::task::spawn_blocking(move || {
             let tally = members::Tally::of(rows)?;
             let above = tally.above_unnamed(TOP_MEMBERS);
             let tied = tally.tied(TOP_MEMBERS);
-            Ok::<_, crate::db::member_pack::PackError>((tally, above, tied))
+            let last_place = tally.threshold(TOP_MEMBERS);
+            Ok::<_, crate::db::member_pack::PackError>((tally, above, tied, last_place))
         })
         .await
         .map_err(stopped)?
@@ -520,7 +521,8 @@ impl StatsReader {
         if tied.len() <= sql::MEMBER_NAMES_PAGE {
             names.extend(self.member_names(&tied).await?);
         } else {
-            names.extend(self.first_in_uid_order(&tied, TOP_MEMBERS).await?);
+            let is_tied = |number| tally.clicks_of(number) == last_place;
+            names.extend(self.first_in_uid_order(is_tied, TOP_MEMBERS).await?);
         }
         let (unique, top) =
             tokio::task::spawn_blocking(move || (tally.unique(), tally.top(TOP_MEMBERS, &names)))
@@ -556,15 +558,14 @@ impl StatsReader {
         Ok(names)
     }
 
-    /// The uids of the first `n` of `numbers` in uid order, reading the numbers in that order
-    /// a page at a time: with a long tie (a large share of all members) that ends after a few
-    /// pages, where looking every tied number up would read them all.
+    /// The uids of the first `n` numbers that are `wanted` in uid order, reading the numbers
+    /// in that order a page at a time: with a long tie (a large share of all members) that
+    /// ends after a few pages, where looking every tied number up would read them all.
     async fn first_in_uid_order(
         &self,
-        numbers: &[u64],
+        wanted: impl Fn(u64) -> bool,
         n: usize,
     ) -> Result<HashMap<u64, String>, StatsError> {
-        let wanted: HashSet<u64> = numbers.iter().copied().collect();
         let mut found = HashMap::with_capacity(n);
         let mut after = String::new();
         loop {
@@ -581,7 +582,7 @@ impl StatsReader {
             after = last.clone();
             let full = page.len() == sql::MEMBER_NAMES_PAGE;
             for (number, uid) in page {
-                if let Some(number) = u64::try_from(number).ok().filter(|n| wanted.contains(n)) {
+                if let Some(number) = u64::try_from(number).ok().filter(|n| wanted(*n)) {
                     found.insert(number, uid);
                     if found.len() == n {
                         return Ok(found);

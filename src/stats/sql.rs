@@ -103,9 +103,41 @@ macro_rules! rolled_up {
     };
 }
 
+/// `rolled_up!` in SQLite's form: the two edges are two ranges of the index, one `UNION ALL`
+/// each, with numbered parameters (the same binds, in the same order). With `OR`, SQLite
+/// reads a covering index by campaign alone, every row of the campaign, rather than two
+/// ranges.
+macro_rules! sqlite_rolled_up {
+    (
+        $outer:literal,
+        $rollup:literal from $table:literal,
+        $raw:literal from $raw_table:literal,
+        $rest:literal
+    ) => {
+        concat!(
+            $outer,
+            " FROM (",
+            $rollup,
+            " FROM ",
+            $table,
+            " WHERE campaign_id = ?1 AND hour >= ?2 AND hour < ?3 UNION ALL ",
+            $raw,
+            " FROM ",
+            $raw_table,
+            " WHERE campaign_id = ?4 AND triggered_at >= ?5 AND triggered_at < ?6 UNION ALL ",
+            $raw,
+            " FROM ",
+            $raw_table,
+            " WHERE campaign_id = ?4 AND triggered_at >= ?7 AND triggered_at < ?8) u",
+            $rest
+        )
+    };
+}
+
 /// `Dialect::members` for SQLite and MySQL: `$null_member` is a NULL member number, `$line`
 /// a member row's uid, `$raw_line` and `$raw_key` a raw row's uid as read and as matched
-/// against the numbers, `$raw_from` the log with its index hint, `$hours_first` the join that
+/// against the numbers, `$raw_from` the log with its index hint, `$raw_where` the edges'
+/// condition (binds 10 to 14), `$hours_first` the join that
 /// makes the planner read the window's hours before their member rows (at size, reading a
 /// campaign's member rows first would read them all). A pack is current when its
 /// `member_clicks` equal its hour's in `track_rollup_hours` (written in the same transactions
@@ -118,7 +150,8 @@ macro_rules! members_of_window {
         $raw_line:literal,
         $raw_key:literal,
         $raw_from:literal,
-        $hours_first:literal
+        $hours_first:literal,
+        $raw_where:literal
     ) => {
         concat!(
             "SELECT p.body AS body, NULL AS line_id, ",
@@ -146,8 +179,7 @@ macro_rules! members_of_window {
             $raw_from,
             " LEFT JOIN track_rollup_member_ids i ON i.line_id = ",
             $raw_key,
-            " WHERE l.campaign_id = ? AND ((l.triggered_at >= ? AND l.triggered_at < ?) \
-                OR (l.triggered_at >= ? AND l.triggered_at < ?)) AND l.line_id <> ''"
+            $raw_where
         )
     };
 }
@@ -171,20 +203,20 @@ pub const SQLITE: Dialect = Dialect {
         FROM campaigns WHERE id = ?",
     rollup_state: "SELECT backfill_next_id AS next_id, backfill_end_id AS end_id, \
             purged_before FROM track_rollup_state WHERE id = 1",
-    series_hour: rolled_up!(
+    series_hour: sqlite_rolled_up!(
         "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
         "SELECT substr(hour, 1, 13) AS bucket, interaction_type, clicks, member_clicks"
             from "track_rollup_hours",
         "SELECT substr(triggered_at, 1, 13), interaction_type, 1, line_id <> ''"
-            from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
+            from "component_interaction_logs INDEXED BY idx_cil_campaign_time",
         " GROUP BY bucket, interaction_type"
     ),
-    series_day: rolled_up!(
+    series_day: sqlite_rolled_up!(
         "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
         "SELECT substr(hour, 1, 10) AS bucket, interaction_type, clicks, member_clicks"
             from "track_rollup_hours",
         "SELECT substr(triggered_at, 1, 10), interaction_type, 1, line_id <> ''"
-            from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
+            from "component_interaction_logs INDEXED BY idx_cil_campaign_time",
         " GROUP BY bucket, interaction_type"
     ),
     members: members_of_window!(
@@ -194,22 +226,31 @@ pub const SQLITE: Dialect = Dialect {
         "l.line_id",
         "component_interaction_logs l INDEXED BY idx_cil_campaign_time",
         // SQLite keeps the left table of a CROSS JOIN outside.
-        "CROSS JOIN"
+        "CROSS JOIN",
+        // Two ranges of the index, as in `sqlite_rolled_up!` (a plain `?` is numbered after
+        // the largest number before it: the first nine are ?1 to ?9).
+        " WHERE l.campaign_id = ?10 AND l.triggered_at >= ?11 AND l.triggered_at < ?12 \
+            AND l.line_id <> '' \
+        UNION ALL SELECT NULL, l.line_id, i.id, 1 \
+            FROM component_interaction_logs l INDEXED BY idx_cil_campaign_time \
+            LEFT JOIN track_rollup_member_ids i ON i.line_id = l.line_id \
+            WHERE l.campaign_id = ?10 AND l.triggered_at >= ?13 AND l.triggered_at < ?14 \
+            AND l.line_id <> ''"
     ),
     member_names: "SELECT id, line_id FROM track_rollup_member_ids WHERE id IN (",
     member_names_after: "SELECT id, line_id FROM track_rollup_member_ids \
         WHERE line_id > ? ORDER BY line_id LIMIT 1000",
-    top_targets: rolled_up!(
+    top_targets: sqlite_rolled_up!(
         "SELECT target, SUM(n) AS n",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
         "SELECT COALESCE(target_key, ''), 1"
-            from "component_interaction_logs" "INDEXED BY idx_cil_campaign_time" where "",
+            from "component_interaction_logs INDEXED BY idx_cil_campaign_time",
         " GROUP BY target ORDER BY n DESC, target LIMIT 10"
     ),
-    tags: rolled_up!(
+    tags: sqlite_rolled_up!(
         "SELECT tag, SUM(n) AS n",
         "SELECT tag, clicks AS n" from "track_rollup_tags",
-        "SELECT tag, 1" from "track_click_tags" "" where "",
+        "SELECT tag, 1" from "track_click_tags",
         " GROUP BY tag ORDER BY n DESC, tag LIMIT 100"
     ),
     display_name: DISPLAY_NAME,
@@ -281,7 +322,10 @@ pub const MYSQL: Dialect = Dialect {
         "CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin",
         "CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin",
         "component_interaction_logs l FORCE INDEX (idx_cil_campaign_time)",
-        "STRAIGHT_JOIN"
+        "STRAIGHT_JOIN",
+        // One range scan of two intervals.
+        " WHERE l.campaign_id = ? AND ((l.triggered_at >= ? AND l.triggered_at < ?) \
+            OR (l.triggered_at >= ? AND l.triggered_at < ?)) AND l.line_id <> ''"
     ),
     member_names: "SELECT CAST(id AS SIGNED), line_id FROM track_rollup_member_ids WHERE id IN (",
     member_names_after: "SELECT CAST(id AS SIGNED), line_id FROM track_rollup_member_ids \

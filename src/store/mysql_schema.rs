@@ -206,8 +206,10 @@ const ROLLUP_STATE: &str = "INSERT IGNORE INTO track_rollup_state \
 /// from one index range and never from the table rows (on InnoDB a row lookup per click made a
 /// 500,000-click campaign take seconds; measured). `target_key` is a virtual column (nothing
 /// stored) because a TEXT column cannot be part of an index: top targets group by the first
-/// 255 characters.
-const STATS_ADDITIONS: [(Missing, &str); 2] = [
+/// 255 characters. The uid is in the index too: a report's members at its window's edges are
+/// read from it (an earlier release's index without it is rebuilt under the same name, in one
+/// statement, so a running instance that names it never misses it).
+const STATS_ADDITIONS: [(Missing, &str); 3] = [
     (
         Missing::Column("target_key"),
         "ALTER TABLE component_interaction_logs \
@@ -216,7 +218,13 @@ const STATS_ADDITIONS: [(Missing, &str); 2] = [
     (
         Missing::Index("idx_cil_campaign_time"),
         "ALTER TABLE component_interaction_logs ADD KEY idx_cil_campaign_time \
-         (campaign_id, triggered_at, interaction_type, target_key)",
+         (campaign_id, triggered_at, interaction_type, target_key, line_id)",
+    ),
+    (
+        Missing::IndexColumn("idx_cil_campaign_time", "line_id"),
+        "ALTER TABLE component_interaction_logs DROP KEY idx_cil_campaign_time, \
+         ADD KEY idx_cil_campaign_time \
+         (campaign_id, triggered_at, interaction_type, target_key, line_id)",
     ),
 ];
 
@@ -229,6 +237,8 @@ const RETIRED_INDEX: &str = "idx_cil_campaign_member";
 enum Missing {
     Column(&'static str),
     Index(&'static str),
+    /// (index, column): the index exists without that column.
+    IndexColumn(&'static str, &'static str),
 }
 
 /// Errors that mean "someone else already added it" (another instance migrating at once):
@@ -320,6 +330,7 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
                 column_exists(pool, "component_interaction_logs", name).await?
             }
             Missing::Index(name) => index_exists(pool, "component_interaction_logs", name).await?,
+            Missing::IndexColumn(index, column) => log_index_has(pool, index, column).await?,
         };
         if !present {
             ddl_step(pool, ddl).await?;
@@ -379,6 +390,19 @@ async fn index_exists(pool: &MySqlPool, table: &str, index: &str) -> Result<bool
          WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
         table,
         index,
+    )
+    .await
+}
+
+/// Is `column` part of `index` on the interaction log?
+async fn log_index_has(pool: &MySqlPool, index: &str, column: &str) -> Result<bool, StoreError> {
+    schema_has(
+        pool,
+        "SELECT COUNT(*) FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name = 'component_interaction_logs' \
+           AND index_name = ? AND column_name = ?",
+        index,
+        column,
     )
     .await
 }
