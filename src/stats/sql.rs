@@ -73,6 +73,21 @@ macro_rules! range_query {
     };
 }
 
+/// The start of `rolled_up!` and `sqlite_rolled_up!`: `$outer` over the rollup rows of the
+/// window's whole hours (binds 1 to 3), then `UNION ALL` the edges.
+macro_rules! whole_hours {
+    ($outer:literal, $rollup:literal, $table:literal) => {
+        concat!(
+            $outer,
+            " FROM (",
+            $rollup,
+            " FROM ",
+            $table,
+            " WHERE campaign_id = ? AND hour >= ? AND hour < ? UNION ALL "
+        )
+    };
+}
+
 /// `$outer` over the rollup rows of the window's whole hours (`$rollup` from `$table`) and
 /// the raw rows of its edges (`$raw`, from `$raw_table` with its `$hint` and `$filter`).
 macro_rules! rolled_up {
@@ -83,12 +98,7 @@ macro_rules! rolled_up {
         $rest:literal
     ) => {
         concat!(
-            $outer,
-            " FROM (",
-            $rollup,
-            " FROM ",
-            $table,
-            " WHERE campaign_id = ? AND hour >= ? AND hour < ? UNION ALL ",
+            whole_hours!($outer, $rollup, $table),
             $raw,
             " FROM ",
             $raw_table,
@@ -104,7 +114,8 @@ macro_rules! rolled_up {
 }
 
 /// `rolled_up!` in SQLite's form: the two edges are two ranges of the index, one `UNION ALL`
-/// each, with numbered parameters (the same binds, in the same order). With `OR`, SQLite
+/// each, with numbered parameters after the first three (the same binds, in the same order;
+/// a plain `?` is numbered one past the largest number before it). With `OR`, SQLite
 /// reads a covering index by campaign alone, every row of the campaign, rather than two
 /// ranges.
 macro_rules! sqlite_rolled_up {
@@ -115,12 +126,7 @@ macro_rules! sqlite_rolled_up {
         $rest:literal
     ) => {
         concat!(
-            $outer,
-            " FROM (",
-            $rollup,
-            " FROM ",
-            $table,
-            " WHERE campaign_id = ?1 AND hour >= ?2 AND hour < ?3 UNION ALL ",
+            whole_hours!($outer, $rollup, $table),
             $raw,
             " FROM ",
             $raw_table,
