@@ -259,6 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn a_tied_member_known_twice_is_listed_once() {
+        // All three tie at 2 clicks; U3's uid came with its row and is also among the names
+        // read, number 2's was not read (it is after the others in uid order).
+        let rows = vec![
+            pack(&[(1, 2), (2, 1)]),
+            pack(&[(2, 1)]),
+            row("U3", Some(3), 2),
+        ];
+        let tally = Tally::of(rows).expect("valid packs");
+        assert_eq!(tally.threshold(3), 2);
+        let names = HashMap::from([(1, "U1".to_owned()), (3, "U3".to_owned())]);
+        assert_eq!(
+            tally.top(3, &names),
+            Ok(vec![("U1".to_owned(), 2), ("U3".to_owned(), 2)])
+        );
+    }
+
+    #[test]
     fn sparse_numbers_are_counted_in_a_map() {
         let rows = vec![pack(&[(5, 1), (DENSE_MAX + 9, 2)]), row("Ux", Some(5), 1)];
         let tally = Tally::of(rows).expect("valid packs");
