@@ -792,15 +792,20 @@ impl TestApp {
     }
 
     /// `/metrics` once the journal is applied (or the store is down): what every click sent so
-    /// far did, including its store outcome. The scrape returned is the one that showed it.
+    /// far did, including its store outcome.
+    ///
+    /// The scrape returned is the one after the scrape that showed the journal empty. A
+    /// scrape reads its series one after another, not as one snapshot: the one that showed a
+    /// depth of 0 may have read `track_clicks_recorded_total` before the applier counted its
+    /// last batch and `track_journal_depth` after it removed that batch (the applier counts
+    /// before it removes). Everything counted before the empty journal was seen is in the
+    /// next scrape.
     pub async fn metrics(&self) -> String {
-        let mut text = String::new();
         wait_until(self, "the journal is applied", async || {
-            text = self.metrics_now().await;
-            settled(&text)
+            settled(&self.metrics_now().await)
         })
         .await;
-        text
+        self.metrics_now().await
     }
 
     /// `/metrics` as it is at this moment.
