@@ -6,7 +6,7 @@ mod progress;
 mod purge;
 mod stats;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::app::{self, AppError};
@@ -195,12 +195,32 @@ async fn build_rollups(store: &Store) -> Result<backfill::Backfilled, AppError> 
 }
 
 /// What `migrate` changed, in one sentence: the tables it created, then the columns and
-/// indexes it added to tables that were there before, then what it dropped (only clicktrack's
-/// own indexes that nothing reads any more; never a table, a column or a seed index).
+/// indexes it added to tables that were there before, the indexes it rebuilt with other
+/// columns under the same name, then what it dropped (only clicktrack's own indexes that
+/// nothing reads any more; never a table, a column or a seed index).
 fn describe_migration(before: &BTreeSet<String>, after: &BTreeSet<String>) -> String {
-    let added: Vec<&String> = after.difference(before).collect();
-    let dropped: Vec<&str> = before.difference(after).map(String::as_str).collect();
-    if added.is_empty() && dropped.is_empty() {
+    let named = |objects: &BTreeSet<String>| -> BTreeMap<String, String> {
+        objects
+            .iter()
+            .map(|o| {
+                let (name, columns) = name_and_columns(o);
+                (name.to_owned(), columns.to_owned())
+            })
+            .collect()
+    };
+    let (before, after) = (named(before), named(after));
+    let added: Vec<&String> = after.keys().filter(|o| !before.contains_key(*o)).collect();
+    let dropped: Vec<&str> = before
+        .keys()
+        .filter(|o| !after.contains_key(*o))
+        .map(String::as_str)
+        .collect();
+    let rebuilt: Vec<String> = after
+        .iter()
+        .filter(|(name, columns)| before.get(*name).is_some_and(|was| was != *columns))
+        .map(|(name, columns)| format!("{name} {columns}"))
+        .collect();
+    if added.is_empty() && dropped.is_empty() && rebuilt.is_empty() {
         return "schema already up to date, nothing changed".to_owned();
     }
     let new_tables: Vec<&str> = added
@@ -226,12 +246,23 @@ fn describe_migration(before: &BTreeSet<String>, after: &BTreeSet<String>) -> St
     if !extras.is_empty() {
         parts.push(format!("added {}", extras.join(", ")));
     }
+    if !rebuilt.is_empty() {
+        parts.push(format!("rebuilt {}", rebuilt.join(", ")));
+    }
     if dropped.is_empty() {
         parts.push("nothing dropped".to_owned());
     } else {
         parts.push(format!("dropped {}", dropped.join(", ")));
     }
     parts.join("; ")
+}
+
+/// `index T.I(a,b)` → (`index T.I`, `(a,b)`); a table or a column has no column list.
+fn name_and_columns(object: &str) -> (&str, &str) {
+    match object.find('(').filter(|_| object.starts_with("index ")) {
+        Some(at) => object.split_at(at),
+        None => (object, ""),
+    }
 }
 
 async fn add_campaign(args: &CampaignAddArgs) -> Result<(), AppError> {
@@ -351,10 +382,10 @@ mod tests {
             "table logs",
             "column logs.id",
             "column logs.click_id",
-            "index logs.idx_click",
+            "index logs.idx_click(click_id)",
             "table track_rejects",
             "column track_rejects.id",
-            "index track_rejects.idx_time",
+            "index track_rejects.idx_time(received_at)",
         ]);
         assert_eq!(
             describe_migration(&old, &new),
@@ -366,11 +397,19 @@ mod tests {
             "created tables logs, members; nothing dropped"
         );
         let mut retired = new.clone();
-        retired.remove("index logs.idx_click");
+        retired.remove("index logs.idx_click(click_id)");
         retired.insert("table rollups".to_owned());
         assert_eq!(
             describe_migration(&new, &retired),
             "created tables rollups; dropped index logs.idx_click"
+        );
+        // The same name over other columns: rebuilt, not "nothing changed".
+        let mut widened = new.clone();
+        widened.remove("index logs.idx_click(click_id)");
+        widened.insert("index logs.idx_click(click_id,line_id)".to_owned());
+        assert_eq!(
+            describe_migration(&new, &widened),
+            "rebuilt index logs.idx_click (click_id,line_id); nothing dropped"
         );
     }
 }

@@ -186,7 +186,8 @@ struct Sql {
     /// Create a campaign (a duplicate id is an error the caller reads). Binds (id, name,
     /// created_at, updated_at).
     add_campaign: &'static str,
-    /// Every `table T`, `column T.C` and `index T.I` (clicktrack's bookkeeping left out).
+    /// Every `table T`, `column T.C` and `index T.I(C1,C2)` with its columns in order
+    /// (SQLite: `index I(...)`; clicktrack's bookkeeping left out).
     schema_objects: &'static str,
     /// `track_rollup_state` as a `RollupState`.
     rollup_state: &'static str,
@@ -210,9 +211,12 @@ const SQLITE: Sql = Sql {
         VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING",
     add_campaign: "INSERT INTO campaigns (id, name, clicked_count, created_at, updated_at) \
         VALUES (?, ?, 0, ?, ?)",
-    schema_objects: "SELECT m.type || ' ' || m.name FROM sqlite_master m \
-        WHERE m.type IN ('table', 'index') AND m.name NOT LIKE 'sqlite_%' \
-          AND m.name NOT LIKE '_sqlx%' \
+    schema_objects: "SELECT 'table ' || m.name FROM sqlite_master m \
+        WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%' \
+        UNION ALL \
+        SELECT 'index ' || m.name || '(' || (SELECT group_concat(name, ',') FROM \
+            (SELECT i.name FROM pragma_index_info(m.name) i ORDER BY i.seqno)) || ')' \
+        FROM sqlite_master m WHERE m.type = 'index' AND m.name NOT LIKE 'sqlite_%' \
         UNION ALL \
         SELECT 'column ' || m.name || '.' || c.name \
         FROM sqlite_master m, pragma_table_info(m.name) c \
@@ -236,8 +240,11 @@ const MYSQL: Sql = Sql {
         SELECT CONCAT('column ', table_name, '.', column_name) FROM information_schema.columns \
         WHERE table_schema = DATABASE() \
         UNION \
-        SELECT CONCAT('index ', table_name, '.', index_name) FROM information_schema.statistics \
-        WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'",
+        SELECT CONCAT('index ', table_name, '.', index_name, \
+            '(', GROUP_CONCAT(column_name ORDER BY seq_in_index SEPARATOR ','), ')') \
+        FROM information_schema.statistics \
+        WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY' \
+        GROUP BY table_name, index_name",
     rollup_state: "SELECT CAST(backfill_start_id AS SIGNED) AS backfill_start_id, \
             CAST(backfill_end_id AS SIGNED) AS backfill_end_id, \
             CAST(backfill_next_id AS SIGNED) AS backfill_next_id \
@@ -258,7 +265,8 @@ const POSTGRES: Sql = Sql {
         SELECT 'column ' || table_name || '.' || column_name FROM information_schema.columns \
         WHERE table_schema = current_schema() \
         UNION ALL \
-        SELECT 'index ' || tablename || '.' || indexname FROM pg_indexes \
+        SELECT 'index ' || tablename || '.' || indexname \
+            || COALESCE(substring(indexdef from '\\([^)]*\\)'), '') FROM pg_indexes \
         WHERE schemaname = current_schema() AND indexname NOT LIKE '%_pkey'",
     rollup_state: "SELECT backfill_start_id, backfill_end_id, backfill_next_id \
         FROM track_rollup_state WHERE id = 1",

@@ -308,3 +308,31 @@ async fn a_column_clicktrack_cannot_fill_sets_clicks_aside_instead_of_failing_ba
     let m = app.metrics().await;
     assert_eq!(metric(&m, "track_clicks_not_written_total"), 0.0);
 }
+
+// A database migrated by the release before the uid joined the time index: `migrate` rebuilds
+// the index once under its name and says so (it used to say "nothing changed"), then it is
+// up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_rebuilds_the_previous_releases_time_index_and_says_so() {
+    let Some(db) = TestDb::new(StoreKind::Mysql).await else {
+        return;
+    };
+    db.execute(
+        "ALTER TABLE component_interaction_logs DROP KEY idx_cil_campaign_time, \
+         ADD KEY idx_cil_campaign_time (campaign_id, triggered_at, interaction_type, target_key)",
+    )
+    .await;
+    let first = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
+    assert!(
+        first.contains(
+            "rebuilt index component_interaction_logs.idx_cil_campaign_time \
+             (campaign_id,triggered_at,interaction_type,target_key,line_id); nothing dropped\n"
+        ),
+        "{first}"
+    );
+    let second = String::from_utf8_lossy(&db.cli_ok(&["migrate"]).stdout).into_owned();
+    assert!(
+        second.contains("schema already up to date, nothing changed\n"),
+        "{second}"
+    );
+}
