@@ -50,6 +50,20 @@ pub struct Tally {
     unnumbered: HashMap<String, u64>,
 }
 
+/// What `Tally::rank` found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ranking {
+    /// Distinct members.
+    pub unique: i64,
+    /// The clicks of the last place of the top list (ties included).
+    pub last_place: u64,
+    /// Numbers above the last place whose uid the rows did not give (fewer than `n`).
+    pub above_unnamed: Vec<u64>,
+    /// The numbers at the last place (which of them are listed depends on their uids; a
+    /// short window ties most of its members), or `None`: more than the limit.
+    pub tied: Option<Vec<u64>>,
+}
+
 /// Largest array of counters (4 bytes each) worth allocating for one window.
 const DENSE_MAX: u64 = 16 << 20;
 
@@ -126,17 +140,43 @@ impl Tally {
         }
     }
 
-    /// Distinct members.
-    pub fn unique(&self) -> i64 {
-        let numbered = self.numbered().count() + self.unnumbered.len();
-        i64::try_from(numbered).unwrap_or(i64::MAX)
+    /// Where the top `n` ends and which member numbers need their uid read to list it, in
+    /// two passes over the counts (a window can count hundreds of thousands of members).
+    /// `tied_limit`: past this many numbers at the last place, `tied` is `None` and the
+    /// caller reads uids in order instead of looking every tied number up.
+    pub fn rank(&self, n: usize, tied_limit: usize) -> Ranking {
+        let (last_place, unique) = self.last_place(n);
+        let mut above_unnamed = Vec::new();
+        let mut tied = Some(Vec::new());
+        for (number, c) in self.numbered() {
+            if c > last_place && !self.named.contains_key(&number) {
+                above_unnamed.push(number);
+            } else if c == last_place
+                && let Some(list) = &mut tied
+            {
+                if list.len() < tied_limit {
+                    list.push(number);
+                } else {
+                    tied = None;
+                }
+            }
+        }
+        Ranking {
+            unique: i64::try_from(unique).unwrap_or(i64::MAX),
+            last_place,
+            above_unnamed,
+            tied,
+        }
     }
 
-    /// The clicks a member needs to be among the top `n` (ties included): the `n`th highest.
-    pub fn threshold(&self, n: usize) -> u64 {
+    /// The clicks a member needs to be among the top `n` (ties included): the `n`th highest
+    /// (1 with fewer members); and how many members there are.
+    fn last_place(&self, n: usize) -> (u64, usize) {
         let mut highest: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(n + 1);
+        let mut members = 0;
         let counts = self.numbered().map(|(_, c)| c);
         for c in counts.chain(self.unnumbered.values().copied()) {
+            members += 1;
             if highest.len() < n {
                 highest.push(Reverse(c));
             } else if highest.peek().is_some_and(|Reverse(low)| c > *low) {
@@ -144,38 +184,23 @@ impl Tally {
                 highest.push(Reverse(c));
             }
         }
-        if highest.len() < n {
-            return 1;
-        }
-        highest.peek().map_or(1, |Reverse(c)| *c)
+        let last_place = match highest.peek() {
+            Some(Reverse(c)) if highest.len() == n => *c,
+            _ => 1,
+        };
+        (last_place, members)
     }
 
-    /// Numbers among the top `n` with more clicks than the last place, whose uid is not
-    /// known from the rows (fewer than `n`).
-    pub fn above_unnamed(&self, n: usize) -> Vec<u64> {
-        let last_place = self.threshold(n);
-        self.numbered()
-            .filter(|(number, c)| *c > last_place && !self.named.contains_key(number))
-            .map(|(number, _)| number)
-            .collect()
-    }
-
-    /// Numbers with as many clicks as the last place of the top `n`: which of them are listed
-    /// depends on their uids (any number of them: a long tie is common in a short window).
-    pub fn tied(&self, n: usize) -> Vec<u64> {
-        let last_place = self.threshold(n);
-        self.numbered()
-            .filter(|(_, c)| *c == last_place)
-            .map(|(number, _)| number)
-            .collect()
-    }
-
-    /// The top `n` as (uid, clicks), most clicks first, ties by uid. `names` holds the uids of
-    /// `above_unnamed` and, of `tied`, either all or at least the first `n` in uid order (the
-    /// others cannot be listed). A number above the last place without a uid is an error the
-    /// caller reports.
-    pub fn top(&self, n: usize, names: &HashMap<u64, String>) -> Result<Vec<(String, i64)>, u64> {
-        let last_place = self.threshold(n);
+    /// The top `n` as (uid, clicks), most clicks first, ties by uid, for the `last_place` of
+    /// `rank`. `names` holds the uids of `above_unnamed` and, of the tied numbers, either all
+    /// or at least the first `n` in uid order (the others cannot be listed). A number above
+    /// the last place without a uid is an error the caller reports.
+    pub fn top(
+        &self,
+        n: usize,
+        last_place: u64,
+        names: &HashMap<u64, String>,
+    ) -> Result<Vec<(String, i64)>, u64> {
         let mut candidates: Vec<(String, u64)> = Vec::new();
         for (number, c) in self.numbered().filter(|(_, c)| *c > last_place) {
             match self.named.get(&number).or_else(|| names.get(&number)) {
@@ -232,24 +257,36 @@ mod tests {
             row("Unew", None, 1),
         ];
         let tally = Tally::of(rows).expect("valid packs");
-        assert_eq!(tally.unique(), 4);
         // U3 6, U7 4, U1 3, Unew 3: the third place is a tie, broken by uid.
-        assert_eq!(tally.above_unnamed(3), vec![7]);
-        assert_eq!(tally.tied(3), vec![1]);
+        let ranking = tally.rank(3, 10);
+        assert_eq!(
+            ranking,
+            Ranking {
+                unique: 4,
+                last_place: 3,
+                above_unnamed: vec![7],
+                tied: Some(vec![1]),
+            }
+        );
+        assert_eq!(
+            tally.rank(3, 0).tied,
+            None,
+            "more tied numbers than the limit"
+        );
         let names = HashMap::from([(1, "U1".to_owned()), (7, "U7".to_owned())]);
         assert_eq!(
-            tally.top(3, &names),
+            tally.top(3, 3, &names),
             Ok(vec![
                 ("U3".to_owned(), 6),
                 ("U7".to_owned(), 4),
                 ("U1".to_owned(), 3),
             ])
         );
-        assert_eq!(tally.top(3, &HashMap::new()), Err(7));
+        assert_eq!(tally.top(3, 3, &HashMap::new()), Err(7));
         // A tied number whose uid was not read is after the tied ones that were.
         let only_above = HashMap::from([(7, "U7".to_owned())]);
         assert_eq!(
-            tally.top(3, &only_above),
+            tally.top(3, 3, &only_above),
             Ok(vec![
                 ("U3".to_owned(), 6),
                 ("U7".to_owned(), 4),
@@ -268,10 +305,10 @@ mod tests {
             row("U3", Some(3), 2),
         ];
         let tally = Tally::of(rows).expect("valid packs");
-        assert_eq!(tally.threshold(3), 2);
+        assert_eq!(tally.rank(3, 10).last_place, 2);
         let names = HashMap::from([(1, "U1".to_owned()), (3, "U3".to_owned())]);
         assert_eq!(
-            tally.top(3, &names),
+            tally.top(3, 2, &names),
             Ok(vec![("U1".to_owned(), 2), ("U3".to_owned(), 2)])
         );
     }
@@ -281,10 +318,11 @@ mod tests {
         let rows = vec![pack(&[(5, 1), (DENSE_MAX + 9, 2)]), row("Ux", Some(5), 1)];
         let tally = Tally::of(rows).expect("valid packs");
         assert!(matches!(tally.by_number, ByNumber::Sparse(_)));
-        assert_eq!(tally.unique(), 2);
+        let ranking = tally.rank(10, 10);
+        assert_eq!((ranking.unique, ranking.last_place), (2, 1));
         let names = HashMap::from([(DENSE_MAX + 9, "Uy".to_owned())]);
         assert_eq!(
-            tally.top(10, &names),
+            tally.top(10, 1, &names),
             Ok(vec![("Ux".to_owned(), 2), ("Uy".to_owned(), 2)])
         );
     }

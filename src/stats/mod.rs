@@ -507,27 +507,31 @@ impl StatsReader {
     ) -> Result<(i64, Vec<(String, i64)>), StatsError> {
         let stopped =
             |e: tokio::task::JoinError| StatsError::MemberPacks(format!("counting stopped: {e}"));
-        let (tally, above, tied, last_place) = tokio::task::spawn_blocking(move || {
+        let (tally, ranking) = tokio::task::spawn_blocking(move || {
             let tally = members::Tally::of(rows)?;
-            let above = tally.above_unnamed(TOP_MEMBERS);
-            let tied = tally.tied(TOP_MEMBERS);
-            let last_place = tally.threshold(TOP_MEMBERS);
-            Ok::<_, crate::db::member_pack::PackError>((tally, above, tied, last_place))
+            let ranking = tally.rank(TOP_MEMBERS, sql::MEMBER_NAMES_PAGE);
+            Ok::<_, crate::db::member_pack::PackError>((tally, ranking))
         })
         .await
         .map_err(stopped)?
         .map_err(|e| StatsError::MemberPacks(e.to_string()))?;
-        let mut names = self.member_names(&above).await?;
-        if tied.len() <= sql::MEMBER_NAMES_PAGE {
-            names.extend(self.member_names(&tied).await?);
-        } else {
-            let is_tied = |number| tally.clicks_of(number) == last_place;
-            names.extend(self.first_in_uid_order(is_tied, TOP_MEMBERS).await?);
+        let members::Ranking {
+            unique,
+            last_place,
+            above_unnamed,
+            tied,
+        } = ranking;
+        let mut names = self.member_names(&above_unnamed).await?;
+        match tied {
+            Some(tied) => names.extend(self.member_names(&tied).await?),
+            None => {
+                let is_tied = |number| tally.clicks_of(number) == last_place;
+                names.extend(self.first_in_uid_order(is_tied, TOP_MEMBERS).await?);
+            }
         }
-        let (unique, top) =
-            tokio::task::spawn_blocking(move || (tally.unique(), tally.top(TOP_MEMBERS, &names)))
-                .await
-                .map_err(stopped)?;
+        let top = tokio::task::spawn_blocking(move || tally.top(TOP_MEMBERS, last_place, &names))
+            .await
+            .map_err(stopped)?;
         let top = top.map_err(|number| {
             StatsError::MemberPacks(format!("member number {number} has no uid"))
         })?;
