@@ -171,7 +171,7 @@ backfill_started=$(date +%s%N)
 "$bin" migrate --database-url "$db_url" --log-format json 2>"$work/migrate.log" | tail -2
 backfill_ms=$(ms_since "$backfill_started")
 echo "backfill (with the member packs): $logs rows in $((backfill_ms / 1000)).$(( backfill_ms % 1000 / 100 )) s = $(( logs * 1000 / backfill_ms )) rows/s (target >= 100,000)"
-for table in hours targets tags members campaign_members member_packs member_ids; do
+for table in hours targets tags days day_targets day_tags members campaign_members member_packs member_ids; do
   printf '  track_rollup_%-17s %10s rows\n' "$table" "$(q "SELECT COUNT(*) FROM track_rollup_$table")"
 done
 

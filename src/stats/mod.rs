@@ -241,6 +241,8 @@ struct RollupProgress {
     next_id: i64,
     end_id: i64,
     purged_before: Option<String>,
+    /// 1 once the day rollups hold every hour (MySQL builds them after its tables exist).
+    days_built: i64,
 }
 
 impl RollupProgress {
@@ -394,26 +396,36 @@ impl StatsReader {
             Some(horizon) => window.whole_hours_before(horizon),
             None => *window,
         };
-        let split = window.split();
+        let split = match state.days_built {
+            0 => window.split().without_days(),
+            _ => window.split(),
+        };
+        let hours = split.clone().without_days();
         type Series = Vec<(String, String, i64, i64)>;
         type Pairs = Vec<(String, i64)>;
         let (series, member_rows, targets, tags): (Series, Vec<members::MemberRow>, Pairs, Pairs) = on_pool!(self, pool, sql => {
-            let series_sql = match window.bucket {
-                window::Bucket::Hour => sql.series_hour,
-                window::Bucket::Day => sql.series_day,
+            let (series_sql, series_split) = match window.bucket {
+                window::Bucket::Hour => (sql.series_hour, &hours),
+                window::Bucket::Day => (sql.series_day, &split),
             };
-            // A macro, not a closure: each statement decodes into its own row type.
+            // A macro, not a closure: each statement decodes into its own row type. The
+            // binds of `sql::ROLLED_UP_BINDS`.
             macro_rules! rolled_up {
-                ($query:expr) => {
+                ($query:expr, $split:expr) => {
                     $query
                         .bind(id)
-                        .bind(&split.mid_from)
-                        .bind(&split.mid_to)
+                        .bind(&$split.day_from)
+                        .bind(&$split.day_to)
                         .bind(id)
-                        .bind(&split.from)
-                        .bind(&split.mid_from)
-                        .bind(&split.mid_to)
-                        .bind(&split.to)
+                        .bind(&$split.mid_from)
+                        .bind(&$split.day_from)
+                        .bind(&$split.day_to)
+                        .bind(&$split.mid_to)
+                        .bind(id)
+                        .bind(&$split.from)
+                        .bind(&$split.mid_from)
+                        .bind(&$split.mid_to)
+                        .bind(&$split.to)
                 };
             }
             // `Dialect::members`: its packs, its member rows, its raw edges.
@@ -435,14 +447,17 @@ impl StatsReader {
             tokio::try_join!(
                 timed(
                     "read clicks over time",
-                    rolled_up!(sqlx::query_as(series_sql)).fetch_all(pool)
+                    rolled_up!(sqlx::query_as(series_sql), series_split).fetch_all(pool)
                 ),
                 timed("read members", members.fetch_all(pool)),
                 timed(
                     "read top targets",
-                    rolled_up!(sqlx::query_as(sql.top_targets)).fetch_all(pool)
+                    rolled_up!(sqlx::query_as(sql.top_targets), split).fetch_all(pool)
                 ),
-                timed("read tags", rolled_up!(sqlx::query_as(sql.tags)).fetch_all(pool)),
+                timed(
+                    "read tags",
+                    rolled_up!(sqlx::query_as(sql.tags), split).fetch_all(pool)
+                ),
             )?
         });
         let (unique_members, members) = self.count_members(member_rows).await?;

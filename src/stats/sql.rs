@@ -1,13 +1,15 @@
 //! The stats queries, once per SQL dialect, side by side so they stay the same query.
 //!
-//! Campaign results come from the rollups (docs/rollups.md): a window's whole hours from the
-//! `track_rollup_*` tables, the seconds before its first and after its last whole hour from the
-//! raw log, in one `UNION ALL` per figure. Every such query binds, in this order,
-//! (campaign_id, mid_from, mid_to) for the rollup part and (campaign_id, from, mid_from,
-//! mid_to, to) for the raw part (`window::Split`); times are `YYYY-MM-DD HH:MM:SS` in UTC
-//! (`store::db_time`), `from` inclusive, `to` exclusive. A member's clicks and the CSV export
-//! list single clicks, from the raw log. Times come back as text in that same form, integers
-//! as BIGINT (MySQL's INT and DECIMAL results are cast), so both backends decode alike.
+//! Campaign results come from the rollups (docs/rollups.md): a window's whole days from the
+//! `track_rollup_days` tables, its other whole hours from the `track_rollup_*` hour tables,
+//! the seconds before its first and after its last whole hour from the raw log, in one
+//! `UNION ALL` per figure. Every such query binds, in this order, (campaign_id, day_from,
+//! day_to) for the days, (campaign_id, mid_from, day_from, day_to, mid_to) for the hours and
+//! (campaign_id, from, mid_from, mid_to, to) for the raw part (`window::Split`,
+//! `ROLLED_UP_BINDS`); times are `YYYY-MM-DD HH:MM:SS` in UTC (`store::db_time`), `from`
+//! inclusive, `to` exclusive. A member's clicks and the CSV export list single clicks, from the
+//! raw log. Times come back as text in that same form, integers as BIGINT (MySQL's INT and
+//! DECIMAL results are cast), so both backends decode alike.
 
 /// One dialect's statements.
 pub struct Dialect {
@@ -18,7 +20,7 @@ pub struct Dialect {
     /// The backfill's progress and the purge horizon, as a `RollupProgress`.
     pub rollup_state: &'static str,
     /// (bucket label, interaction type, clicks, clicks with a uid) for hour buckets
-    /// (`YYYY-MM-DD HH`).
+    /// (`YYYY-MM-DD HH`). Binds a split `without_days` (a day row has no hours).
     pub series_hour: &'static str,
     /// The same for day buckets (`YYYY-MM-DD`).
     pub series_day: &'static str,
@@ -73,32 +75,32 @@ macro_rules! range_query {
     };
 }
 
-/// The start of `rolled_up!` and `sqlite_rolled_up!`: `$outer` over the rollup rows of the
-/// window's whole hours (binds 1 to 3), then `UNION ALL` the edges.
-macro_rules! whole_hours {
-    ($outer:literal, $rollup:literal, $table:literal) => {
-        concat!(
-            $outer,
-            " FROM (",
-            $rollup,
-            " FROM ",
-            $table,
-            " WHERE campaign_id = ? AND hour >= ? AND hour < ? UNION ALL "
-        )
-    };
-}
+/// How many values a `rolled_up!` statement binds (`window::Split::rolled_up_binds`).
+pub const ROLLED_UP_BINDS: usize = 13;
 
-/// `$outer` over the rollup rows of the window's whole hours (`$rollup` from `$table`) and
-/// the raw rows of its edges (`$raw`, from `$raw_table` with its `$hint` and `$filter`).
+/// `$outer` over a window's rows: its whole days (`$day` from `$day_table`), its other whole
+/// hours, before the first whole day and after the last (`$hour` from `$hour_table`), and its
+/// raw edges (`$raw` from `$raw_table` with its `$hint` and `$filter`).
 macro_rules! rolled_up {
     (
         $outer:literal,
-        $rollup:literal from $table:literal,
+        $day:literal from $day_table:literal,
+        $hour:literal from $hour_table:literal,
         $raw:literal from $raw_table:literal $hint:literal where $filter:literal,
         $rest:literal
     ) => {
         concat!(
-            whole_hours!($outer, $rollup, $table),
+            $outer,
+            " FROM (",
+            $day,
+            " FROM ",
+            $day_table,
+            " WHERE campaign_id = ? AND day >= ? AND day < ? UNION ALL ",
+            $hour,
+            " FROM ",
+            $hour_table,
+            " WHERE campaign_id = ? AND ((hour >= ? AND hour < ?) OR (hour >= ? AND hour < ?)) \
+              UNION ALL ",
             $raw,
             " FROM ",
             $raw_table,
@@ -113,28 +115,41 @@ macro_rules! rolled_up {
     };
 }
 
-/// `rolled_up!` in SQLite's form: the two edges are two ranges of the index, one `UNION ALL`
-/// each, with numbered parameters after the first three (the same binds, in the same order;
-/// a plain `?` is numbered one past the largest number before it). With `OR`, SQLite
+/// `rolled_up!` in SQLite's form: each pair of ranges is two `UNION ALL`ed ranges of the
+/// index, with numbered parameters (the same binds, in the same order). With `OR`, SQLite
 /// reads a covering index by campaign alone, every row of the campaign, rather than two
 /// ranges.
 macro_rules! sqlite_rolled_up {
     (
         $outer:literal,
-        $rollup:literal from $table:literal,
+        $day:literal from $day_table:literal,
+        $hour:literal from $hour_table:literal,
         $raw:literal from $raw_table:literal,
         $rest:literal
     ) => {
         concat!(
-            whole_hours!($outer, $rollup, $table),
+            $outer,
+            " FROM (",
+            $day,
+            " FROM ",
+            $day_table,
+            " WHERE campaign_id = ?1 AND day >= ?2 AND day < ?3 UNION ALL ",
+            $hour,
+            " FROM ",
+            $hour_table,
+            " WHERE campaign_id = ?4 AND hour >= ?5 AND hour < ?6 UNION ALL ",
+            $hour,
+            " FROM ",
+            $hour_table,
+            " WHERE campaign_id = ?4 AND hour >= ?7 AND hour < ?8 UNION ALL ",
             $raw,
             " FROM ",
             $raw_table,
-            " WHERE campaign_id = ?4 AND triggered_at >= ?5 AND triggered_at < ?6 UNION ALL ",
+            " WHERE campaign_id = ?9 AND triggered_at >= ?10 AND triggered_at < ?11 UNION ALL ",
             $raw,
             " FROM ",
             $raw_table,
-            " WHERE campaign_id = ?4 AND triggered_at >= ?7 AND triggered_at < ?8) u",
+            " WHERE campaign_id = ?9 AND triggered_at >= ?12 AND triggered_at < ?13) u",
             $rest
         )
     };
@@ -208,9 +223,11 @@ pub const SQLITE: Dialect = Dialect {
     campaign: "SELECT id, COALESCE(name, ''), COALESCE(clicked_count, 0), created_at \
         FROM campaigns WHERE id = ?",
     rollup_state: "SELECT backfill_next_id AS next_id, backfill_end_id AS end_id, \
-            purged_before FROM track_rollup_state WHERE id = 1",
+            purged_before, days_built FROM track_rollup_state WHERE id = 1",
     series_hour: sqlite_rolled_up!(
         "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
+        "SELECT substr(day, 1, 13) AS bucket, interaction_type, clicks, member_clicks"
+            from "track_rollup_days",
         "SELECT substr(hour, 1, 13) AS bucket, interaction_type, clicks, member_clicks"
             from "track_rollup_hours",
         "SELECT substr(triggered_at, 1, 13), interaction_type, 1, line_id <> ''"
@@ -219,6 +236,8 @@ pub const SQLITE: Dialect = Dialect {
     ),
     series_day: sqlite_rolled_up!(
         "SELECT bucket, interaction_type, SUM(clicks), SUM(member_clicks)",
+        "SELECT substr(day, 1, 10) AS bucket, interaction_type, clicks, member_clicks"
+            from "track_rollup_days",
         "SELECT substr(hour, 1, 10) AS bucket, interaction_type, clicks, member_clicks"
             from "track_rollup_hours",
         "SELECT substr(triggered_at, 1, 10), interaction_type, 1, line_id <> ''"
@@ -248,6 +267,7 @@ pub const SQLITE: Dialect = Dialect {
         WHERE line_id > ? ORDER BY line_id LIMIT 1000",
     top_targets: sqlite_rolled_up!(
         "SELECT target, SUM(n) AS n",
+        "SELECT target_key AS target, clicks AS n" from "track_rollup_day_targets",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
         "SELECT COALESCE(target_key, ''), 1"
             from "component_interaction_logs INDEXED BY idx_cil_campaign_time",
@@ -255,6 +275,7 @@ pub const SQLITE: Dialect = Dialect {
     ),
     tags: sqlite_rolled_up!(
         "SELECT tag, SUM(n) AS n",
+        "SELECT tag, clicks AS n" from "track_rollup_day_tags",
         "SELECT tag, clicks AS n" from "track_rollup_tags",
         "SELECT tag, 1" from "track_click_tags",
         " GROUP BY tag ORDER BY n DESC, tag LIMIT 100"
@@ -300,10 +321,13 @@ pub const MYSQL: Dialect = Dialect {
         FROM campaigns WHERE id = ?",
     rollup_state: "SELECT CAST(backfill_next_id AS SIGNED) AS next_id, \
             CAST(backfill_end_id AS SIGNED) AS end_id, \
-            DATE_FORMAT(purged_before, '%Y-%m-%d %H:%i:%s') AS purged_before \
+            DATE_FORMAT(purged_before, '%Y-%m-%d %H:%i:%s') AS purged_before, \
+            CAST(days_built AS SIGNED) AS days_built \
         FROM track_rollup_state WHERE id = 1",
     series_hour: rolled_up!(
         "SELECT bucket, kind, CAST(SUM(clicks) AS SIGNED), CAST(SUM(member_clicks) AS SIGNED)",
+        "SELECT DATE_FORMAT(day, '%Y-%m-%d %H') AS bucket, interaction_type AS kind, clicks, \
+            member_clicks" from "track_rollup_days",
         "SELECT DATE_FORMAT(hour, '%Y-%m-%d %H') AS bucket, interaction_type AS kind, clicks, \
             member_clicks" from "track_rollup_hours",
         "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d %H'), \
@@ -314,6 +338,8 @@ pub const MYSQL: Dialect = Dialect {
     ),
     series_day: rolled_up!(
         "SELECT bucket, kind, CAST(SUM(clicks) AS SIGNED), CAST(SUM(member_clicks) AS SIGNED)",
+        "SELECT DATE_FORMAT(day, '%Y-%m-%d') AS bucket, interaction_type AS kind, clicks, \
+            member_clicks" from "track_rollup_days",
         "SELECT DATE_FORMAT(hour, '%Y-%m-%d') AS bucket, interaction_type AS kind, clicks, \
             member_clicks" from "track_rollup_hours",
         "SELECT DATE_FORMAT(triggered_at, '%Y-%m-%d'), \
@@ -338,6 +364,7 @@ pub const MYSQL: Dialect = Dialect {
         WHERE line_id > ? ORDER BY line_id LIMIT 1000",
     top_targets: rolled_up!(
         "SELECT target, CAST(SUM(n) AS SIGNED) AS n",
+        "SELECT target_key AS target, clicks AS n" from "track_rollup_day_targets",
         "SELECT target_key AS target, clicks AS n" from "track_rollup_targets",
         "SELECT CONVERT(COALESCE(target_key, '') USING utf8mb4) COLLATE utf8mb4_bin, 1"
             from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
@@ -345,6 +372,7 @@ pub const MYSQL: Dialect = Dialect {
     ),
     tags: rolled_up!(
         "SELECT tag, CAST(SUM(n) AS SIGNED) AS n",
+        "SELECT tag, clicks AS n" from "track_rollup_day_tags",
         "SELECT tag, clicks AS n" from "track_rollup_tags",
         "SELECT tag, 1" from "track_click_tags" "" where "",
         " GROUP BY tag ORDER BY n DESC, tag LIMIT 100"
@@ -381,24 +409,32 @@ pub const MYSQL: Dialect = Dialect {
 macro_rules! pg_rolled_up {
     (
         $outer:literal,
-        $rollup:literal from $table:literal,
+        $day:literal from $day_table:literal,
+        $hour:literal from $hour_table:literal,
         $raw:literal from $raw_table:literal where $filter:literal,
         $rest:literal
     ) => {
         concat!(
             $outer,
             " FROM (",
-            $rollup,
+            $day,
             " FROM ",
-            $table,
-            " WHERE campaign_id = $1 AND hour >= $2::timestamp AND hour < $3::timestamp \
+            $day_table,
+            " WHERE campaign_id = $1 AND day >= $2::timestamp AND day < $3::timestamp \
+              UNION ALL ",
+            $hour,
+            " FROM ",
+            $hour_table,
+            " WHERE campaign_id = $4 \
+              AND ((hour >= $5::timestamp AND hour < $6::timestamp) \
+                OR (hour >= $7::timestamp AND hour < $8::timestamp)) \
               UNION ALL ",
             $raw,
             " FROM ",
             $raw_table,
-            " WHERE campaign_id = $4 \
-              AND ((triggered_at >= $5::timestamp AND triggered_at < $6::timestamp) \
-                OR (triggered_at >= $7::timestamp AND triggered_at < $8::timestamp))",
+            " WHERE campaign_id = $9 \
+              AND ((triggered_at >= $10::timestamp AND triggered_at < $11::timestamp) \
+                OR (triggered_at >= $12::timestamp AND triggered_at < $13::timestamp))",
             $filter,
             ") u",
             $rest
@@ -432,10 +468,13 @@ pub const POSTGRES: Dialect = Dialect {
     rollup_state: concat!(
         "SELECT backfill_next_id AS next_id, backfill_end_id AS end_id, ",
         pg_time!("purged_before"),
-        " AS purged_before FROM track_rollup_state WHERE id = 1"
+        " AS purged_before, days_built::bigint AS days_built FROM track_rollup_state \
+        WHERE id = 1"
     ),
     series_hour: pg_rolled_up!(
         "SELECT bucket, kind, SUM(clicks)::bigint, SUM(member_clicks)::bigint",
+        "SELECT to_char(day, 'YYYY-MM-DD HH24') AS bucket, interaction_type::text AS kind, \
+            clicks, member_clicks" from "track_rollup_days",
         "SELECT to_char(hour, 'YYYY-MM-DD HH24') AS bucket, interaction_type::text AS kind, \
             clicks, member_clicks" from "track_rollup_hours",
         "SELECT to_char(triggered_at, 'YYYY-MM-DD HH24'), interaction_type::text, 1, \
@@ -445,6 +484,8 @@ pub const POSTGRES: Dialect = Dialect {
     ),
     series_day: pg_rolled_up!(
         "SELECT bucket, kind, SUM(clicks)::bigint, SUM(member_clicks)::bigint",
+        "SELECT to_char(day, 'YYYY-MM-DD') AS bucket, interaction_type::text AS kind, \
+            clicks, member_clicks" from "track_rollup_days",
         "SELECT to_char(hour, 'YYYY-MM-DD') AS bucket, interaction_type::text AS kind, \
             clicks, member_clicks" from "track_rollup_hours",
         "SELECT to_char(triggered_at, 'YYYY-MM-DD'), interaction_type::text, 1, \
@@ -483,6 +524,7 @@ pub const POSTGRES: Dialect = Dialect {
         WHERE line_id > $1 ORDER BY line_id LIMIT 1000",
     top_targets: pg_rolled_up!(
         "SELECT target, SUM(n)::bigint AS n",
+        "SELECT target_key::text AS target, clicks AS n" from "track_rollup_day_targets",
         "SELECT target_key::text AS target, clicks AS n" from "track_rollup_targets",
         "SELECT LEFT(COALESCE(interaction_value, ''), 255), 1"
             from "component_interaction_logs" where "",
@@ -490,6 +532,7 @@ pub const POSTGRES: Dialect = Dialect {
     ),
     tags: pg_rolled_up!(
         "SELECT tag, SUM(n)::bigint AS n",
+        "SELECT tag::text AS tag, clicks AS n" from "track_rollup_day_tags",
         "SELECT tag::text AS tag, clicks AS n" from "track_rollup_tags",
         "SELECT tag::text, 1" from "track_click_tags" where "",
         " GROUP BY tag ORDER BY n DESC, tag COLLATE \"C\" LIMIT 100"

@@ -161,9 +161,21 @@ impl Window {
             // No whole hour inside: all of it from the raw log.
             (mid_from, mid_to) = (self.to, self.to);
         }
+        // The whole days inside the whole hours; none: an empty range at mid_to.
+        let day = |t: OffsetDateTime| Bucket::Day.floor(t);
+        let mut day_from = day(mid_from);
+        if day_from < mid_from {
+            day_from += Duration::DAY;
+        }
+        let mut day_to = day(mid_to);
+        if day_from >= day_to {
+            (day_from, day_to) = (mid_to, mid_to);
+        }
         Split {
             from: db_time(self.from),
             mid_from: db_time(mid_from),
+            day_from: db_time(day_from),
+            day_to: db_time(day_to),
             mid_to: db_time(mid_to),
             to: db_time(self.to),
         }
@@ -187,15 +199,27 @@ impl Window {
     }
 }
 
-/// A window as the stats queries read it: the whole hours `[mid_from, mid_to)` from the
-/// rollups, the seconds before (`[from, mid_from)`) and after (`[mid_to, to)`) from the raw
-/// log, at most an hour each. All in the store's text form.
+/// A window as the stats queries read it: the whole days `[day_from, day_to)` from the day
+/// rollups, the other whole hours (`[mid_from, day_from)` and `[day_to, mid_to)`, less than a
+/// day each) from the hour rollups, the seconds before (`[from, mid_from)`) and after
+/// (`[mid_to, to)`) from the raw log, at most an hour each. All in the store's text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
     pub from: String,
     pub mid_from: String,
+    pub day_from: String,
+    pub day_to: String,
     pub mid_to: String,
     pub to: String,
+}
+
+impl Split {
+    /// Every whole hour from the hour rollups (an hour series; day rollups not built yet).
+    pub fn without_days(mut self) -> Split {
+        self.day_from.clone_from(&self.mid_to);
+        self.day_to.clone_from(&self.mid_to);
+        self
+    }
 }
 
 /// `from` and `to` alone (the export has no buckets), with `parse`'s defaults and checks.
@@ -362,6 +386,44 @@ mod tests {
             assert_eq!((&mid_from, &mid_to), (&to, &to), "{f} {t}");
             assert!(from < to);
         }
+    }
+
+    #[test]
+    fn whole_days_inside_the_whole_hours_come_from_the_day_rollups() {
+        let days = |f: &str, t: &str| {
+            let w = Window::parse(Some(f), Some(t), None, NOW).expect("valid");
+            let s = w.split();
+            (s.mid_from, s.day_from, s.day_to, s.mid_to)
+        };
+        assert_eq!(
+            days("2026-11-20T22:15:00Z", "2026-11-24T03:30:00Z"),
+            (
+                "2026-11-20 23:00:00".into(),
+                "2026-11-21 00:00:00".into(),
+                "2026-11-24 00:00:00".into(),
+                "2026-11-24 03:00:00".into()
+            )
+        );
+        let aligned = days("2026-11-21T00:00:00Z", "2026-11-23T00:00:00Z");
+        assert_eq!(aligned.0, aligned.1);
+        assert_eq!(aligned.2, aligned.3);
+        // Less than a whole day of whole hours: no day range (empty, at mid_to).
+        let (mid_from, day_from, day_to, mid_to) =
+            days("2026-11-20T13:15:00Z", "2026-11-21T12:30:00Z");
+        assert_eq!((&day_from, &day_to), (&mid_to, &mid_to));
+        assert_eq!(mid_from, "2026-11-20 14:00:00");
+        let w = Window::parse(
+            Some("2026-11-20T22:15:00Z"),
+            Some("2026-11-24T03:30:00Z"),
+            None,
+            NOW,
+        )
+        .expect("valid");
+        let hours = w.split().without_days();
+        assert_eq!(
+            (&hours.day_from, &hours.day_to),
+            (&hours.mid_to, &hours.mid_to)
+        );
     }
 
     #[test]

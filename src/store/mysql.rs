@@ -36,7 +36,7 @@ use super::chunks::{fixed_chunks, padded_lists};
 use super::erase::{self, EraseTx};
 use super::purge::PurgeTx;
 use super::rollup::{
-    CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
+    CampaignMemberRow, CampaignRollupRow, Grain, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
 use super::{StoreError, StoreTx, mysql_schema};
 
@@ -499,15 +499,30 @@ impl BatchTx for MysqlBatch {
 }
 
 impl RollupTx for MysqlBatch {
-    async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError> {
+    async fn add_rollup_hours(
+        &mut self,
+        grain: Grain,
+        rows: &[HourRow<'_>],
+    ) -> Result<(), StoreError> {
+        let (insert, operation) = match grain {
+            Grain::Hour => (
+                "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
+                 member_clicks, last_click_at)",
+                "add to hourly rollups",
+            ),
+            Grain::Day => (
+                "INSERT INTO track_rollup_days (campaign_id, day, interaction_type, clicks, \
+                 member_clicks, last_click_at)",
+                "add to daily rollups",
+            ),
+        };
         self.insert(
-            "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
-             member_clicks, last_click_at)",
+            insert,
             rows,
             " ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks), \
              member_clicks = member_clicks + VALUES(member_clicks), \
              last_click_at = GREATEST(last_click_at, VALUES(last_click_at))",
-            "add to hourly rollups",
+            operation,
             |mut b, r| {
                 b.push_bind(r.campaign_id)
                     .push_bind(r.hour)
@@ -537,6 +552,14 @@ impl RollupTx for MysqlBatch {
             KeyedRollup::Members => (
                 "INSERT INTO track_rollup_members (campaign_id, hour, line_id, clicks)",
                 "add to member rollups",
+            ),
+            KeyedRollup::DayTargets => (
+                "INSERT INTO track_rollup_day_targets (campaign_id, day, target_key, clicks)",
+                "add to daily target rollups",
+            ),
+            KeyedRollup::DayTags => (
+                "INSERT INTO track_rollup_day_tags (campaign_id, day, tag, clicks)",
+                "add to daily tag rollups",
             ),
         };
         self.insert(
@@ -666,54 +689,83 @@ impl BackfillTx for MysqlBatch {
     ) -> Result<Vec<i64>, StoreError> {
         // The same sums as `rollup::RollupDelta`, by SQL: `tests/api/rollups.rs` recounts both.
         // Text from the log is grouped byte for byte, as the rollup tables (utf8mb4_bin) key it.
-        const SUMS: [(&str, &str); 4] = [
-            (
-                "add history to hourly rollups",
-                "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
-                     member_clicks, last_click_at) \
-                 SELECT l.campaign_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), \
-                     CAST(l.interaction_type AS CHAR), COUNT(*), SUM(l.line_id <> ''), \
-                     MAX(l.triggered_at) \
-                 FROM component_interaction_logs l WHERE l.id BETWEEN ? AND ? \
-                 GROUP BY 1, 2, 3 \
-                 ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks), \
-                     member_clicks = member_clicks + VALUES(member_clicks), \
-                     last_click_at = GREATEST(last_click_at, VALUES(last_click_at))",
-            ),
-            (
-                "add history to target rollups",
-                "INSERT INTO track_rollup_targets (campaign_id, hour, target_key, clicks) \
-                 SELECT l.campaign_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), \
-                     CONVERT(LEFT(COALESCE(l.interaction_value, ''), 255) USING utf8mb4) \
-                         COLLATE utf8mb4_bin, \
-                     COUNT(*) \
-                 FROM component_interaction_logs l WHERE l.id BETWEEN ? AND ? \
-                 GROUP BY 1, 2, 3 \
-                 ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)",
-            ),
-            (
-                "add history to tag rollups",
-                "INSERT INTO track_rollup_tags (campaign_id, hour, tag, clicks) \
-                 SELECT l.campaign_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), t.tag, \
-                     COUNT(*) \
-                 FROM component_interaction_logs l JOIN track_click_tags t \
-                     ON t.click_id = CONVERT(l.click_id USING utf8mb4) COLLATE utf8mb4_unicode_ci \
-                 WHERE l.id BETWEEN ? AND ? \
-                 GROUP BY 1, 2, 3 \
-                 ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)",
-            ),
-            (
-                "add history to member rollups",
-                "INSERT INTO track_rollup_members (campaign_id, hour, line_id, clicks) \
-                 SELECT l.campaign_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), \
-                     CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin, COUNT(*) \
-                 FROM component_interaction_logs l \
-                 WHERE l.id BETWEEN ? AND ? AND l.line_id <> '' \
-                 GROUP BY 1, 2, 3 \
-                 ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)",
-            ),
-        ];
-        for (operation, sql) in SUMS {
+        // `$time` is the table's time column, `$at` a log row's hour or day.
+        macro_rules! sums {
+            ($grain:literal, $hours:literal, $targets:literal, $tags:literal,
+             $time:literal, $at:literal) => {
+                [
+                    (
+                        concat!("add history to ", $grain, " rollups"),
+                        concat!(
+                            "INSERT INTO ", $hours, " (campaign_id, ", $time,
+                            ", interaction_type, clicks, member_clicks, last_click_at) \
+                             SELECT l.campaign_id, ", $at, ", \
+                                 CAST(l.interaction_type AS CHAR), COUNT(*), SUM(l.line_id <> ''), \
+                                 MAX(l.triggered_at) \
+                             FROM component_interaction_logs l WHERE l.id BETWEEN ? AND ? \
+                             GROUP BY 1, 2, 3 \
+                             ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks), \
+                                 member_clicks = member_clicks + VALUES(member_clicks), \
+                                 last_click_at = GREATEST(last_click_at, VALUES(last_click_at))"
+                        ),
+                    ),
+                    (
+                        concat!("add history to ", $grain, " target rollups"),
+                        concat!(
+                            "INSERT INTO ", $targets, " (campaign_id, ", $time, ", target_key, clicks) \
+                             SELECT l.campaign_id, ", $at, ", \
+                                 CONVERT(LEFT(COALESCE(l.interaction_value, ''), 255) USING utf8mb4) \
+                                     COLLATE utf8mb4_bin, \
+                                 COUNT(*) \
+                             FROM component_interaction_logs l WHERE l.id BETWEEN ? AND ? \
+                             GROUP BY 1, 2, 3 \
+                             ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)"
+                        ),
+                    ),
+                    (
+                        concat!("add history to ", $grain, " tag rollups"),
+                        concat!(
+                            "INSERT INTO ", $tags, " (campaign_id, ", $time, ", tag, clicks) \
+                             SELECT l.campaign_id, ", $at, ", t.tag, COUNT(*) \
+                             FROM component_interaction_logs l JOIN track_click_tags t \
+                                 ON t.click_id = CONVERT(l.click_id USING utf8mb4) \
+                                     COLLATE utf8mb4_unicode_ci \
+                             WHERE l.id BETWEEN ? AND ? \
+                             GROUP BY 1, 2, 3 \
+                             ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)"
+                        ),
+                    ),
+                ]
+            };
+        }
+        const HOURS: [(&str, &str); 3] = sums!(
+            "hourly",
+            "track_rollup_hours",
+            "track_rollup_targets",
+            "track_rollup_tags",
+            "hour",
+            "DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00')"
+        );
+        const DAYS: [(&str, &str); 3] = sums!(
+            "daily",
+            "track_rollup_days",
+            "track_rollup_day_targets",
+            "track_rollup_day_tags",
+            "day",
+            "DATE_FORMAT(l.triggered_at, '%Y-%m-%d 00:00:00')"
+        );
+        const MEMBERS: (&str, &str) = (
+            "add history to member rollups",
+            "INSERT INTO track_rollup_members (campaign_id, hour, line_id, clicks) \
+             SELECT l.campaign_id, DATE_FORMAT(l.triggered_at, '%Y-%m-%d %H:00:00'), \
+                 CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin, COUNT(*) \
+             FROM component_interaction_logs l \
+             WHERE l.id BETWEEN ? AND ? AND l.line_id <> '' \
+             GROUP BY 1, 2, 3 \
+             ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)",
+        );
+        let sums = HOURS.into_iter().chain(DAYS).chain([MEMBERS]);
+        for (operation, sql) in sums {
             sqlx::query(sql)
                 .bind(from_id)
                 .bind(to_id)

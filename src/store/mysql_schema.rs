@@ -112,7 +112,7 @@ const TRACK_STORE_IDENTITY: &str = "CREATE TABLE IF NOT EXISTS track_store_ident
 /// The rollups (see migrations/sqlite/0005_rollups.sql and docs/rollups.md). `utf8mb4_bin`:
 /// targets, tags and uids are told apart byte for byte, as on SQLite. Widths are those of the
 /// columns they come from (`line_id` 100, tags 64), so no value is ever cut.
-const ROLLUP_TABLES: [&str; 10] = [
+const ROLLUP_TABLES: [&str; 13] = [
     "CREATE TABLE IF NOT EXISTS track_rollup_hours (
         campaign_id      BIGINT      NOT NULL,
         hour             DATETIME    NOT NULL,
@@ -135,6 +135,30 @@ const ROLLUP_TABLES: [&str; 10] = [
         tag         VARCHAR(64) NOT NULL,
         clicks      BIGINT      NOT NULL,
         PRIMARY KEY (campaign_id, hour, tag)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    // The same sums per day (migrations/sqlite/0009_day_rollups.sql).
+    "CREATE TABLE IF NOT EXISTS track_rollup_days (
+        campaign_id      BIGINT      NOT NULL,
+        day              DATETIME    NOT NULL,
+        interaction_type VARCHAR(32) NOT NULL,
+        clicks           BIGINT      NOT NULL,
+        member_clicks    BIGINT      NOT NULL,
+        last_click_at    DATETIME    NOT NULL,
+        PRIMARY KEY (campaign_id, day, interaction_type)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS track_rollup_day_targets (
+        campaign_id BIGINT       NOT NULL,
+        day         DATETIME     NOT NULL,
+        target_key  VARCHAR(255) NOT NULL,
+        clicks      BIGINT       NOT NULL,
+        PRIMARY KEY (campaign_id, day, target_key)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS track_rollup_day_tags (
+        campaign_id BIGINT      NOT NULL,
+        day         DATETIME    NOT NULL,
+        tag         VARCHAR(64) NOT NULL,
+        clicks      BIGINT      NOT NULL,
+        PRIMARY KEY (campaign_id, day, tag)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS track_rollup_members (
         campaign_id BIGINT       NOT NULL,
@@ -159,7 +183,8 @@ const ROLLUP_TABLES: [&str; 10] = [
         backfill_end_id   BIGINT   NOT NULL,
         backfill_next_id  BIGINT   NOT NULL,
         purged_before     DATETIME NULL,
-        updated_at        DATETIME NOT NULL
+        updated_at        DATETIME NOT NULL,
+        days_built        TINYINT  NOT NULL DEFAULT 0
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS track_rollup_foreign (
         log_id BIGINT NOT NULL PRIMARY KEY
@@ -183,6 +208,73 @@ const ROLLUP_TABLES: [&str; 10] = [
 /// The packer sweeps hours across campaigns (migrations/sqlite/0007_member_packs.sql).
 const HOURS_INDEX: &str = "ALTER TABLE track_rollup_hours \
     ADD KEY idx_track_rollup_hours_hour (hour)";
+
+/// Whether the day rollups hold every hour rolled up (`build_day_rollups`).
+const DAYS_BUILT: &str = "ALTER TABLE track_rollup_state \
+    ADD COLUMN days_built TINYINT NOT NULL DEFAULT 0";
+
+/// The day rollups of the hours rolled up before they existed (an earlier release's), added up
+/// from the hour rows, once (`days_built`; the statistics read days only after that). Writers
+/// of this release add to the days as soon as the tables exist, so the sums are recomputed
+/// with every writer held out: the state row (the backfill's first lock), then every campaign
+/// row (every batch's first lock) with the gaps between them (REPEATABLE READ: a campaign
+/// created meanwhile waits too). Held for as long as the sums take (seconds at millions of
+/// hour rows, once): batches wait in the journal. Plain INSERTs: any row a writer could still
+/// have added is an error, never a double count.
+async fn build_day_rollups(pool: &MySqlPool) -> Result<(), StoreError> {
+    const BUILT: &str = "SELECT CAST(days_built AS SIGNED) FROM track_rollup_state WHERE id = 1";
+    let built: Option<i64> = sqlx::query_scalar(BUILT)
+        .fetch_optional(pool)
+        .await
+        .map_err(err("migrate"))?;
+    if built != Some(0) {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await.map_err(err("build day rollups"))?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *conn)
+        .await
+        .map_err(err("build day rollups"))?;
+    let mut tx = sqlx::Connection::begin(&mut *conn)
+        .await
+        .map_err(err("build day rollups"))?;
+    let built: i64 = sqlx::query_scalar(
+        "SELECT CAST(days_built AS SIGNED) FROM track_rollup_state WHERE id = 1 FOR UPDATE",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err("build day rollups"))?;
+    if built != 0 {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM campaigns ORDER BY id FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err("build day rollups"))?;
+    for sql in [
+        "DELETE FROM track_rollup_days",
+        "DELETE FROM track_rollup_day_targets",
+        "DELETE FROM track_rollup_day_tags",
+        "INSERT INTO track_rollup_days \
+             (campaign_id, day, interaction_type, clicks, member_clicks, last_click_at) \
+         SELECT campaign_id, DATE(hour), interaction_type, SUM(clicks), SUM(member_clicks), \
+             MAX(last_click_at) \
+         FROM track_rollup_hours GROUP BY campaign_id, DATE(hour), interaction_type",
+        "INSERT INTO track_rollup_day_targets (campaign_id, day, target_key, clicks) \
+         SELECT campaign_id, DATE(hour), target_key, SUM(clicks) \
+         FROM track_rollup_targets GROUP BY campaign_id, DATE(hour), target_key",
+        "INSERT INTO track_rollup_day_tags (campaign_id, day, tag, clicks) \
+         SELECT campaign_id, DATE(hour), tag, SUM(clicks) \
+         FROM track_rollup_tags GROUP BY campaign_id, DATE(hour), tag",
+        "UPDATE track_rollup_state SET days_built = 1 WHERE id = 1",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("build day rollups"))?;
+    }
+    tx.commit().await.map_err(err("build day rollups"))
+}
 
 /// The erasure list (see migrations/sqlite/0006_erasure.sql and `store/erase.rs`); the row '*'
 /// is the lock every batch takes shared and every erasure exclusively.
@@ -324,6 +416,10 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     if !index_exists(pool, "track_rollup_hours", "idx_track_rollup_hours_hour").await? {
         ddl_step(pool, HOURS_INDEX).await?;
     }
+    if !column_exists(pool, "track_rollup_state", "days_built").await? {
+        ddl_step(pool, DAYS_BUILT).await?;
+    }
+    build_day_rollups(pool).await?;
     for (what, ddl) in STATS_ADDITIONS {
         let present = match what {
             Missing::Column(name) => {

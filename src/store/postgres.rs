@@ -26,7 +26,7 @@ use super::batch::{
 use super::erase::{self, EraseTx};
 use super::purge::PurgeTx;
 use super::rollup::{
-    CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
+    CampaignMemberRow, CampaignRollupRow, Grain, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
 use super::{StoreError, StoreTx, postgres_schema};
 
@@ -358,26 +358,51 @@ impl BatchTx for PostgresBatch {
 }
 
 impl RollupTx for PostgresBatch {
-    async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError> {
-        let query = sqlx::query(
-            "INSERT INTO track_rollup_hours AS r (campaign_id, hour, interaction_type, clicks, \
-                 member_clicks, last_click_at) \
-             SELECT u.campaign_id, u.hour::timestamp, u.kind, u.clicks, u.member_clicks, \
-                 u.last_click_at::timestamp \
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
-                 $6::text[]) AS u(campaign_id, hour, kind, clicks, member_clicks, last_click_at) \
-             ON CONFLICT (campaign_id, hour, interaction_type) DO UPDATE SET \
-                 clicks = r.clicks + EXCLUDED.clicks, \
-                 member_clicks = r.member_clicks + EXCLUDED.member_clicks, \
-                 last_click_at = GREATEST(r.last_click_at, EXCLUDED.last_click_at)",
-        )
-        .bind(column(rows, |r| r.campaign_id))
-        .bind(column(rows, |r| r.hour))
-        .bind(column(rows, |r| r.interaction_type))
-        .bind(column(rows, |r| r.clicks))
-        .bind(column(rows, |r| r.member_clicks))
-        .bind(column(rows, |r| r.last_click_at));
-        self.exec(query, "add to hourly rollups").await?;
+    async fn add_rollup_hours(
+        &mut self,
+        grain: Grain,
+        rows: &[HourRow<'_>],
+    ) -> Result<(), StoreError> {
+        macro_rules! add_sums {
+            ($table:literal, $time:literal) => {
+                concat!(
+                    "INSERT INTO ",
+                    $table,
+                    " AS r (campaign_id, ",
+                    $time,
+                    ", interaction_type, clicks, member_clicks, last_click_at) \
+                     SELECT u.campaign_id, u.hour::timestamp, u.kind, u.clicks, \
+                         u.member_clicks, u.last_click_at::timestamp \
+                     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+                         $5::bigint[], $6::text[]) \
+                         AS u(campaign_id, hour, kind, clicks, member_clicks, last_click_at) \
+                     ON CONFLICT (campaign_id, ",
+                    $time,
+                    ", interaction_type) DO UPDATE SET \
+                         clicks = r.clicks + EXCLUDED.clicks, \
+                         member_clicks = r.member_clicks + EXCLUDED.member_clicks, \
+                         last_click_at = GREATEST(r.last_click_at, EXCLUDED.last_click_at)"
+                )
+            };
+        }
+        let (sql, operation) = match grain {
+            Grain::Hour => (
+                add_sums!("track_rollup_hours", "hour"),
+                "add to hourly rollups",
+            ),
+            Grain::Day => (
+                add_sums!("track_rollup_days", "day"),
+                "add to daily rollups",
+            ),
+        };
+        let query = sqlx::query(sql)
+            .bind(column(rows, |r| r.campaign_id))
+            .bind(column(rows, |r| r.hour))
+            .bind(column(rows, |r| r.interaction_type))
+            .bind(column(rows, |r| r.clicks))
+            .bind(column(rows, |r| r.member_clicks))
+            .bind(column(rows, |r| r.last_click_at));
+        self.exec(query, operation).await?;
         Ok(())
     }
 
@@ -389,16 +414,23 @@ impl RollupTx for PostgresBatch {
         // One statement per table: (campaign, hour, key) → clicks added.
         macro_rules! add_keyed {
             ($table:literal, $key:literal) => {
+                add_keyed!($table, "hour", $key)
+            };
+            ($table:literal, $time:literal, $key:literal) => {
                 concat!(
                     "INSERT INTO ",
                     $table,
-                    " AS r (campaign_id, hour, ",
+                    " AS r (campaign_id, ",
+                    $time,
+                    ", ",
                     $key,
                     ", clicks) \
                      SELECT u.campaign_id, u.hour::timestamp, u.key, u.clicks \
                      FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
                          AS u(campaign_id, hour, key, clicks) \
-                     ON CONFLICT (campaign_id, hour, ",
+                     ON CONFLICT (campaign_id, ",
+                    $time,
+                    ", ",
                     $key,
                     ") \
                          DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks"
@@ -414,6 +446,14 @@ impl RollupTx for PostgresBatch {
             KeyedRollup::Members => (
                 add_keyed!("track_rollup_members", "line_id"),
                 "add to member rollups",
+            ),
+            KeyedRollup::DayTargets => (
+                add_keyed!("track_rollup_day_targets", "day", "target_key"),
+                "add to daily target rollups",
+            ),
+            KeyedRollup::DayTags => (
+                add_keyed!("track_rollup_day_tags", "day", "tag"),
+                "add to daily tag rollups",
             ),
         };
         let query = sqlx::query(sql)
@@ -506,54 +546,83 @@ impl BackfillTx for PostgresBatch {
         _campaigns: &[i64],
     ) -> Result<Vec<i64>, StoreError> {
         // The same sums as `rollup::RollupDelta`, by SQL: `tests/api/rollups.rs` recounts both.
-        const SUMS: [(&str, &str); 4] = [
-            (
-                "add history to hourly rollups",
-                "INSERT INTO track_rollup_hours AS r (campaign_id, hour, interaction_type, \
-                     clicks, member_clicks, last_click_at) \
-                 SELECT l.campaign_id, date_trunc('hour', l.triggered_at), \
-                     l.interaction_type::text, COUNT(*), \
-                     SUM(CASE WHEN l.line_id <> '' THEN 1 ELSE 0 END), MAX(l.triggered_at) \
-                 FROM component_interaction_logs l WHERE l.id BETWEEN $1 AND $2 \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, interaction_type) DO UPDATE SET \
-                     clicks = r.clicks + EXCLUDED.clicks, \
-                     member_clicks = r.member_clicks + EXCLUDED.member_clicks, \
-                     last_click_at = GREATEST(r.last_click_at, EXCLUDED.last_click_at)",
-            ),
-            (
-                "add history to target rollups",
-                "INSERT INTO track_rollup_targets AS r (campaign_id, hour, target_key, clicks) \
-                 SELECT l.campaign_id, date_trunc('hour', l.triggered_at), \
-                     LEFT(COALESCE(l.interaction_value, ''), 255), COUNT(*) \
-                 FROM component_interaction_logs l WHERE l.id BETWEEN $1 AND $2 \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, target_key) \
-                     DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks",
-            ),
-            (
-                "add history to tag rollups",
-                "INSERT INTO track_rollup_tags AS r (campaign_id, hour, tag, clicks) \
-                 SELECT l.campaign_id, date_trunc('hour', l.triggered_at), t.tag, COUNT(*) \
-                 FROM component_interaction_logs l JOIN track_click_tags t \
-                     ON t.click_id = l.click_id \
-                 WHERE l.id BETWEEN $1 AND $2 \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, tag) \
-                     DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks",
-            ),
-            (
-                "add history to member rollups",
-                "INSERT INTO track_rollup_members AS r (campaign_id, hour, line_id, clicks) \
-                 SELECT l.campaign_id, date_trunc('hour', l.triggered_at), l.line_id, COUNT(*) \
-                 FROM component_interaction_logs l \
-                 WHERE l.id BETWEEN $1 AND $2 AND l.line_id <> '' \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, line_id) \
-                     DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks",
-            ),
-        ];
-        for (operation, sql) in SUMS {
+        // `$time` is the table's time column, and the unit a log row's time is truncated to.
+        macro_rules! sums {
+            ($grain:literal, $hours:literal, $targets:literal, $tags:literal, $time:literal) => {
+                [
+                    (
+                        concat!("add history to ", $grain, " rollups"),
+                        concat!(
+                            "INSERT INTO ", $hours, " AS r (campaign_id, ", $time,
+                            ", interaction_type, clicks, member_clicks, last_click_at) \
+                             SELECT l.campaign_id, date_trunc('", $time, "', l.triggered_at), \
+                                 l.interaction_type::text, COUNT(*), \
+                                 SUM(CASE WHEN l.line_id <> '' THEN 1 ELSE 0 END), \
+                                 MAX(l.triggered_at) \
+                             FROM component_interaction_logs l WHERE l.id BETWEEN $1 AND $2 \
+                             GROUP BY 1, 2, 3 \
+                             ON CONFLICT (campaign_id, ", $time, ", interaction_type) DO UPDATE SET \
+                                 clicks = r.clicks + EXCLUDED.clicks, \
+                                 member_clicks = r.member_clicks + EXCLUDED.member_clicks, \
+                                 last_click_at = GREATEST(r.last_click_at, EXCLUDED.last_click_at)"
+                        ),
+                    ),
+                    (
+                        concat!("add history to ", $grain, " target rollups"),
+                        concat!(
+                            "INSERT INTO ", $targets, " AS r (campaign_id, ", $time,
+                            ", target_key, clicks) \
+                             SELECT l.campaign_id, date_trunc('", $time, "', l.triggered_at), \
+                                 LEFT(COALESCE(l.interaction_value, ''), 255), COUNT(*) \
+                             FROM component_interaction_logs l WHERE l.id BETWEEN $1 AND $2 \
+                             GROUP BY 1, 2, 3 \
+                             ON CONFLICT (campaign_id, ", $time, ", target_key) \
+                                 DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks"
+                        ),
+                    ),
+                    (
+                        concat!("add history to ", $grain, " tag rollups"),
+                        concat!(
+                            "INSERT INTO ", $tags, " AS r (campaign_id, ", $time, ", tag, clicks) \
+                             SELECT l.campaign_id, date_trunc('", $time, "', l.triggered_at), \
+                                 t.tag, COUNT(*) \
+                             FROM component_interaction_logs l JOIN track_click_tags t \
+                                 ON t.click_id = l.click_id \
+                             WHERE l.id BETWEEN $1 AND $2 \
+                             GROUP BY 1, 2, 3 \
+                             ON CONFLICT (campaign_id, ", $time, ", tag) \
+                                 DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks"
+                        ),
+                    ),
+                ]
+            };
+        }
+        const HOURS: [(&str, &str); 3] = sums!(
+            "hourly",
+            "track_rollup_hours",
+            "track_rollup_targets",
+            "track_rollup_tags",
+            "hour"
+        );
+        const DAYS: [(&str, &str); 3] = sums!(
+            "daily",
+            "track_rollup_days",
+            "track_rollup_day_targets",
+            "track_rollup_day_tags",
+            "day"
+        );
+        const MEMBERS: (&str, &str) = (
+            "add history to member rollups",
+            "INSERT INTO track_rollup_members AS r (campaign_id, hour, line_id, clicks) \
+             SELECT l.campaign_id, date_trunc('hour', l.triggered_at), l.line_id, COUNT(*) \
+             FROM component_interaction_logs l \
+             WHERE l.id BETWEEN $1 AND $2 AND l.line_id <> '' \
+             GROUP BY 1, 2, 3 \
+             ON CONFLICT (campaign_id, hour, line_id) \
+                 DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks",
+        );
+        let sums = HOURS.into_iter().chain(DAYS).chain([MEMBERS]);
+        for (operation, sql) in sums {
             let query = sqlx::query(sql).bind(from_id).bind(to_id);
             self.exec(query, operation).await?;
         }

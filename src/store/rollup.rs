@@ -1,5 +1,5 @@
-//! Rollups: per-hour sums of the clicks, which the statistics read instead of the raw log
-//! (docs/rollups.md).
+//! Rollups: per-hour sums of the clicks, which the statistics read instead of the raw log,
+//! and the same sums per day for long windows (docs/rollups.md).
 //!
 //! What a set of clicks adds to the rollups is decided here, once, for the applier's batches and
 //! for the backfill of older log rows alike; `write` runs it through a `RollupTx` (each store's
@@ -30,6 +30,13 @@ pub fn hour_of(at: &str) -> String {
     let mut hour = at.get(..13).unwrap_or(at).to_owned();
     hour.push_str(":00:00");
     hour
+}
+
+/// The day an hour (or a `db_time`) falls in, as the day rollups key it: `YYYY-MM-DD 00:00:00`.
+pub fn day_of(at: &str) -> String {
+    let mut day = at.get(..10).unwrap_or(at).to_owned();
+    day.push_str(" 00:00:00");
+    day
 }
 
 /// A target as the statistics group it: its first 255 characters (the log's `target_key`).
@@ -65,6 +72,17 @@ pub(super) struct HourCount {
     pub clicks: i64,
     pub member_clicks: i64,
     pub last_click_at: String,
+}
+
+impl HourCount {
+    /// `other`'s clicks added to these (the later of the two latest clicks kept).
+    fn add(&mut self, other: &HourCount) {
+        self.clicks += other.clicks;
+        self.member_clicks += other.member_clicks;
+        if other.last_click_at > self.last_click_at {
+            self.last_click_at.clone_from(&other.last_click_at);
+        }
+    }
 }
 
 impl<'a> RollupDelta<'a> {
@@ -104,7 +122,16 @@ impl<'a> RollupDelta<'a> {
     }
 }
 
-/// A row of `track_rollup_hours` to add.
+/// The two grains of the summed rollups: `track_rollup_hours`, `_targets` and `_tags` per
+/// hour, `track_rollup_days`, `_day_targets` and `_day_tags` per day (the same sums: a long
+/// window reads a row per day where it would read 24). Members are per hour only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Grain {
+    Hour,
+    Day,
+}
+
+/// A row of `track_rollup_hours` (or `track_rollup_days`) to add.
 #[derive(Debug)]
 pub(super) struct HourRow<'a> {
     pub campaign_id: i64,
@@ -125,12 +152,14 @@ pub(super) struct KeyCountRow<'a> {
     pub clicks: i64,
 }
 
-/// The three rollups keyed by (campaign, hour, name).
+/// The rollups keyed by (campaign, hour or day, name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum KeyedRollup {
     Targets,
     Tags,
     Members,
+    DayTargets,
+    DayTags,
 }
 
 /// A row of `track_rollup_campaign_members`.
@@ -150,7 +179,11 @@ pub(super) struct CampaignRollupRow<'a> {
 
 /// One dialect's SQL for the rollup steps, run inside the caller's transaction.
 pub(super) trait RollupTx: StoreTx {
-    async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError>;
+    async fn add_rollup_hours(
+        &mut self,
+        grain: Grain,
+        rows: &[HourRow<'_>],
+    ) -> Result<(), StoreError>;
     async fn add_rollup_keyed(
         &mut self,
         table: KeyedRollup,
@@ -176,23 +209,30 @@ pub(super) async fn write<T: RollupTx>(
     if delta.is_empty() {
         return Ok(());
     }
-    let hours: Vec<HourRow<'_>> = delta
-        .hours
-        .iter()
-        .map(|((cid, hour, kind), count)| HourRow {
-            campaign_id: *cid,
-            hour,
-            interaction_type: kind,
-            clicks: count.clicks,
-            member_clicks: count.member_clicks,
-            last_click_at: &count.last_click_at,
-        })
-        .collect();
-    tx.add_rollup_hours(&hours).await?;
+    let days = per_day(&delta.hours, HourCount::add);
+    for (grain, counts) in [(Grain::Hour, &delta.hours), (Grain::Day, &days)] {
+        let rows: Vec<HourRow<'_>> = counts
+            .iter()
+            .map(|((cid, hour, kind), count)| HourRow {
+                campaign_id: *cid,
+                hour,
+                interaction_type: kind,
+                clicks: count.clicks,
+                member_clicks: count.member_clicks,
+                last_click_at: &count.last_click_at,
+            })
+            .collect();
+        tx.add_rollup_hours(grain, &rows).await?;
+    }
+    let add = |sum: &mut i64, clicks: &i64| *sum += clicks;
+    let day_targets = per_day(&delta.targets, add);
+    let day_tags = per_day(&delta.tags, add);
     for (table, counts) in [
         (KeyedRollup::Targets, &delta.targets),
         (KeyedRollup::Tags, &delta.tags),
         (KeyedRollup::Members, &delta.members),
+        (KeyedRollup::DayTargets, &day_targets),
+        (KeyedRollup::DayTags, &day_tags),
     ] {
         let rows: Vec<KeyCountRow<'_>> = counts
             .iter()
@@ -231,6 +271,23 @@ pub(super) async fn write<T: RollupTx>(
         })
         .collect();
     tx.add_rollup_campaigns(&campaigns).await
+}
+
+/// Per-hour sums added up per day (`day_of`), keys ascending.
+fn per_day<'a, V: Clone>(
+    hours: &BTreeMap<(i64, String, &'a str), V>,
+    merge: impl Fn(&mut V, &V),
+) -> BTreeMap<(i64, String, &'a str), V> {
+    let mut days: BTreeMap<(i64, String, &'a str), V> = BTreeMap::new();
+    for ((cid, hour, key), value) in hours {
+        match days.entry((*cid, day_of(hour), key)) {
+            std::collections::btree_map::Entry::Occupied(mut sum) => merge(sum.get_mut(), value),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(value.clone());
+            }
+        }
+    }
+    days
 }
 
 #[cfg(test)]
@@ -288,5 +345,26 @@ mod tests {
         assert_eq!(target_key(&long).chars().count(), 255);
         assert_eq!(target_key("short"), "short");
         assert_eq!(hour_of("2026-01-02 03:04:05"), "2026-01-02 03:00:00");
+        assert_eq!(day_of("2026-01-02 03:00:00"), "2026-01-02 00:00:00");
+    }
+
+    #[test]
+    fn day_sums_add_up_the_hours_of_each_day() {
+        let mut delta = RollupDelta::default();
+        delta.add(click(1, "2026-01-02 03:10:00", "image_click", "U1"), ["A"]);
+        delta.add(click(1, "2026-01-02 23:59:59", "image_click", ""), ["A"]);
+        delta.add(click(1, "2026-01-03 00:00:00", "image_click", "U1"), []);
+        delta.add(click(2, "2026-01-02 05:00:00", "image_click", "U2"), []);
+        let days = per_day(&delta.hours, HourCount::add);
+        let day = |cid, d: &str| {
+            let c = &days[&(cid, d.to_owned(), "image_click")];
+            (c.clicks, c.member_clicks, c.last_click_at.as_str())
+        };
+        assert_eq!(days.len(), 3);
+        assert_eq!(day(1, "2026-01-02 00:00:00"), (2, 1, "2026-01-02 23:59:59"));
+        assert_eq!(day(1, "2026-01-03 00:00:00"), (1, 1, "2026-01-03 00:00:00"));
+        assert_eq!(day(2, "2026-01-02 00:00:00"), (1, 1, "2026-01-02 05:00:00"));
+        let tags = per_day(&delta.tags, |sum: &mut i64, n: &i64| *sum += n);
+        assert_eq!(tags[&(1, "2026-01-02 00:00:00".to_owned(), "A")], 2);
     }
 }

@@ -19,7 +19,7 @@ use super::batch::{
 use super::erase::EraseTx;
 use super::purge::PurgeTx;
 use super::rollup::{
-    CampaignMemberRow, CampaignRollupRow, HourRow, KeyCountRow, KeyedRollup, RollupTx,
+    CampaignMemberRow, CampaignRollupRow, Grain, HourRow, KeyCountRow, KeyedRollup, RollupTx,
 };
 use super::{ErrorKind, StoreError, StoreTx, sqlx_error as err};
 use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
@@ -427,7 +427,42 @@ impl BatchTx for SqliteBatch {
 }
 
 impl RollupTx for SqliteBatch {
-    async fn add_rollup_hours(&mut self, rows: &[HourRow<'_>]) -> Result<(), StoreError> {
+    async fn add_rollup_hours(
+        &mut self,
+        grain: Grain,
+        rows: &[HourRow<'_>],
+    ) -> Result<(), StoreError> {
+        macro_rules! upsert {
+            ($table:literal, $time:literal) => {
+                concat!(
+                    "INSERT INTO ",
+                    $table,
+                    " (campaign_id, ",
+                    $time,
+                    ", interaction_type, clicks, member_clicks, last_click_at) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                         value ->> 5 \
+                     FROM json_each(?) WHERE true \
+                     ON CONFLICT (campaign_id, ",
+                    $time,
+                    ", interaction_type) DO UPDATE SET \
+                         clicks = ",
+                    $table,
+                    ".clicks + excluded.clicks, member_clicks = ",
+                    $table,
+                    ".member_clicks + excluded.member_clicks, last_click_at = max(",
+                    $table,
+                    ".last_click_at, excluded.last_click_at)"
+                )
+            };
+        }
+        let (sql, operation) = match grain {
+            Grain::Hour => (
+                upsert!("track_rollup_hours", "hour"),
+                "add to hourly rollups",
+            ),
+            Grain::Day => (upsert!("track_rollup_days", "day"), "add to daily rollups"),
+        };
         let rows: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -435,20 +470,7 @@ impl RollupTx for SqliteBatch {
                 (cid, hour, kind, r.clicks, r.member_clicks, r.last_click_at)
             })
             .collect();
-        self.execute(
-            "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
-                 member_clicks, last_click_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-             FROM json_each(?) WHERE true \
-             ON CONFLICT (campaign_id, hour, interaction_type) DO UPDATE SET \
-                 clicks = track_rollup_hours.clicks + excluded.clicks, \
-                 member_clicks = track_rollup_hours.member_clicks + excluded.member_clicks, \
-                 last_click_at = max(track_rollup_hours.last_click_at, excluded.last_click_at)",
-            &rows,
-            None,
-            "add to hourly rollups",
-        )
-        .await
+        self.execute(sql, &rows, None, operation).await
     }
 
     async fn add_rollup_keyed(
@@ -457,16 +479,20 @@ impl RollupTx for SqliteBatch {
         rows: &[KeyCountRow<'_>],
     ) -> Result<(), StoreError> {
         macro_rules! upsert {
-            ($table:literal, $key:literal) => {
+            ($table:literal, $time:literal, $key:literal) => {
                 concat!(
                     "INSERT INTO ",
                     $table,
-                    " (campaign_id, hour, ",
+                    " (campaign_id, ",
+                    $time,
+                    ", ",
                     $key,
                     ", clicks) \
                      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
                      FROM json_each(?) WHERE true \
-                     ON CONFLICT (campaign_id, hour, ",
+                     ON CONFLICT (campaign_id, ",
+                    $time,
+                    ", ",
                     $key,
                     ") DO UPDATE SET \
                          clicks = ",
@@ -477,13 +503,24 @@ impl RollupTx for SqliteBatch {
         }
         let (sql, operation) = match table {
             KeyedRollup::Targets => (
-                upsert!("track_rollup_targets", "target_key"),
+                upsert!("track_rollup_targets", "hour", "target_key"),
                 "add to target rollups",
             ),
-            KeyedRollup::Tags => (upsert!("track_rollup_tags", "tag"), "add to tag rollups"),
+            KeyedRollup::Tags => (
+                upsert!("track_rollup_tags", "hour", "tag"),
+                "add to tag rollups",
+            ),
             KeyedRollup::Members => (
-                upsert!("track_rollup_members", "line_id"),
+                upsert!("track_rollup_members", "hour", "line_id"),
                 "add to member rollups",
+            ),
+            KeyedRollup::DayTargets => (
+                upsert!("track_rollup_day_targets", "day", "target_key"),
+                "add to daily target rollups",
+            ),
+            KeyedRollup::DayTags => (
+                upsert!("track_rollup_day_tags", "day", "tag"),
+                "add to daily tag rollups",
             ),
         };
         let rows: Vec<_> = rows
@@ -576,54 +613,83 @@ impl BackfillTx for SqliteBatch {
         _campaigns: &[i64],
     ) -> Result<Vec<i64>, StoreError> {
         // The same sums as `rollup::RollupDelta`, by SQL: `tests/api/rollups.rs` recounts both.
-        const SUMS: [(&str, &str); 4] = [
-            (
-                "add history to hourly rollups",
-                "INSERT INTO track_rollup_hours (campaign_id, hour, interaction_type, clicks, \
-                     member_clicks, last_click_at) \
-                 SELECT l.campaign_id, substr(l.triggered_at, 1, 13) || ':00:00', \
-                     l.interaction_type, COUNT(*), SUM(l.line_id <> ''), MAX(l.triggered_at) \
-                 FROM component_interaction_logs l WHERE l.id BETWEEN ?1 AND ?2 \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, interaction_type) DO UPDATE SET \
-                     clicks = track_rollup_hours.clicks + excluded.clicks, \
-                     member_clicks = track_rollup_hours.member_clicks + excluded.member_clicks, \
-                     last_click_at = max(track_rollup_hours.last_click_at, excluded.last_click_at)",
-            ),
-            (
-                "add history to target rollups",
-                "INSERT INTO track_rollup_targets (campaign_id, hour, target_key, clicks) \
-                 SELECT l.campaign_id, substr(l.triggered_at, 1, 13) || ':00:00', \
-                     substr(COALESCE(l.interaction_value, ''), 1, 255), COUNT(*) \
-                 FROM component_interaction_logs l WHERE l.id BETWEEN ?1 AND ?2 \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, target_key) DO UPDATE SET \
-                     clicks = track_rollup_targets.clicks + excluded.clicks",
-            ),
-            (
-                "add history to tag rollups",
-                "INSERT INTO track_rollup_tags (campaign_id, hour, tag, clicks) \
-                 SELECT l.campaign_id, substr(l.triggered_at, 1, 13) || ':00:00', t.tag, COUNT(*) \
-                 FROM component_interaction_logs l \
-                     JOIN track_click_tags t ON t.click_id = l.click_id \
-                 WHERE l.id BETWEEN ?1 AND ?2 \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, tag) DO UPDATE SET \
-                     clicks = track_rollup_tags.clicks + excluded.clicks",
-            ),
-            (
-                "add history to member rollups",
-                "INSERT INTO track_rollup_members (campaign_id, hour, line_id, clicks) \
-                 SELECT l.campaign_id, substr(l.triggered_at, 1, 13) || ':00:00', l.line_id, \
-                     COUNT(*) \
-                 FROM component_interaction_logs l \
-                 WHERE l.id BETWEEN ?1 AND ?2 AND l.line_id <> '' \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (campaign_id, hour, line_id) DO UPDATE SET \
-                     clicks = track_rollup_members.clicks + excluded.clicks",
-            ),
-        ];
-        for (operation, sql) in SUMS {
+        // `$time` is the table's time column, `$at` a log row's hour or day.
+        macro_rules! sums {
+            ($grain:literal, $hours:literal, $targets:literal, $tags:literal,
+             $time:literal, $at:literal) => {
+                [
+                    (
+                        concat!("add history to ", $grain, " rollups"),
+                        concat!(
+                            "INSERT INTO ", $hours, " (campaign_id, ", $time,
+                            ", interaction_type, clicks, member_clicks, last_click_at) \
+                             SELECT l.campaign_id, ", $at, ", l.interaction_type, COUNT(*), \
+                                 SUM(l.line_id <> ''), MAX(l.triggered_at) \
+                             FROM component_interaction_logs l WHERE l.id BETWEEN ?1 AND ?2 \
+                             GROUP BY 1, 2, 3 \
+                             ON CONFLICT (campaign_id, ", $time, ", interaction_type) DO UPDATE SET \
+                                 clicks = ", $hours, ".clicks + excluded.clicks, \
+                                 member_clicks = ", $hours, ".member_clicks + excluded.member_clicks, \
+                                 last_click_at = max(", $hours, ".last_click_at, excluded.last_click_at)"
+                        ),
+                    ),
+                    (
+                        concat!("add history to ", $grain, " target rollups"),
+                        concat!(
+                            "INSERT INTO ", $targets, " (campaign_id, ", $time, ", target_key, clicks) \
+                             SELECT l.campaign_id, ", $at, ", \
+                                 substr(COALESCE(l.interaction_value, ''), 1, 255), COUNT(*) \
+                             FROM component_interaction_logs l WHERE l.id BETWEEN ?1 AND ?2 \
+                             GROUP BY 1, 2, 3 \
+                             ON CONFLICT (campaign_id, ", $time, ", target_key) DO UPDATE SET \
+                                 clicks = ", $targets, ".clicks + excluded.clicks"
+                        ),
+                    ),
+                    (
+                        concat!("add history to ", $grain, " tag rollups"),
+                        concat!(
+                            "INSERT INTO ", $tags, " (campaign_id, ", $time, ", tag, clicks) \
+                             SELECT l.campaign_id, ", $at, ", t.tag, COUNT(*) \
+                             FROM component_interaction_logs l \
+                                 JOIN track_click_tags t ON t.click_id = l.click_id \
+                             WHERE l.id BETWEEN ?1 AND ?2 \
+                             GROUP BY 1, 2, 3 \
+                             ON CONFLICT (campaign_id, ", $time, ", tag) DO UPDATE SET \
+                                 clicks = ", $tags, ".clicks + excluded.clicks"
+                        ),
+                    ),
+                ]
+            };
+        }
+        const HOURS: [(&str, &str); 3] = sums!(
+            "hourly",
+            "track_rollup_hours",
+            "track_rollup_targets",
+            "track_rollup_tags",
+            "hour",
+            "substr(l.triggered_at, 1, 13) || ':00:00'"
+        );
+        const DAYS: [(&str, &str); 3] = sums!(
+            "daily",
+            "track_rollup_days",
+            "track_rollup_day_targets",
+            "track_rollup_day_tags",
+            "day",
+            "substr(l.triggered_at, 1, 10) || ' 00:00:00'"
+        );
+        const MEMBERS: (&str, &str) = (
+            "add history to member rollups",
+            "INSERT INTO track_rollup_members (campaign_id, hour, line_id, clicks) \
+             SELECT l.campaign_id, substr(l.triggered_at, 1, 13) || ':00:00', l.line_id, \
+                 COUNT(*) \
+             FROM component_interaction_logs l \
+             WHERE l.id BETWEEN ?1 AND ?2 AND l.line_id <> '' \
+             GROUP BY 1, 2, 3 \
+             ON CONFLICT (campaign_id, hour, line_id) DO UPDATE SET \
+                 clicks = track_rollup_members.clicks + excluded.clicks",
+        );
+        let sums = HOURS.into_iter().chain(DAYS).chain([MEMBERS]);
+        for (operation, sql) in sums {
             sqlx::query(sql)
                 .bind(from_id)
                 .bind(to_id)

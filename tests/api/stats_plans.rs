@@ -23,9 +23,12 @@ fn expected_index(table: &str) -> &'static str {
 
 /// The tables a window statement reads (`members` names them `p` for the packs, `m` for the
 /// member rows, `i` for the member numbers and `l` for the log).
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 14] = [
     "component_interaction_logs",
     "track_click_tags",
+    "track_rollup_days",
+    "track_rollup_day_targets",
+    "track_rollup_day_tags",
     "track_rollup_hours",
     "track_rollup_members",
     "track_rollup_targets",
@@ -38,12 +41,11 @@ const TABLES: [&str; 11] = [
 ];
 
 /// Binds for a window statement: (campaign, from, to) for the export, the rollup split of
-/// `FROM`..`TO` (whole hours plus two raw edges) for the others.
+/// `FROM`..`TO` (whole days, whole hours, two raw edges) for the others.
 fn window_binds(statement: &str) -> Vec<String> {
-    let all = ["5", MID_FROM, MID_TO, "5", FROM, MID_FROM, MID_TO, TO];
     match parameters(statement) {
         3 => vec!["5".into(), FROM.into(), TO.into()],
-        8 => all.iter().map(|s| s.to_string()).collect(),
+        sql::ROLLED_UP_BINDS => ROLLED_UP_BINDS.iter().map(|s| s.to_string()).collect(),
         14 => MEMBERS_BINDS.iter().map(|s| s.to_string()).collect(),
         n => panic!("{n} parameters in {statement}"),
     }
@@ -65,6 +67,11 @@ fn parameters(statement: &str) -> usize {
     }
     largest
 }
+
+/// `sql::ROLLED_UP_BINDS`: whole days, the whole hours around them, the raw edges.
+const ROLLED_UP_BINDS: [&str; sql::ROLLED_UP_BINDS] = [
+    "5", DAY_FROM, DAY_TO, "5", MID_FROM, DAY_FROM, DAY_TO, MID_TO, "5", FROM, MID_FROM, MID_TO, TO,
+];
 
 /// `Dialect::members`: packs of the whole hours, rows of the others, the raw edges.
 const MEMBERS_BINDS: [&str; 14] = [
@@ -124,7 +131,8 @@ async fn seed(db: &TestDb) {
             db.execute(
                 "ANALYZE TABLE component_interaction_logs, track_click_tags, campaigns, \
                  track_rollup_hours, track_rollup_members, track_rollup_targets, \
-                 track_rollup_tags, track_rollup_campaigns",
+                 track_rollup_tags, track_rollup_campaigns, track_rollup_days, \
+                 track_rollup_day_targets, track_rollup_day_tags",
             )
             .await
         }
@@ -133,6 +141,8 @@ async fn seed(db: &TestDb) {
 
 const FROM: &str = "2026-01-05 00:10:00";
 const MID_FROM: &str = "2026-01-05 01:00:00";
+const DAY_FROM: &str = "2026-01-06 00:00:00";
+const DAY_TO: &str = "2026-01-11 00:00:00";
 const MID_TO: &str = "2026-01-12 00:00:00";
 const TO: &str = "2026-01-12 00:20:00";
 
@@ -305,27 +315,23 @@ async fn check_postgres(db: &TestDb) {
         .await
         .expect("disable sequential scans");
     for (name, statement) in sql::POSTGRES.range_queries() {
-        let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN {statement}")));
-        if statement.contains("$14") {
-            query = MEMBERS_BINDS
-                .iter()
-                .fold(query, |q, value| match value.parse::<i64>() {
+        // PostgreSQL types its parameters: the campaign is a number.
+        let typed = |values: &[&'static str]| {
+            values.iter().fold(
+                sqlx::query(AssertSqlSafe(format!("EXPLAIN {statement}"))),
+                |q, value| match value.parse::<i64>() {
                     Ok(id) => q.bind(id),
                     Err(_) => q.bind(*value),
-                });
-        } else if statement.contains("$8") {
-            query = query
-                .bind(5_i64)
-                .bind(MID_FROM)
-                .bind(MID_TO)
-                .bind(5_i64)
-                .bind(FROM)
-                .bind(MID_FROM)
-                .bind(MID_TO)
-                .bind(TO);
+                },
+            )
+        };
+        let query = if statement.contains("$14") {
+            typed(&MEMBERS_BINDS)
+        } else if statement.contains("$13") {
+            typed(&ROLLED_UP_BINDS)
         } else {
-            query = query.bind(5_i64).bind(FROM).bind(TO);
-        }
+            typed(&["5", FROM, TO])
+        };
         let plan: Vec<String> = query
             .fetch_all(&mut conn)
             .await
