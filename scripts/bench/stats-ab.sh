@@ -37,8 +37,8 @@ serve "$base_bin" "$base_db" 18180
 serve "$new_bin" "$new_db" 18190
 
 now=$(date +%s)
-iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
-window() { echo "from=$(iso $((now - $1 * 86400)))&to=$(iso $((now + 1)))&bucket=$2"; }
+# shellcheck source=scripts/bench/stats-endpoints.sh
+. "$(dirname "$0")/stats-endpoints.sh"
 # get PORT PATH: one request's ms; the body in $work/body-PORT; fails on anything but 200.
 get() {
   local out
@@ -49,18 +49,10 @@ get() {
 }
 # An answer without the window's own from/to (read at the second of the request).
 same='if type == "object" then del(.from, .to) else . end'
-percentiles() { sort -n | awk '{ v[NR] = $1 } END { printf "%7.1f %7.1f", v[int((NR + 1) / 2)], v[int(NR * 0.95 + 0.999)] }'; }
 
-printf '%-36s %15s %15s\n' "endpoint ($repeat requests each)" "base p50 p95" "new p50 p95"
-for entry in \
-  "campaign list|/api/campaigns" \
-  "campaign 1, 7 days by day|/api/campaigns/1/stats?$(window 7 day)" \
-  "campaign 1, 7 days by hour|/api/campaigns/1/stats?$(window 7 hour)" \
-  "campaign 1, 90 days by day|/api/campaigns/1/stats?$(window 90 day)" \
-  "campaign 1, 2 days by hour|/api/campaigns/1/stats?$(window 2 hour)" \
-  "campaign 2, 90 days by day|/api/campaigns/2/stats?$(window 90 day)" \
-  "campaign 1500 (small), 90 days|/api/campaigns/1500/stats?$(window 90 day)" \
-  "campaign 1, default window|/api/campaigns/1/stats"; do
+printf '%-40s %17s %17s\n' "endpoint ($repeat requests each)" "base p50 p95" "new p50 p95"
+mapfile -t endpoints < <(stats_endpoints)
+for entry in "${endpoints[@]}"; do
   label=${entry%%|*}
   path=${entry#*|}
   : >"$work/base"
@@ -73,5 +65,5 @@ for entry in \
     echo "bench: the two builds answer $path differently" >&2
     exit 1
   fi
-  printf '%-36s %15s %15s\n' "$label" "$(percentiles <"$work/base")" "$(percentiles <"$work/new")"
+  printf '%-40s %17s %17s\n' "$label" "$(percentiles <"$work/base")" "$(percentiles <"$work/new")"
 done

@@ -181,9 +181,8 @@ done
 pid=$!
 for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" 2>/dev/null && break; sleep 0.05; done
 
-iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
-# Windows ending now, to the second, as the dashboard asks for them.
-window() { echo "from=$(iso $((now - $1 * 86400)))&to=$(iso $((now + 1)))&bucket=$2"; }
+# shellcheck source=scripts/bench/stats-endpoints.sh
+. scripts/bench/stats-endpoints.sh
 # get PATH -> "total_ms bytes first_byte_ms"; fails on anything but 200.
 get() {
   local out
@@ -196,20 +195,11 @@ get() {
   fi
   awk '{ printf "%.1f %d %.1f\n", $2 * 1000, $3, $4 * 1000 }' <<<"$out"
 }
-# p50 and p95 of the numbers on stdin.
-percentiles() { sort -n | awk '{ v[NR] = $1 } END { printf "%8.1f %8.1f\n", v[int((NR + 1) / 2)], v[int(NR * 0.95 + 0.999)] }'; }
 echo
 printf '%-46s %8s %8s\n' "endpoint ($repeat requests each)" p50_ms p95_ms
 worst=0
-for entry in \
-  "campaign list|/api/campaigns" \
-  "campaign 1, 7 days by day|/api/campaigns/1/stats?$(window 7 day)" \
-  "campaign 1, 7 days by hour|/api/campaigns/1/stats?$(window 7 hour)" \
-  "campaign 1, 90 days by day|/api/campaigns/1/stats?$(window 90 day)" \
-  "campaign 1, 2 days by hour|/api/campaigns/1/stats?$(window 2 hour)" \
-  "campaign 2, 90 days by day|/api/campaigns/2/stats?$(window 90 day)" \
-  "campaign 1500 (small), 90 days by day|/api/campaigns/1500/stats?$(window 90 day)" \
-  "campaign 1, default window|/api/campaigns/1/stats"; do
+mapfile -t endpoints < <(stats_endpoints)
+for entry in "${endpoints[@]}"; do
   label=${entry%%|*}
   path=${entry#*|}
   line=$(for _ in $(seq 1 "$repeat"); do get "$path" | cut -d' ' -f1; done | percentiles)
