@@ -40,6 +40,13 @@ struct Sql {
     numbered_members: &'static str,
     /// Write the pack. Binds (campaign_id, hour, member_clicks, members, body).
     write_pack: &'static str,
+    /// Keep the statements prepared on the connection. Not on PostgreSQL: after five
+    /// executions it may keep one generic plan for a prepared statement, made with the sizes of
+    /// that moment. Planned on an empty `track_rollup_member_ids`, numbering kept a hash join
+    /// over the whole table as it grew: 56 ms per campaign-hour, 366 s to pack the hours of
+    /// 2,000,000 clicks instead of 21 s (measured; until autovacuum's ANALYZE, if it runs,
+    /// makes it plan again). Unprepared, each is planned for its own campaign-hour.
+    persistent: bool,
 }
 
 /// `Sql::stale` for SQLite and MySQL, selecting `$columns` (the campaign id and the hour
@@ -86,6 +93,7 @@ const SQLITE: Sql = Sql {
             (campaign_id, hour, member_clicks, members, body) VALUES (?, ?, ?, ?, ?) \
         ON CONFLICT (campaign_id, hour) DO UPDATE SET member_clicks = excluded.member_clicks, \
             members = excluded.members, body = excluded.body",
+    persistent: true,
 };
 
 const MYSQL: Sql = Sql {
@@ -102,6 +110,7 @@ const MYSQL: Sql = Sql {
             (campaign_id, hour, member_clicks, members, body) VALUES (?, ?, ?, ?, ?) \
         ON DUPLICATE KEY UPDATE member_clicks = VALUES(member_clicks), \
             members = VALUES(members), body = VALUES(body)",
+    persistent: true,
 };
 
 const POSTGRES: Sql = Sql {
@@ -126,6 +135,7 @@ const POSTGRES: Sql = Sql {
             VALUES ($1, $2::timestamp, $3, $4, $5) \
         ON CONFLICT (campaign_id, hour) DO UPDATE SET member_clicks = EXCLUDED.member_clicks, \
             members = EXCLUDED.members, body = EXCLUDED.body",
+    persistent: false,
 };
 
 macro_rules! on_pool {
@@ -155,6 +165,7 @@ impl Store {
     ) -> Result<PackStep, StoreError> {
         let stale: Vec<(i64, String)> = on_pool!(self, pool, sql => {
             sqlx::query_as(sql.stale)
+                .persistent(sql.persistent)
                 .bind(from)
                 .bind(to)
                 .bind(PACK_MIN_MEMBER_CLICKS)
@@ -179,12 +190,14 @@ impl Store {
     async fn pack_hour(&self, campaign_id: i64, hour: &str) -> Result<u64, StoreError> {
         on_pool!(self, pool, sql => {
             sqlx::query(sql.number_members)
+                .persistent(sql.persistent)
                 .bind(campaign_id)
                 .bind(hour)
                 .execute(pool)
                 .await
                 .map_err(sqlx_error("number members"))?;
             let rows: Vec<(i64, i64)> = sqlx::query_as(sql.numbered_members)
+                .persistent(sql.persistent)
                 .bind(campaign_id)
                 .bind(hour)
                 .fetch_all(pool)
@@ -198,6 +211,7 @@ impl Store {
                 .collect();
             let member_clicks: u64 = members.iter().map(|m| m.1).sum();
             sqlx::query(sql.write_pack)
+                .persistent(sql.persistent)
                 .bind(campaign_id)
                 .bind(hour)
                 .bind(i64::try_from(member_clicks).unwrap_or(i64::MAX))

@@ -547,6 +547,10 @@ impl BackfillTx for PostgresBatch {
     ) -> Result<Vec<i64>, StoreError> {
         // The same sums as `rollup::RollupDelta`, by SQL: `tests/api/rollups.rs` recounts both.
         // `$time` is the table's time column, and the unit a log row's time is truncated to.
+        // A step's tags are looked up by click id, one index probe per row (`OFFSET 0` keeps
+        // the subquery a lookup): as a join, PostgreSQL hashed the step's rows and scanned all
+        // of `track_click_tags` for them, in parallel, 240 ms per statement at 1,500,000 tag
+        // rows against 52 ms for the lookups (and growing with the table).
         macro_rules! sums {
             ($grain:literal, $hours:literal, $targets:literal, $tags:literal, $time:literal) => {
                 [
@@ -586,8 +590,9 @@ impl BackfillTx for PostgresBatch {
                             "INSERT INTO ", $tags, " AS r (campaign_id, ", $time, ", tag, clicks) \
                              SELECT l.campaign_id, date_trunc('", $time, "', l.triggered_at), \
                                  t.tag, COUNT(*) \
-                             FROM component_interaction_logs l JOIN track_click_tags t \
-                                 ON t.click_id = l.click_id \
+                             FROM component_interaction_logs l CROSS JOIN LATERAL \
+                                 (SELECT tag FROM track_click_tags t \
+                                  WHERE t.click_id = l.click_id OFFSET 0) t \
                              WHERE l.id BETWEEN $1 AND $2 \
                              GROUP BY 1, 2, 3 \
                              ON CONFLICT (campaign_id, ", $time, ", tag) \
