@@ -339,6 +339,13 @@ if [ "$paced" = 1 ]; then
   wait "$wrk_job"
   read -r c_rps c_p50 c_p99 c_reqs c_non c_err <"$work/paced.out"
   echo "paced: $c_reqs requests, $c_rps req/s, p50 $c_p50 ms, p99 $c_p99 ms; CPU per click (all threads) first interval $first us, last $last us"
+  # The floor at this pace: the bare server woken for each request, as clicktrack is.
+  duration="${BENCH_PACED_BARE_SECONDS:-30}"
+  b0=$(proc_cpu "$bare_pid")
+  BENCH_DELAY_MS=$delay_ms run paced-bare "$bare_port" "$c" >"$work/paced-bare.out"
+  b1=$(proc_cpu "$bare_pid")
+  read -r b_rps b_p50 b_p99 b_reqs b_non b_err <"$work/paced-bare.out"
+  echo "bare server at the same pace (${duration}s): $b_rps req/s, p50 $b_p50 ms, p99 $b_p99 ms, CPU $(per_click $((b1 - b0)) "$b_reqs") us per request"
   wrk_total=$c_reqs
   total_conns=$c
   [ "$c_non" = 0 ] || bad=1

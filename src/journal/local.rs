@@ -576,6 +576,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_segment_made_ahead_of_time_ends_where_its_frames_do() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = journal(dir.path(), 2_000);
+        let path = j.path().to_path_buf();
+        let mut uids_in = Vec::new();
+        async fn add(j: &LocalJournal, uids_in: &mut Vec<String>) {
+            let uid = format!("U{}", uids_in.len());
+            append(j, &[click(&uid)]).await;
+            uids_in.push(uid);
+        }
+        // Past half of the first segment: the spare is made in the background.
+        let first_len = |path: &Path| {
+            segment_files(path)
+                .first()
+                .map_or(0, |f| fs::metadata(f).expect("stat").len())
+        };
+        add(&j, &mut uids_in).await;
+        while first_len(&path) < 1_000 {
+            add(&j, &mut uids_in).await;
+        }
+        let waited = std::time::Instant::now();
+        while !path.join(super::super::spare::SPARE).exists() {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(30),
+                "no spare made"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        while segment_files(&path).len() < 2 {
+            add(&j, &mut uids_in).await;
+        }
+        let active = segment_files(&path).pop().expect("the new segment");
+        let bytes = fs::read(&active).expect("read");
+        assert_eq!(
+            bytes.len(),
+            2_000,
+            "the spare, zero-filled to the segment size"
+        );
+        assert!(bytes.ends_with(&[0u8; 500]));
+        j.close().await;
+
+        // A restart reads the frames, stops at the zeros and appends after the last frame.
+        let again = journal(dir.path(), 2_000);
+        again.open().await.expect("open");
+        assert_eq!(again.depth(), uids_in.len() as u64);
+        add(&again, &mut uids_in).await;
+        assert_eq!(uids(&again.oldest(100).await.expect("oldest")), uids_in);
+        assert_eq!(again.status().await.expect("status").unreadable, 0);
+        again.close().await;
+
+        // Bytes past the last frame (a group that was never synced whole) are set aside and
+        // cut off: nothing stale stays where the next frames go.
+        let mut bytes = fs::read(&active).expect("read");
+        let end = bytes.iter().rposition(|&b| b != 0).expect("frames") + 1;
+        assert!(end + 200 < bytes.len(), "room left in the segment");
+        bytes[end + 100..end + 140].fill(0x5a);
+        fs::write(&active, &bytes).expect("write");
+        let third = journal(dir.path(), 2_000);
+        third.open().await.expect("open");
+        assert_eq!(fs::metadata(&active).expect("stat").len(), end as u64);
+        assert_eq!(third.status().await.expect("status").unreadable, 1);
+        add(&third, &mut uids_in).await;
+        assert_eq!(uids(&third.oldest(100).await.expect("oldest")), uids_in);
+    }
+
+    #[tokio::test]
     async fn an_erased_member_leaves_the_disk_at_once() {
         let dir = tempfile::tempdir().expect("tmp");
         let j = journal(dir.path(), SEGMENT_BYTES);

@@ -22,6 +22,7 @@ mod lock;
 mod nats;
 mod paths;
 mod segments;
+mod spare;
 mod writer;
 
 use std::fmt;

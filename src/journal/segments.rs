@@ -32,6 +32,11 @@ pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
 }
 
+/// Whether `bytes` are all zero: a segment's tail that was never written.
+fn is_zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
 /// Make a directory's entries (a new file, a rename) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -248,8 +253,9 @@ pub fn recover(dir: &Path, owner: bool) -> io::Result<Recovered> {
         let bytes = fs::read(&path)?;
         next_seq = next_seq.max(first);
         if let Err(why) = frame::check_segment_header(&bytes) {
-            if bytes.is_empty() && last && owner {
-                // Created, never written: the crash came before its header was synced.
+            if is_zeros(&bytes) && last && owner {
+                // Created (or a spare linked in), never written: the crash came before its
+                // header was synced.
                 fs::remove_file(&path)?;
                 continue;
             }
@@ -281,11 +287,22 @@ pub fn recover(dir: &Path, owner: bool) -> io::Result<Recovered> {
                     )?;
                     pos += size;
                 }
+                _ if is_zeros(&bytes[pos..]) => {
+                    // The zero-filled rest of a segment made ahead of time (`spare.rs`): the
+                    // frames end here, and the writer goes on here.
+                    break;
+                }
                 _ => {
                     // A group whose write was never finished (so never acknowledged), or
-                    // damage that leaves no frame boundary to resume from.
+                    // damage that leaves no frame boundary to resume from. Cut off, so no
+                    // stale bytes are left past the frames the writer appends next.
                     let why = "the segment ends in an incomplete or damaged frame".to_string();
-                    aside(format!("{first:020}-at-{pos}"), &bytes[pos..], why)?;
+                    let end = bytes.iter().rposition(|&b| b != 0).map_or(pos, |at| at + 1);
+                    aside(
+                        format!("{first:020}-at-{pos}"),
+                        &bytes[pos..end.max(pos)],
+                        why,
+                    )?;
                     if owner {
                         fs::OpenOptions::new()
                             .write(true)

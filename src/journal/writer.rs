@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::frame;
 use super::segments::{Index, segment_path, sync_dir};
+use super::spare::Spare;
 
 /// A segment is closed once it holds this much; the applier deletes it when it has applied
 /// everything in it, so the journal's disk use follows its depth.
@@ -100,6 +101,7 @@ impl Writer {
             next_seq,
             index,
             segment_bytes,
+            spare: Spare::open(dir, segment_bytes),
         }))
     }
 
@@ -143,6 +145,8 @@ struct Thread {
     index: Arc<Mutex<Index>>,
     /// `SEGMENT_BYTES` (smaller in tests).
     segment_bytes: u64,
+    /// The next segment, zero-filled ahead of time (`spare.rs`).
+    spare: Spare,
 }
 
 fn run(messages: mpsc::Receiver<Message>) {
@@ -234,6 +238,9 @@ impl Thread {
         }
         active.len = len;
         self.next_seq = seq;
+        if len >= self.segment_bytes / 2 {
+            self.spare.prepare();
+        }
         self.index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -241,15 +248,19 @@ impl Thread {
         Ok(())
     }
 
-    /// Start a new segment at `next_seq`, durable (header synced, directory entry synced)
-    /// before anything is appended to it.
+    /// Start a new segment at `next_seq` (the spare if it is ready), durable (header synced,
+    /// directory entry synced) before anything is appended to it.
     fn rotate(&mut self) -> io::Result<()> {
         let path = segment_path(&self.dir, self.next_seq);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = if self.spare.take_as(&path) {
+            OpenOptions::new().read(true).write(true).open(&path)?
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?
+        };
         file.write_all_at(&frame::segment_header(), 0)?;
         file.sync_data()?;
         sync_dir(&self.dir)?;
