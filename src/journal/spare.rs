@@ -2,11 +2,10 @@
 //!
 //! An `fdatasync` after an append that grows a file must also commit the file's new size and
 //! blocks (a metadata journal commit on ext4); after an overwrite of blocks that are already
-//! allocated and written, it flushes the data alone. Measured on the development machine's ext4
-//! (4 KiB writes, each followed by `fdatasync`): 336 µs and 95 µs of CPU per sync when
-//! appending, 178 µs and 48 µs in a zero-filled file. Every acknowledgement waits for that
-//! sync, so the writer appends into a segment written full of zeros ahead of time, as
-//! databases do with their write-ahead logs (PostgreSQL's `wal_init_zero`).
+//! allocated and written, it flushes the data alone (docs/journal.md has the figures). Every
+//! acknowledgement waits for that sync, so the writer appends into a segment written full of
+//! zeros ahead of time, as databases do with their write-ahead logs (PostgreSQL's
+//! `wal_init_zero`).
 //!
 //! A helper thread makes the spare once the active segment is half full (a journal that sees
 //! little traffic never makes one), under a temporary name, then renames it to `SPARE`; the
