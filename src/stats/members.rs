@@ -32,6 +32,41 @@ impl ByNumber {
             }
         }
     }
+
+    /// An array while the largest number is within reach of the members counted (a few
+    /// members with large numbers would otherwise allocate megabytes), else a map; switched
+    /// as the window's rows arrive, so the numbers need not be known before counting.
+    fn fit(&mut self, max: u64, entries: u64) {
+        let dense = max < DENSE_MAX && max <= entries.saturating_mul(8) + 65_536;
+        match self {
+            ByNumber::Dense(counts) if dense => {
+                let needed = max as usize + 1;
+                if counts.len() < needed {
+                    // Doubling: a window whose numbers grow pack by pack copies the array
+                    // a few times, not once per pack.
+                    let grown = needed.max(counts.len() * 2).min(DENSE_MAX as usize);
+                    counts.resize(grown, 0);
+                }
+            }
+            ByNumber::Dense(counts) => {
+                let sparse = counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(n, c)| (n as u64, u64::from(*c)))
+                    .collect();
+                *self = ByNumber::Sparse(sparse);
+            }
+            ByNumber::Sparse(counts) if dense => {
+                let mut array = vec![0u32; max as usize + 1];
+                for (n, c) in counts.drain() {
+                    add_dense(&mut array, n, c);
+                }
+                *self = ByNumber::Dense(array);
+            }
+            ByNumber::Sparse(_) => {}
+        }
+    }
 }
 
 #[inline(always)]
@@ -44,6 +79,10 @@ fn add_dense(counts: &mut [u32], number: u64, clicks: u64) {
 /// The members of a window and their clicks.
 pub struct Tally {
     by_number: ByNumber,
+    /// The largest member number counted, and roughly how many (member, clicks) entries:
+    /// what `ByNumber::fit` decides from.
+    max: u64,
+    entries: u64,
     /// Uids of numbers seen in rows (packs hold numbers only).
     named: HashMap<u64, String>,
     /// Members without a number yet (never packed): by uid.
@@ -67,45 +106,59 @@ pub struct Ranking {
 /// Largest array of counters (4 bytes each) worth allocating for one window.
 const DENSE_MAX: u64 = 16 << 20;
 
-impl Tally {
-    pub fn of(rows: Vec<MemberRow>) -> Result<Tally, PackError> {
-        let (mut max, mut entries) = (0u64, 0u64);
-        for (body, _, number, _) in &rows {
-            if let Some(body) = body {
-                max = max.max(member_pack::max_member(body)?);
-                entries += body.len() as u64 / 2 + 1;
-            } else if let Some(n) = number.and_then(|n| u64::try_from(n).ok()) {
-                max = max.max(n);
-                entries += 1;
-            }
-        }
-        let dense = max < DENSE_MAX && max <= entries.saturating_mul(8) + 65_536;
-        let mut tally = Tally {
-            by_number: if dense {
-                ByNumber::Dense(vec![0; max as usize + 1])
-            } else {
-                ByNumber::Sparse(HashMap::new())
-            },
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            by_number: ByNumber::Dense(Vec::new()),
+            max: 0,
+            entries: 0,
             named: HashMap::new(),
             unnumbered: HashMap::new(),
-        };
-        for (body, line_id, number, clicks) in rows {
-            let clicks = u64::try_from(clicks).unwrap_or(0);
-            match (body, number.and_then(|n| u64::try_from(n).ok()), line_id) {
-                (Some(body), _, _) => tally.by_number.add_pack(&body)?,
-                (None, Some(n), line_id) => {
-                    tally.add(n, clicks);
-                    if let Some(line_id) = line_id {
-                        tally.named.entry(n).or_insert(line_id);
-                    }
-                }
-                (None, None, Some(line_id)) => {
-                    *tally.unnumbered.entry(line_id).or_default() += clicks;
-                }
-                (None, None, None) => {}
-            }
+        }
+    }
+}
+
+impl Tally {
+    /// The tally of `rows` (`add_row` of each).
+    #[cfg(test)]
+    pub fn of(rows: Vec<MemberRow>) -> Result<Tally, PackError> {
+        let mut tally = Tally::default();
+        for row in rows {
+            tally.add_row(row)?;
         }
         Ok(tally)
+    }
+
+    /// Count one row of `Dialect::members` as it arrives: the reader counts a window's
+    /// packs while the database is still reading the next ones (the two halves of a long
+    /// window's time, on two cores).
+    pub fn add_row(&mut self, (body, line_id, number, clicks): MemberRow) -> Result<(), PackError> {
+        let clicks = u64::try_from(clicks).unwrap_or(0);
+        match (body, number.and_then(|n| u64::try_from(n).ok()), line_id) {
+            (Some(body), _, _) => {
+                self.grow(member_pack::max_member(&body)?, body.len() as u64 / 2 + 1);
+                self.by_number.add_pack(&body)?;
+            }
+            (None, Some(n), line_id) => {
+                self.grow(n, 1);
+                self.add(n, clicks);
+                if let Some(line_id) = line_id {
+                    self.named.entry(n).or_insert(line_id);
+                }
+            }
+            (None, None, Some(line_id)) => {
+                *self.unnumbered.entry(line_id).or_default() += clicks;
+            }
+            (None, None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Make room for member number `max` and `entries` more members.
+    fn grow(&mut self, max: u64, entries: u64) {
+        self.max = self.max.max(max);
+        self.entries = self.entries.saturating_add(entries);
+        self.by_number.fit(self.max, self.entries);
     }
 
     fn add(&mut self, number: u64, clicks: u64) {
@@ -238,6 +291,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn pack(members: &[(u64, u64)]) -> MemberRow {
         (Some(member_pack::encode(members)), None, None, 0)
@@ -325,6 +379,54 @@ mod tests {
             tally.top(10, 1, &names),
             Ok(vec![("Ux".to_owned(), 2), ("Uy".to_owned(), 2)])
         );
+    }
+
+    /// Rows as the database returns them: packs, numbered and unnumbered member rows, in
+    /// any order and with numbers small and past `DENSE_MAX`, so the tally switches between
+    /// the array and the map while it counts.
+    fn any_rows() -> impl Strategy<Value = Vec<MemberRow>> {
+        let number = prop_oneof![0u64..300, 0u64..200_000, DENSE_MAX - 5..DENSE_MAX + 5];
+        let a_pack = proptest::collection::btree_map(number.clone(), 1u64..50, 0..40)
+            .prop_map(|members| pack(&members.into_iter().collect::<Vec<_>>()));
+        let a_row = (number, 1i64..50, proptest::option::of(0u8..5)).prop_map(|(n, c, name)| {
+            let uid = name.map(|k| format!("U{k}"));
+            (None, uid, Some(n as i64), c)
+        });
+        let unnumbered = (0u8..5, 1i64..50).prop_map(|(k, c)| row(&format!("N{k}"), None, c));
+        proptest::collection::vec(prop_oneof![a_pack, a_row, unnumbered], 0..30)
+    }
+
+    proptest! {
+        #[test]
+        fn counting_rows_as_they_arrive_is_a_plain_sum(rows in any_rows()) {
+            let mut expected: HashMap<u64, u64> = HashMap::new();
+            let mut unnumbered: HashMap<String, u64> = HashMap::new();
+            for (body, line_id, number, clicks) in &rows {
+                match (body, number) {
+                    (Some(body), _) => member_pack::for_each(body, |n, c| {
+                        *expected.entry(n).or_default() += c;
+                    })
+                    .expect("valid pack"),
+                    (None, Some(n)) => *expected.entry(*n as u64).or_default() += *clicks as u64,
+                    (None, None) => {
+                        let uid = line_id.clone().expect("a row has a uid");
+                        *unnumbered.entry(uid).or_default() += *clicks as u64;
+                    }
+                }
+            }
+            let tally = Tally::of(rows).expect("valid rows");
+            for (n, c) in &expected {
+                prop_assert_eq!(tally.clicks_of(*n), *c);
+            }
+            let mut counted: Vec<(u64, u64)> = tally.numbered().collect();
+            counted.sort_unstable();
+            let mut want: Vec<(u64, u64)> = expected.into_iter().collect();
+            want.sort_unstable();
+            prop_assert_eq!(counted, want.clone());
+            prop_assert_eq!(&tally.unnumbered, &unnumbered);
+            let ranking = tally.rank(10, 10);
+            prop_assert_eq!(ranking.unique as usize, want.len() + unnumbered.len());
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -131,6 +132,30 @@ async fn timed<T>(
         Ok(result) => result.map_err(store_err(operation)),
         Err(_) => Err(StatsError::TimedOut { operation }),
     }
+}
+
+/// A window's member rows (`Dialect::members`) counted as the database returns them, within
+/// `QUERY_TIMEOUT`: decoding a pack (microseconds) overlaps reading the next, so a 90-day
+/// window costs the longer of the two, not their sum.
+async fn count_while_reading(
+    rows: impl futures_util::Stream<Item = Result<members::MemberRow, sqlx::Error>>,
+) -> Result<members::Tally, StatsError> {
+    const OPERATION: &str = "read members";
+    let count = async {
+        let mut rows = std::pin::pin!(rows);
+        let mut tally = members::Tally::default();
+        while let Some(row) = rows.try_next().await.map_err(store_err(OPERATION))? {
+            tally
+                .add_row(row)
+                .map_err(|e| StatsError::MemberPacks(e.to_string()))?;
+        }
+        Ok(tally)
+    };
+    tokio::time::timeout(QUERY_TIMEOUT, count)
+        .await
+        .unwrap_or(Err(StatsError::TimedOut {
+            operation: OPERATION,
+        }))
 }
 
 /// One row of `GET /api/campaigns`.
@@ -403,7 +428,7 @@ impl StatsReader {
         let hours = split.clone().without_days();
         type Series = Vec<(String, String, i64, i64)>;
         type Pairs = Vec<(String, i64)>;
-        let (series, member_rows, targets, tags): (Series, Vec<members::MemberRow>, Pairs, Pairs) = on_pool!(self, pool, sql => {
+        let (series, tally, targets, tags): (Series, members::Tally, Pairs, Pairs) = on_pool!(self, pool, sql => {
             let (series_sql, series_split) = match window.bucket {
                 window::Bucket::Hour => (sql.series_hour, &hours),
                 window::Bucket::Day => (sql.series_day, &split),
@@ -429,7 +454,7 @@ impl StatsReader {
                 };
             }
             // `Dialect::members`: its packs, its member rows, its raw edges.
-            let members = sqlx::query_as(sql.members)
+            let members = sqlx::query_as::<_, members::MemberRow>(sql.members)
                 .bind(id)
                 .bind(&split.mid_from)
                 .bind(&split.mid_to)
@@ -449,7 +474,7 @@ impl StatsReader {
                     "read clicks over time",
                     rolled_up!(sqlx::query_as(series_sql), series_split).fetch_all(pool)
                 ),
-                timed("read members", members.fetch_all(pool)),
+                count_while_reading(members.fetch(pool)),
                 timed(
                     "read top targets",
                     rolled_up!(sqlx::query_as(sql.top_targets), split).fetch_all(pool)
@@ -460,7 +485,7 @@ impl StatsReader {
                 ),
             )?
         });
-        let (unique_members, members) = self.count_members(member_rows).await?;
+        let (unique_members, members) = self.count_members(tally).await?;
 
         let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
         let mut per_type: BTreeMap<String, i64> = InteractionType::ALL
@@ -513,23 +538,21 @@ impl StatsReader {
         })
     }
 
-    /// Unique members and the top ten of a window's member rows (`members.rs`): counted off
-    /// the async workers (a long window is millions of member-hours), then the uids of the
-    /// member numbers that rank, by number.
+    /// Unique members and the top ten of a window's tally (`members.rs`): ranked off the
+    /// async workers (a long window counts hundreds of thousands of members), then the uids
+    /// of the member numbers that rank, by number.
     async fn count_members(
         &self,
-        rows: Vec<members::MemberRow>,
+        tally: members::Tally,
     ) -> Result<(i64, Vec<(String, i64)>), StatsError> {
         let stopped =
             |e: tokio::task::JoinError| StatsError::MemberPacks(format!("counting stopped: {e}"));
         let (tally, ranking) = tokio::task::spawn_blocking(move || {
-            let tally = members::Tally::of(rows)?;
             let ranking = tally.rank(TOP_MEMBERS, sql::MEMBER_NAMES_PAGE);
-            Ok::<_, crate::db::member_pack::PackError>((tally, ranking))
+            (tally, ranking)
         })
         .await
-        .map_err(stopped)?
-        .map_err(|e| StatsError::MemberPacks(e.to_string()))?;
+        .map_err(stopped)?;
         let members::Ranking {
             unique,
             last_place,
