@@ -13,7 +13,7 @@
 #      purge` deletes the oldest 30 days: req/s and p99 (a purge must not move them), and the
 #      rows the purge deleted meanwhile (it is stopped when the load ends);
 #   5. the apply rate at that size (examples/apply_ceiling, 200,000 clicks in batches of
-#      4,096), beside the same on an empty database in the same run.
+#      4,096, fresh and replayed), beside the same on an empty database in the same run.
 # BENCH_INNODB_BUFFER_POOL_MB=N (MySQL) sets the server's buffer pool for the run and puts it
 # back afterwards. BENCH_MYSQL_SERVER / BENCH_POSTGRES_SERVER name the servers (USER@HOST:PORT).
 set -euo pipefail
@@ -280,5 +280,9 @@ echo "apply rate (examples/apply_ceiling, 200,000 clicks, batches of 4,096), emp
 "$bin" campaign add --id 123 --name a --database-url "$empty_url" --log-format json >/dev/null
 "$bin" campaign add --id 456 --name b --database-url "$empty_url" --log-format json >/dev/null
 "$bin" campaign add --id 789 --name c --database-url "$empty_url" --log-format json >/dev/null
-echo "  empty:      $(target/release/examples/apply_ceiling "$empty_url" 200000 4096)"
-echo "  at size:    $(target/release/examples/apply_ceiling "$db_url" 200000 4096)"
+# fresh: clicks the applier appended and reads for the first time (no id lookup); replayed:
+# a journal found at start, ids looked up.
+for seen in fresh replayed; do
+  echo "  empty:      $(target/release/examples/apply_ceiling "$empty_url" 200000 4096 "$seen")"
+  echo "  at size:    $(target/release/examples/apply_ceiling "$db_url" 200000 4096 "$seen")"
+done

@@ -16,6 +16,7 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
@@ -70,6 +71,11 @@ struct Open {
     /// Held while frames are read or erased in place: an erasure never rewrites a frame the
     /// applier is reading.
     reading: Mutex<()>,
+    /// The first position not yet handed out by `oldest` since the open: frames below it
+    /// were on disk at the open (a crash may have applied them) or handed out before (an
+    /// apply step that failed or ran out of time may have committed them). `u64::MAX` after
+    /// a failed append, whose frames may be on disk although their clicks went to the store.
+    fresh_from: AtomicU64,
 }
 
 impl LocalJournal {
@@ -166,6 +172,7 @@ impl LocalJournal {
         Ok(Open {
             index,
             reading: Mutex::new(()),
+            fresh_from: AtomicU64::new(recovered.next_seq),
         })
     }
 
@@ -252,7 +259,13 @@ impl LocalJournal {
                 .push(frame::begin(&mut group.bytes, KIND_RECORD, reason, now_ms));
             format::encode_into(record, &mut group.bytes).map_err(self.io("encode"))?;
         }
-        self.writer.append(group).await.map_err(self.io("append"))
+        let appended = self.writer.append(group).await;
+        if appended.is_err()
+            && let Some(open) = self.open.get()
+        {
+            open.fresh_from.store(u64::MAX, Ordering::Relaxed);
+        }
+        appended.map_err(self.io("append"))
     }
 
     /// Up to `limit` of the oldest records. A record that cannot be decoded (damage, a newer
@@ -277,11 +290,19 @@ impl LocalJournal {
         }
         let mut records = Vec::with_capacity(waiting.len());
         let mut unreadable = Vec::new();
+        // Under `reading`: one caller at a time hands frames out.
+        let fresh_from = open.fresh_from.load(Ordering::Relaxed);
+        if let Some(last) = waiting.last() {
+            open.fresh_from
+                .fetch_max(last.seq.saturating_add(1), Ordering::Relaxed);
+        }
+        let store_unavailable = frame::reason_code(AppendReason::StoreUnavailable);
         for w in waiting {
             match format::decode_bytes(&w.payload) {
                 Ok(record) => records.push(Journaled {
                     seq: i64::try_from(w.seq).unwrap_or(i64::MAX),
                     record,
+                    fresh: w.seq >= fresh_from && w.reason != store_unavailable,
                 }),
                 Err(e) => {
                     let name = format!("record{:020}.json", w.seq);
@@ -509,6 +530,52 @@ mod tests {
         assert_eq!(uids(&left), ["U4", "U5", "U6"]);
         assert!(left.windows(2).all(|w| w[0].seq < w[1].seq));
         assert!(left[0].seq > first[2].seq);
+    }
+
+    fn fresh(records: &[Journaled]) -> Vec<(String, bool)> {
+        records
+            .iter()
+            .map(|j| (j.record.member_uids().concat(), j.fresh))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_new_clicks_handed_out_for_the_first_time_are_fresh() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = journal(dir.path(), SEGMENT_BYTES);
+        append(&j, &[click("U1"), click("U2")]).await;
+        let yes = |uid: &str| (uid.to_owned(), true);
+        let no = |uid: &str| (uid.to_owned(), false);
+        assert_eq!(
+            fresh(&j.oldest(10).await.expect("oldest")),
+            [yes("U1"), yes("U2")]
+        );
+        // Handed out before (that apply step may have committed them): no longer fresh.
+        append(&j, &[click("U3")]).await;
+        let spilled = click("U4");
+        j.append(&[&spilled], AppendReason::StoreUnavailable)
+            .await
+            .expect("append");
+        let overflow = click("U5");
+        j.append(&[&overflow], AppendReason::Overflow)
+            .await
+            .expect("append");
+        // A spilled click's commit may have gone through late; an overflow never reached
+        // the store.
+        assert_eq!(
+            fresh(&j.oldest(10).await.expect("oldest")),
+            [no("U1"), no("U2"), yes("U3"), no("U4"), yes("U5")]
+        );
+        j.close().await;
+
+        // After a restart nothing waiting is fresh (a crash may have come after its commit);
+        // what the new process appends is.
+        let again = journal(dir.path(), SEGMENT_BYTES);
+        append(&again, &[click("U6")]).await;
+        assert_eq!(
+            fresh(&again.oldest(10).await.expect("oldest")),
+            [no("U1"), no("U2"), no("U3"), no("U4"), no("U5"), yes("U6")]
+        );
     }
 
     #[tokio::test]

@@ -81,6 +81,13 @@ impl AppendReason {
 pub struct Journaled {
     pub seq: i64,
     pub record: Record,
+    /// The store cannot hold it yet: this process appended it as a new click (not after a
+    /// store failure, not before a failed append) and hands it out for the first time. The
+    /// applier then skips looking its id up (`Seen::Never`); a wrong `true` would still be
+    /// caught by the unique index on `click_id` (the batch is refused and retried with the
+    /// lookup), so this only saves work. Always `false` from a shared (NATS) stream, whose
+    /// messages another instance may have applied.
+    pub fresh: bool,
 }
 
 /// The store a journal belongs to: the store's own id (`track_store_identity`) and a

@@ -4,7 +4,9 @@
 //! store transaction with their `click_id`s looked up (`Seen::Maybe`), and only then removes
 //! them from the journal. A crash between the commit and the removal leaves them in the
 //! journal; the next step finds their ids in the store and changes nothing (`AlreadyRecorded`).
-//! The unique index on `click_id` is the arbiter.
+//! The unique index on `click_id` is the arbiter. Records the store cannot hold yet (appended
+//! by this process and read for the first time, `Journaled::fresh`) skip the lookup: a
+//! duplicate would still be refused by the index, and the batch retried with the lookup.
 //!
 //! Under load the steps grow by themselves: while one batch commits, the next accumulates.
 //! When the store fails, the records stay where they are (durable) and the applier probes the
@@ -78,9 +80,15 @@ pub async fn apply_step(
         return Ok(step);
     }
     metrics::apply_batch_size(journaled.len());
+    // Only a batch of clicks the store cannot hold yet skips the id lookup (a third of a
+    // batch's time on MariaDB); one record that may be there already looks them all up.
+    let seen = match journaled.iter().all(|j| j.fresh) {
+        true => Seen::Never,
+        false => Seen::Maybe,
+    };
     let (seqs, records): (Vec<i64>, Vec<_>) =
         journaled.into_iter().map(|j| (j.seq, j.record)).unzip();
-    let committed = committer.commit(records, Seen::Maybe, budget).await;
+    let committed = committer.commit(records, seen, budget).await;
     let mut done = Vec::with_capacity(seqs.len());
     let mut outcomes = Vec::with_capacity(seqs.len());
     for (seq, fate) in seqs.into_iter().zip(committed.fates) {

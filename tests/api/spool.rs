@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clicktrack::journal::{AppendReason, LocalJournal};
+use clicktrack::journal::{AppendReason, Journal, LocalJournal};
+use clicktrack::pipeline::applier::apply_step;
+use clicktrack::pipeline::{Budget, Committer};
 use clicktrack::store::{ConnectOptions, DatabaseUrl, Seen, Store};
 
 use crate::helpers::{
@@ -379,6 +381,31 @@ async fn an_unwritable_spool_keeps_redirecting_counts_and_is_not_ready(db) {
     assert!(spool_path.exists());
     assert_eq!(app.track(link(123, "U_BACK", 1, "C")).await.status(), 302);
     assert_eq!(db.summary("U_BACK", 1).await, Some((1, Some("C".into()))));
+}
+
+async fn a_fresh_click_the_store_already_holds_still_counts_once(db) {
+    // The applier skips the id lookup for clicks this process appended and reads for the
+    // first time (`Journaled::fresh`). Were one of them in the store all the same, the
+    // unique index refuses the batch, the parts are written with the lookup, and nothing
+    // counts twice.
+    let journal = LocalJournal::new(db.spool_path());
+    let clicks: Vec<_> = ["F1", "F2", "F3", "F4", "F5"].iter().map(|uid| click_record(uid, "T")).collect();
+    let records: Vec<_> = clicks.iter().collect();
+    journal.append(&records, AppendReason::Journal).await.expect("journal");
+    let url = DatabaseUrl::parse(&db.url).expect("url");
+    let store = Store::connect(&url, ConnectOptions { max_connections: 1 }).await.expect("connect");
+    store.write_batch(&clicks[1..3], Seen::Never).await.expect("commit");
+    let journal = Journal::Local(journal);
+    let committer = Committer::new(store.clone());
+    let step = apply_step(&committer, &journal, 100, Budget::retries_only()).await.expect("apply");
+    assert_eq!((step.read, step.recorded, step.already_recorded), (5, 3, 2), "{step:?}");
+    assert_eq!(journal.depth(), 0);
+    assert_tables_hold(&db, 5).await;
+    for uid in ["F1", "F2", "F3", "F4", "F5"] {
+        assert_eq!(db.summary(uid, 1).await, Some((1, Some("T".into()))), "{uid}");
+    }
+    journal.close().await;
+    store.close().await;
 }
 
 async fn a_spooled_batch_committed_before_a_crash_is_not_counted_twice(db) {

@@ -147,6 +147,8 @@ impl HeldMessages {
                     Some(Journaled {
                         seq: position(*seq, i)?,
                         record: r.as_ref()?.clone(),
+                        // Another instance may have applied it before it came back.
+                        fresh: false,
                     })
                 })
             })
