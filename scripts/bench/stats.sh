@@ -128,6 +128,25 @@ else
   campaign=$(campaign DIV)
 fi
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+# Nothing may answer on the ports before `serve` starts: another process there would be
+# measured instead of it.
+ports_free() {
+  local p
+  for p in "$port" "$admin_port"; do
+    if curl -s -o /dev/null "http://127.0.0.1:$p/"; then
+      echo "bench: something already answers on 127.0.0.1:$p (BENCH_PORT sets the ports)" >&2
+      exit 1
+    fi
+  done
+}
+# Until the `serve` just started ($pid) is ready.
+wait_ready() {
+  for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" 2>/dev/null && break; sleep 0.05; done
+  kill -0 "$pid" 2>/dev/null || {
+    echo "bench: clicktrack serve exited (ports $port and $admin_port free?): $(tail -3 "$work/serve.log")" >&2
+    exit 1
+  }
+}
 
 "$bin" migrate --database-url "$db_url" --log-format json >/dev/null
 seed_started=$(date +%s%N)
@@ -178,11 +197,12 @@ done
 # The seed and the backfill leave gigabytes of dirty pages: written back while the endpoints
 # and the export are timed, they would time the disk, not clicktrack's reads.
 sync
+ports_free
 "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
   --database-url "$db_url" --spool-path "$work/spool.db" --admin-token "$token" \
   --log-format json 2>"$work/serve.log" &
 pid=$!
-for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" 2>/dev/null && break; sleep 0.05; done
+wait_ready
 
 # shellcheck source=scripts/bench/stats-endpoints.sh
 . scripts/bench/stats-endpoints.sh
@@ -240,11 +260,12 @@ pid=""
 # 4. The redirects while a purge runs: wrk at 50 connections (the seed's mix) for
 #    BENCH_DURATION seconds, then again while `clicktrack purge` deletes the oldest 30 days.
 duration="${BENCH_DURATION:-10}"
+ports_free
 "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
   --database-url "$db_url" --spool-path "$work/spool.db" --allow-host example.com \
   --log-format json 2>"$work/serve.log" &
 pid=$!
-for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" 2>/dev/null && break; sleep 0.05; done
+wait_ready
 p99() { awk '$1 == "99%" { print $2 }' <<<"$1"; }
 rate() { awk '/^Requests\/sec/ { printf "%d", $2 }' <<<"$1"; }
 echo
