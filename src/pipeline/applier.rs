@@ -82,9 +82,10 @@ pub async fn apply_step(
     metrics::apply_batch_size(journaled.len());
     // Only a batch of clicks the store cannot hold yet skips the id lookup (a third of a
     // batch's time on MariaDB); one record that may be there already looks them all up.
-    let seen = match journaled.iter().all(|j| j.fresh) {
-        true => Seen::Never,
-        false => Seen::Maybe,
+    let seen = if journaled.iter().all(|j| j.fresh) {
+        Seen::Never
+    } else {
+        Seen::Maybe
     };
     let (seqs, records): (Vec<i64>, Vec<_>) =
         journaled.into_iter().map(|j| (j.seq, j.record)).unzip();

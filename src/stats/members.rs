@@ -48,15 +48,7 @@ impl ByNumber {
                     counts.resize(grown, 0);
                 }
             }
-            ByNumber::Dense(counts) => {
-                let sparse = counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(n, c)| (n as u64, u64::from(*c)))
-                    .collect();
-                *self = ByNumber::Sparse(sparse);
-            }
+            ByNumber::Dense(counts) => *self = ByNumber::Sparse(counted(counts).collect()),
             ByNumber::Sparse(counts) if dense => {
                 let mut array = vec![0u32; max as usize + 1];
                 for (n, c) in counts.drain() {
@@ -67,6 +59,15 @@ impl ByNumber {
             ByNumber::Sparse(_) => {}
         }
     }
+}
+
+/// The (number, clicks) of an array's members that clicked.
+fn counted(counts: &[u32]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(n, c)| (n as u64, u64::from(*c)))
 }
 
 #[inline(always)]
@@ -182,13 +183,7 @@ impl Tally {
     /// Every (number, clicks) counted.
     fn numbered(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
         match &self.by_number {
-            ByNumber::Dense(counts) => Box::new(
-                counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(n, c)| (n as u64, u64::from(*c))),
-            ),
+            ByNumber::Dense(counts) => Box::new(counted(counts)),
             ByNumber::Sparse(counts) => Box::new(counts.iter().map(|(n, c)| (*n, *c))),
         }
     }
