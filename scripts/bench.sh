@@ -21,6 +21,8 @@
 #                                    # interaction-log rows, CSV export memory (scripts/bench/stats.sh)
 #   BENCH_DURATION=30 scripts/bench.sh
 #   BENCH_KEEP=/tmp/bench scripts/bench.sh   # keep the logs, wrk output and spool file there
+#                                            # (--stats: its SQLite file, or its MySQL/PostgreSQL
+#                                            # database clicktrack_bench_stats, left in place)
 #   BENCH_BIN=/tmp/old/clicktrack scripts/bench.sh  # measure another build (an A/B in one run)
 #
 # Prints req/s, p50/p99 latency, the ratio clicktrack/bare; after each clicktrack run, what the

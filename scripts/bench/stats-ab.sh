@@ -5,6 +5,8 @@
 # (p50/p95, ms). Every answer of the new build must equal the base build's (`from`/`to` aside:
 # they are read at the second of the request). Needs curl and jq.
 #   scripts/bench/stats-ab.sh BASE_BIN BASE_DB NEW_BIN NEW_DB
+# A database may also be a URL: both builds on the MySQL database a `--stats --store mysql` run
+# kept (mysql://root@127.0.0.1:3306/clicktrack_bench_stats), given twice.
 set -euo pipefail
 [ $# -eq 4 ] || { echo "usage: $0 BASE_BIN BASE_DB NEW_BIN NEW_DB" >&2; exit 2; }
 base_bin=$1 base_db=$2 new_bin=$3 new_db=$4
@@ -19,11 +21,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$new_bin" migrate --database-url "sqlite://$new_db" --log-format json >/dev/null
+# A path is an SQLite file; anything with a scheme is a database URL as it is.
+url() { case "$1" in *://*) echo "$1" ;; *) echo "sqlite://$1" ;; esac; }
+"$new_bin" migrate --database-url "$(url "$new_db")" --log-format json >/dev/null
 # serve BIN DB PORT: the admin API on PORT + 1.
 serve() {
   "$1" serve --listen "127.0.0.1:$3" --admin-listen "127.0.0.1:$(($3 + 1))" \
-    --database-url "sqlite://$2" --spool-path "$work/spool-$3.db" --admin-token "$token" \
+    --database-url "$(url "$2")" --spool-path "$work/spool-$3.db" --admin-token "$token" \
     --log-format json 2>"$work/serve-$3.log" &
   pids+=($!)
   for _ in $(seq 1 200); do
