@@ -137,7 +137,8 @@ impl Tally {
         let clicks = u64::try_from(clicks).unwrap_or(0);
         match (body, number.and_then(|n| u64::try_from(n).ok()), line_id) {
             (Some(body), _, _) => {
-                self.grow(member_pack::max_member(&body)?, body.len() as u64 / 2 + 1);
+                let (members, max) = member_pack::header(&body)?;
+                self.grow(max, members);
                 self.by_number.add_pack(&body)?;
             }
             (None, Some(n), line_id) => {

@@ -46,7 +46,7 @@ fn window_binds(statement: &str) -> Vec<String> {
     match parameters(statement) {
         3 => vec!["5".into(), FROM.into(), TO.into()],
         sql::ROLLED_UP_BINDS => ROLLED_UP_BINDS.iter().map(|s| s.to_string()).collect(),
-        14 => MEMBERS_BINDS.iter().map(|s| s.to_string()).collect(),
+        sql::MEMBERS_BINDS => MEMBERS_BINDS.iter().map(|s| s.to_string()).collect(),
         n => panic!("{n} parameters in {statement}"),
     }
 }
@@ -74,8 +74,8 @@ const ROLLED_UP_BINDS: [&str; sql::ROLLED_UP_BINDS] = [
 ];
 
 /// `Dialect::members`: packs of the whole hours, rows of the others, the raw edges.
-const MEMBERS_BINDS: [&str; 14] = [
-    "5", MID_FROM, MID_TO, "5", "5", MID_FROM, MID_TO, "5", "5", "5", FROM, MID_FROM, MID_TO, TO,
+const MEMBERS_BINDS: [&str; sql::MEMBERS_BINDS] = [
+    "5", MID_FROM, MID_TO, "5", "5", "5", FROM, MID_FROM, MID_TO, TO,
 ];
 
 /// 10,000 interaction-log rows over campaigns 1..=10 and 30 days, each with one tag.
@@ -325,7 +325,7 @@ async fn check_postgres(db: &TestDb) {
                 },
             )
         };
-        let query = if statement.contains("$14") {
+        let query = if name == "members" {
             typed(&MEMBERS_BINDS)
         } else if statement.contains("$13") {
             typed(&ROLLED_UP_BINDS)
