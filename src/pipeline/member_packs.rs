@@ -28,6 +28,11 @@ const RANGE: time::Duration = time::Duration::DAY;
 const STEP_HOURS: i64 = 32;
 /// `serve` between steps that packed something: the applier's batches go first.
 const SERVE_PAUSE: Duration = Duration::from_millis(20);
+/// `serve` after each step, a pause this many times as long as the step took: a sweep of a
+/// long history reads every hour's sums, a day per step (on MariaDB at 10,000,000 clicks,
+/// 60-110 ms each, 90 of them back to back at start and every hour), and should take at most
+/// a quarter of the database's time from the applier and the reports.
+const SERVE_IDLE_FACTOR: u32 = 3;
 /// `serve` between two sweeps (or after a failed one).
 const SERVE_REST: Duration = Duration::from_secs(60);
 /// `serve`'s sweeps look at the last two days of hours (where a journal's late clicks land),
@@ -143,21 +148,28 @@ pub fn spawn(store: Store) -> JoinHandle<()> {
     })
 }
 
-/// One sweep (`recent_only`: of the last `RECENT`), pausing after each step that packed something; a failure ends it (the next
+/// One sweep (`recent_only`: of the last `RECENT`), pausing after each step; a failure ends it (the next
 /// sweep starts over from the oldest hour, skipping what is packed already).
 async fn sweep_paced(store: &Store, recent_only: bool) -> Result<Packed, StoreError> {
     let mut packed = Packed::default();
     let Some(mut sweep) = Sweep::start(store, recent_only).await? else {
         return Ok(packed);
     };
-    while let Some((step, next)) = sweep.step(store).await? {
+    loop {
+        let started = tokio::time::Instant::now();
+        let Some((step, next)) = sweep.step(store).await? else {
+            return Ok(packed);
+        };
         packed.add(&step);
         sweep.next = next;
-        if step.hours > 0 {
-            tokio::time::sleep(SERVE_PAUSE).await;
-        }
+        let pause = started.elapsed() * SERVE_IDLE_FACTOR;
+        tokio::time::sleep(if step.hours > 0 {
+            pause.max(SERVE_PAUSE)
+        } else {
+            pause
+        })
+        .await;
     }
-    Ok(packed)
 }
 
 #[cfg(test)]
