@@ -77,7 +77,7 @@ macro_rules! range_query {
     };
 }
 
-/// How many values `Dialect::members` takes (see `Sql::members`).
+/// How many values `Dialect::members` takes (the order is in its description).
 pub const MEMBERS_BINDS: usize = 10;
 
 /// How many values a `rolled_up!` statement binds (`window::Split::rolled_up_binds`).
