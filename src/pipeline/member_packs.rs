@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use super::backfill::{StepFailed, with_retries};
+use super::priority;
 use crate::db::{db_time, parse_db_time};
 use crate::store::{PackStep, Store, StoreError};
 use crate::telemetry::{Event, metrics};
@@ -162,13 +163,12 @@ async fn sweep_paced(store: &Store, recent_only: bool) -> Result<Packed, StoreEr
         };
         packed.add(&step);
         sweep.next = next;
-        let pause = started.elapsed() * SERVE_IDLE_FACTOR;
-        tokio::time::sleep(if step.hours > 0 {
-            pause.max(SERVE_PAUSE)
+        let at_least = if step.hours > 0 {
+            SERVE_PAUSE
         } else {
-            pause
-        })
-        .await;
+            Duration::ZERO
+        };
+        priority::rest_after(started, SERVE_IDLE_FACTOR, at_least).await;
     }
 }
 

@@ -10,9 +10,20 @@
 //! recycled (`store/sqlite.rs`), so they keep it. On MySQL and PostgreSQL the database server
 //! does most of the work at its own priority.
 
+use std::time::Duration;
+
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 
 use crate::store::{ConnectOptions, DatabaseUrl, Store, StoreError};
+
+/// After a step of background work that began at `started`, rest `factor` times as long as
+/// it took: the work then takes at most 1 / (1 + factor) of the time of the database it runs
+/// in, which a nice value on our side does not lower (MySQL and PostgreSQL run it at their
+/// own priority). Never less than `at_least`.
+pub async fn rest_after(started: Instant, factor: u32, at_least: Duration) {
+    tokio::time::sleep((started.elapsed() * factor).max(at_least)).await;
+}
 
 /// Raise the calling thread's nice value by `nice` (0: leave it); `what` names the work in
 /// the warning when it cannot be done.

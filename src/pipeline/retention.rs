@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use super::backfill::{self, StepFailed, with_retries};
+use super::priority;
 use crate::store::{Purged, Store, StoreError, db_time};
 use crate::telemetry::{Event, metrics};
 
@@ -37,7 +38,7 @@ pub async fn purge_before(
     store.set_purge_horizon(&before).await?;
     let mut total = Purged::default();
     loop {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let step = step_with_retries(store, &before).await?;
         metrics::purged(step.logs, step.tags, step.rejects);
         if step.is_empty() {
@@ -45,7 +46,7 @@ pub async fn purge_before(
         }
         total.add(step);
         on_step(step);
-        tokio::time::sleep(started.elapsed() * PURGE_IDLE_FACTOR).await;
+        priority::rest_after(started, PURGE_IDLE_FACTOR, Duration::ZERO).await;
     }
 }
 
