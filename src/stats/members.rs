@@ -16,6 +16,7 @@ use crate::db::member_pack::{self, PackError};
 pub type MemberRow = (Option<Vec<u8>>, Option<String>, Option<i64>, i64);
 
 /// Clicks per member number: an array when the numbers are dense enough, else a map.
+#[derive(Clone)]
 enum ByNumber {
     Dense(Vec<u32>),
     Sparse(HashMap<u64, u64>),
@@ -78,6 +79,7 @@ fn add_dense(counts: &mut [u32], number: u64, clicks: u64) {
 }
 
 /// The members of a window and their clicks.
+#[derive(Clone)]
 pub struct Tally {
     by_number: ByNumber,
     /// The largest member number counted, and roughly how many (member, clicks) entries:
@@ -88,6 +90,9 @@ pub struct Tally {
     named: HashMap<u64, String>,
     /// Members without a number yet (never packed): by uid.
     unnumbered: HashMap<String, u64>,
+    /// Every click counted: a pack's row carries the member clicks it covers, so this is
+    /// the window's member clicks as the rows read them (`member_cache.rs` compares it).
+    clicks: u64,
 }
 
 /// What `Tally::rank` found.
@@ -115,6 +120,7 @@ impl Default for Tally {
             entries: 0,
             named: HashMap::new(),
             unnumbered: HashMap::new(),
+            clicks: 0,
         }
     }
 }
@@ -135,6 +141,7 @@ impl Tally {
     /// window's time, on two cores).
     pub fn add_row(&mut self, (body, line_id, number, clicks): MemberRow) -> Result<(), PackError> {
         let clicks = u64::try_from(clicks).unwrap_or(0);
+        self.clicks = self.clicks.saturating_add(clicks);
         match (body, number.and_then(|n| u64::try_from(n).ok()), line_id) {
             (Some(body), _, _) => {
                 let (members, max) = member_pack::header(&body)?;
@@ -154,6 +161,51 @@ impl Tally {
             (None, None, None) => {}
         }
         Ok(())
+    }
+
+    /// Add the counts of `other` (another part of the same window): the same as counting
+    /// its rows here.
+    pub fn absorb(&mut self, other: Tally) {
+        self.clicks = self.clicks.saturating_add(other.clicks);
+        self.grow(other.max, other.entries);
+        for (number, clicks) in other.numbered() {
+            self.add(number, clicks);
+        }
+        for (number, uid) in other.named {
+            self.named.entry(number).or_insert(uid);
+        }
+        for (uid, clicks) in other.unnumbered {
+            *self.unnumbered.entry(uid).or_default() += clicks;
+        }
+    }
+
+    /// The member clicks counted.
+    pub fn clicks(&self) -> u64 {
+        self.clicks
+    }
+
+    /// A copy to keep for later requests (`member_cache.rs`): the counts by number only.
+    /// Numbers never change hands, but an erasure renames a number's uid, so uids are read
+    /// again when a later request ranks; `None` when a member had no number yet (a later
+    /// request could meet it with one, and count it twice).
+    pub fn to_keep(&self) -> Option<Tally> {
+        self.unnumbered.is_empty().then(|| Tally {
+            by_number: self.by_number.clone(),
+            max: self.max,
+            entries: self.entries,
+            named: HashMap::new(),
+            unnumbered: HashMap::new(),
+            clicks: self.clicks,
+        })
+    }
+
+    /// Roughly the bytes this tally holds (what a cache of them weighs).
+    pub fn bytes(&self) -> usize {
+        let counts = match &self.by_number {
+            ByNumber::Dense(counts) => counts.capacity() * 4,
+            ByNumber::Sparse(counts) => counts.capacity() * 24,
+        };
+        counts + (self.named.len() + self.unnumbered.len()) * 64
     }
 
     /// Make room for member number `max` and `entries` more members.
@@ -423,6 +475,64 @@ mod tests {
             let ranking = tally.rank(10, 10);
             prop_assert_eq!(ranking.unique as usize, want.len() + unnumbered.len());
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_window_counted_in_two_parts_is_counted_as_one(
+            rows in any_rows(),
+            cut in 0usize..30,
+        ) {
+            let cut = cut.min(rows.len());
+            let whole = Tally::of(rows.clone()).expect("valid rows");
+            let mut first = Tally::of(rows[..cut].to_vec()).expect("valid rows");
+            first.absorb(Tally::of(rows[cut..].to_vec()).expect("valid rows"));
+            let sorted = |tally: &Tally| {
+                let mut counts: Vec<(u64, u64)> = tally.numbered().collect();
+                counts.sort_unstable();
+                counts
+            };
+            prop_assert_eq!(sorted(&first), sorted(&whole));
+            prop_assert_eq!(&first.unnumbered, &whole.unnumbered);
+            prop_assert_eq!(first.clicks(), whole.clicks());
+            // (The order of the numbers in a ranking is the representation's: an array's or
+            // a map's.)
+            let ranked = |tally: &Tally| {
+                let mut ranking = tally.rank(10, 10);
+                ranking.above_unnamed.sort_unstable();
+                if let Some(tied) = &mut ranking.tied {
+                    tied.sort_unstable();
+                }
+                ranking
+            };
+            prop_assert_eq!(ranked(&first), ranked(&whole));
+        }
+    }
+
+    #[test]
+    fn a_kept_tally_holds_numbers_and_clicks_not_uids() {
+        let mut pack_row = pack(&[(1, 2), (4, 1)]);
+        pack_row.3 = 3;
+        let rows = vec![pack_row, row("U9", Some(9), 5)];
+        let tally = Tally::of(rows).expect("valid packs");
+        assert_eq!(
+            tally.clicks(),
+            8,
+            "a pack's row carries the clicks it covers"
+        );
+        let kept = tally.to_keep().expect("every member has a number");
+        assert_eq!(kept.clicks(), 8);
+        assert_eq!(kept.clicks_of(9), 5);
+        assert!(kept.named.is_empty(), "an erasure may rename U9 later");
+        // Ranking a kept tally asks for the uid again.
+        assert_eq!(tally.rank(2, 10).above_unnamed, Vec::<u64>::new());
+        assert_eq!(kept.rank(2, 10).above_unnamed, vec![9]);
+
+        let with_new_member = Tally::of(vec![row("Unew", None, 1)]).expect("rows");
+        assert!(
+            with_new_member.to_keep().is_none(),
+            "a member without a number could be met again with one"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! on that pool, so a campaign's page costs its slowest query, not their sum.
 
 pub mod export;
+mod member_cache;
 mod members;
 pub mod report;
 pub mod sql;
@@ -29,7 +30,8 @@ use time::OffsetDateTime;
 use crate::db::{DatabaseUrl, ErrorKind, classify, sqlite_reader};
 use crate::domain::InteractionType;
 use crate::telemetry::{Event, metrics};
-use window::{Window, api_time, rfc3339};
+use member_cache::{Found, MemberCache, Settled};
+use window::{Split, Window, api_time, rfc3339};
 
 /// Members in a campaign's top list.
 const TOP_MEMBERS: usize = 10;
@@ -44,6 +46,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct StatsReader {
     pool: ReadPool,
+    /// Counted members of windows shown before (`member_cache.rs`).
+    members: MemberCache,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +306,27 @@ fn split_tags(joined: Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `$query` with the binds of `sql::ROLLED_UP_BINDS`: campaign `$id`, window `$split` (a
+/// macro, not a function: each statement decodes into its own row type).
+macro_rules! rolled_up {
+    ($query:expr, $id:expr, $split:expr) => {
+        $query
+            .bind($id)
+            .bind(&$split.day_from)
+            .bind(&$split.day_to)
+            .bind($id)
+            .bind(&$split.mid_from)
+            .bind(&$split.day_from)
+            .bind(&$split.day_to)
+            .bind(&$split.mid_to)
+            .bind($id)
+            .bind(&$split.from)
+            .bind(&$split.mid_from)
+            .bind(&$split.mid_to)
+            .bind(&$split.to)
+    };
+}
+
 impl StatsReader {
     /// A read pool on the store; connections open on first use.
     pub fn connect(url: &DatabaseUrl) -> Result<StatsReader, StatsError> {
@@ -343,7 +368,10 @@ impl StatsReader {
                 )
             }
         };
-        Ok(StatsReader { pool })
+        Ok(StatsReader {
+            pool,
+            members: MemberCache::default(),
+        })
     }
 
     pub async fn close(&self) {
@@ -426,61 +454,35 @@ impl StatsReader {
             _ => window.split(),
         };
         let hours = split.clone().without_days();
+        let settled = MemberCache::settled(id, window, OffsetDateTime::now_utc());
         type Series = Vec<(String, String, i64, i64)>;
         type Pairs = Vec<(String, i64)>;
-        let (series, tally, targets, tags): (Series, members::Tally, Pairs, Pairs) = on_pool!(self, pool, sql => {
-            let (series_sql, series_split) = match window.bucket {
-                window::Bucket::Hour => (sql.series_hour, &hours),
-                window::Bucket::Day => (sql.series_day, &split),
-            };
-            // A macro, not a closure: each statement decodes into its own row type. The
-            // binds of `sql::ROLLED_UP_BINDS`.
-            macro_rules! rolled_up {
-                ($query:expr, $split:expr) => {
-                    $query
-                        .bind(id)
-                        .bind(&$split.day_from)
-                        .bind(&$split.day_to)
-                        .bind(id)
-                        .bind(&$split.mid_from)
-                        .bind(&$split.day_from)
-                        .bind(&$split.day_to)
-                        .bind(&$split.mid_to)
-                        .bind(id)
-                        .bind(&$split.from)
-                        .bind(&$split.mid_from)
-                        .bind(&$split.mid_to)
-                        .bind(&$split.to)
+        let reports = async {
+            on_pool!(self, pool, sql => {
+                let (series_sql, series_split) = match window.bucket {
+                    window::Bucket::Hour => (sql.series_hour, &hours),
+                    window::Bucket::Day => (sql.series_day, &split),
                 };
-            }
-            // `Dialect::members`: its packs, its member rows, its raw edges.
-            let members = sqlx::query_as::<_, members::MemberRow>(sql.members)
-                .bind(id)
-                .bind(&split.mid_from)
-                .bind(&split.mid_to)
-                .bind(id)
-                .bind(id)
-                .bind(id)
-                .bind(&split.from)
-                .bind(&split.mid_from)
-                .bind(&split.mid_to)
-                .bind(&split.to);
-            tokio::try_join!(
-                timed(
-                    "read clicks over time",
-                    rolled_up!(sqlx::query_as(series_sql), series_split).fetch_all(pool)
-                ),
-                count_while_reading(members.fetch(pool)),
-                timed(
-                    "read top targets",
-                    rolled_up!(sqlx::query_as(sql.top_targets), split).fetch_all(pool)
-                ),
-                timed(
-                    "read tags",
-                    rolled_up!(sqlx::query_as(sql.tags), split).fetch_all(pool)
-                ),
-            )?
-        });
+                tokio::try_join!(
+                    timed(
+                        "read clicks over time",
+                        rolled_up!(sqlx::query_as(series_sql), id, series_split).fetch_all(pool)
+                    ),
+                    timed(
+                        "read top targets",
+                        rolled_up!(sqlx::query_as(sql.top_targets), id, split).fetch_all(pool)
+                    ),
+                    timed(
+                        "read tags",
+                        rolled_up!(sqlx::query_as(sql.tags), id, split).fetch_all(pool)
+                    ),
+                )
+            })
+        };
+        let ((series, targets, tags), tally): ((Series, Pairs, Pairs), members::Tally) = tokio::try_join!(
+            reports,
+            self.window_members(id, &split, settled, state.days_built != 0)
+        )?;
         let (unique_members, members) = self.count_members(tally).await?;
 
         let mut per_bucket: BTreeMap<String, i64> = BTreeMap::new();
@@ -531,6 +533,95 @@ impl StatsReader {
                     clicks: per_bucket.get(&label).copied().unwrap_or(0),
                 })
                 .collect(),
+        })
+    }
+
+    /// The members of a window (`split`): its settled hours from the tally an earlier request
+    /// kept while it is current (`member_cache.rs`), else read and kept; the rest read, at
+    /// the same time.
+    async fn window_members(
+        &self,
+        id: i64,
+        split: &Split,
+        settled: Option<Settled>,
+        days_built: bool,
+    ) -> Result<members::Tally, StatsError> {
+        let edges = [&*split.from, &split.mid_from, &split.mid_to, &split.to];
+        let Some(settled) = settled else {
+            return self
+                .read_members(id, (&split.mid_from, &split.mid_to), edges)
+                .await;
+        };
+        let (from, to) = settled.hours.bounds();
+        debug_assert_eq!(from, split.mid_from, "settled hours start at the first whole hour");
+        let settled_part = async {
+            let found = match self.members.get(&settled) {
+                Some(kept) => {
+                    let now = self
+                        .member_clicks_of(id, &settled.hours, days_built)
+                        .await?;
+                    if u64::try_from(now).ok() == Some(kept.clicks()) {
+                        Found::Current.count();
+                        return Ok((*kept).clone());
+                    }
+                    Found::Stale
+                }
+                None => Found::Nothing,
+            };
+            found.count();
+            let tally = self.read_members(id, (&from, &to), [&from; 4]).await?;
+            self.members.keep(&settled, &tally);
+            Ok::<_, StatsError>(tally)
+        };
+        let rest = self.read_members(id, (&to, &split.mid_to), edges);
+        let (mut tally, rest) = tokio::try_join!(settled_part, rest)?;
+        tally.absorb(rest);
+        Ok(tally)
+    }
+
+    /// `Dialect::members` of campaign `id`: the whole hours `[hours.0, hours.1)` and the
+    /// raw edges `[edges[0], edges[1])` and `[edges[2], edges[3])`, counted as they arrive.
+    async fn read_members(
+        &self,
+        id: i64,
+        hours: (&str, &str),
+        edges: [&str; 4],
+    ) -> Result<members::Tally, StatsError> {
+        on_pool!(self, pool, sql => {
+            let rows = sqlx::query_as::<_, members::MemberRow>(sql.members)
+                .bind(id)
+                .bind(hours.0)
+                .bind(hours.1)
+                .bind(id)
+                .bind(id)
+                .bind(id)
+                .bind(edges[0])
+                .bind(edges[1])
+                .bind(edges[2])
+                .bind(edges[3]);
+            count_while_reading(rows.fetch(pool)).await
+        })
+    }
+
+    /// The member clicks of the whole `hours` of campaign `id` in the rollups (day rows
+    /// where `days_built`).
+    async fn member_clicks_of(
+        &self,
+        id: i64,
+        hours: &Window,
+        days_built: bool,
+    ) -> Result<i64, StatsError> {
+        let split = match days_built {
+            true => hours.split(),
+            false => hours.split().without_days(),
+        };
+        on_pool!(self, pool, sql => {
+            timed(
+                "read member clicks",
+                rolled_up!(sqlx::query_scalar(sql.member_clicks_of_hours), id, split)
+                    .fetch_one(pool),
+            )
+            .await
         })
     }
 

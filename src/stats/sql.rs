@@ -28,8 +28,13 @@ pub struct Dialect {
     /// hours that are current, the member rows of its other whole hours, and its raw edges'
     /// clicks, each with the member's number where it has one. Binds (`MEMBERS_BINDS`) the
     /// campaign and the whole hours (`mid_from`, `mid_to`), the campaign twice, then the
-    /// edges: the campaign, `from`, `mid_from`, `mid_to`, `to`.
+    /// edges: the campaign, `from`, `mid_from`, `mid_to`, `to`. Its last column is a member
+    /// row's clicks, a pack's member clicks (all it covers) or 1 for a raw click.
     pub members: &'static str,
+    /// The clicks with a uid of a window's rolled-up part, as one number: what a kept count
+    /// of its members (`stats::member_cache`) is checked against. The binds of a
+    /// `rolled_up!` statement, for a window without raw edges.
+    pub member_clicks_of_hours: &'static str,
     /// `(number, line_id)` of members by number; `stats::members` appends the numbers and
     /// `)`.
     pub member_names: &'static str,
@@ -181,7 +186,7 @@ macro_rules! members_of_window {
     ) => {
         concat!(
             "SELECT p.body AS body, m.line_id AS line_id, i.id AS member, \
-                COALESCE(m.clicks, 0) AS clicks FROM \
+                COALESCE(m.clicks, p.member_clicks, 0) AS clicks FROM \
                 (SELECT hour, SUM(member_clicks) AS s FROM track_rollup_hours \
                  WHERE campaign_id = ? AND hour >= ? AND hour < ? GROUP BY hour) x \
             LEFT JOIN track_rollup_member_packs p \
@@ -238,6 +243,13 @@ pub const SQLITE: Dialect = Dialect {
         "SELECT substr(triggered_at, 1, 10), interaction_type, 1, line_id <> ''"
             from "component_interaction_logs INDEXED BY idx_cil_campaign_time",
         " GROUP BY bucket, interaction_type"
+    ),
+    member_clicks_of_hours: sqlite_rolled_up!(
+        "SELECT COALESCE(SUM(n), 0)",
+        "SELECT member_clicks AS n" from "track_rollup_days",
+        "SELECT member_clicks AS n" from "track_rollup_hours",
+        "SELECT 0" from "component_interaction_logs INDEXED BY idx_cil_campaign_time",
+        ""
     ),
     members: members_of_window!(
         "l.line_id",
@@ -338,6 +350,13 @@ pub const MYSQL: Dialect = Dialect {
             line_id <> ''"
             from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
         " GROUP BY bucket, kind"
+    ),
+    member_clicks_of_hours: rolled_up!(
+        "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED)",
+        "SELECT member_clicks AS n" from "track_rollup_days",
+        "SELECT member_clicks AS n" from "track_rollup_hours",
+        "SELECT 0" from "component_interaction_logs" "FORCE INDEX (idx_cil_campaign_time)" where "",
+        ""
     ),
     members: members_of_window!(
         "CONVERT(l.line_id USING utf8mb4) COLLATE utf8mb4_bin",
@@ -481,10 +500,17 @@ pub const POSTGRES: Dialect = Dialect {
             from "component_interaction_logs" where "",
         " GROUP BY bucket, kind"
     ),
+    member_clicks_of_hours: pg_rolled_up!(
+        "SELECT COALESCE(SUM(n), 0)::bigint",
+        "SELECT member_clicks AS n" from "track_rollup_days",
+        "SELECT member_clicks AS n" from "track_rollup_hours",
+        "SELECT 0" from "component_interaction_logs" where "",
+        ""
+    ),
     // As `members_of_window!`, with numbered parameters (no join-order hint: the planner
     // estimates the hours of one window as few).
     members: "SELECT p.body AS body, m.line_id::text AS line_id, i.id AS member, \
-            COALESCE(m.clicks, 0)::bigint AS clicks FROM \
+            COALESCE(m.clicks, p.member_clicks, 0)::bigint AS clicks FROM \
             (SELECT hour, SUM(member_clicks) AS s FROM track_rollup_hours \
              WHERE campaign_id = $1 AND hour >= $2::timestamp AND hour < $3::timestamp \
              GROUP BY hour) x \

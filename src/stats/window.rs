@@ -149,6 +149,29 @@ impl Window {
         }
     }
 
+    /// The first whole hours of this window, up to the last that ended `settle` before
+    /// `now` (hours a journal's late clicks no longer reach, as a rule): the part a later
+    /// request for the same window may count from a kept tally (`member_cache.rs`). `None`
+    /// when that is shorter than `at_least`.
+    pub fn settled_hours(
+        &self,
+        now: OffsetDateTime,
+        settle: Duration,
+        at_least: Duration,
+    ) -> Option<Window> {
+        let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
+        let mut from = hour(self.from);
+        if from < self.from {
+            from += Duration::HOUR;
+        }
+        let to = hour(self.to).min(hour(now - settle));
+        (to - from >= at_least).then_some(Window {
+            from,
+            to,
+            bucket: Bucket::Hour,
+        })
+    }
+
     /// The window cut for the rollups (`Split`).
     pub fn split(&self) -> Split {
         let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
@@ -443,6 +466,48 @@ mod tests {
         assert_eq!(all_before.to, datetime!(2026-11-20 13:00 UTC));
         assert_eq!(w.whole_hours_before(datetime!(2026-11-01 00:00 UTC)), w);
         assert_eq!(parse_db_time("2026-11-20 11:00:00"), Some(horizon));
+    }
+
+    #[test]
+    fn settled_hours_are_whole_and_end_before_the_recent_ones() {
+        let now = datetime!(2026-12-07 10:30 UTC);
+        let window = Window {
+            from: datetime!(2026-12-01 07:15 UTC),
+            to: now,
+            bucket: Bucket::Day,
+        };
+        let settled = window
+            .settled_hours(now, Duration::hours(2), Duration::DAY)
+            .expect("six days settled");
+        assert_eq!(
+            settled.bounds(),
+            ("2026-12-01 08:00:00".into(), "2026-12-07 08:00:00".into())
+        );
+        // A window that ended long ago is settled to its last whole hour.
+        let past = Window {
+            from: datetime!(2026-11-01 00:00 UTC),
+            to: datetime!(2026-11-03 05:59 UTC),
+            bucket: Bucket::Hour,
+        };
+        let settled = past.settled_hours(now, Duration::hours(2), Duration::DAY);
+        assert_eq!(
+            settled.map(|w| w.bounds()),
+            Some(("2026-11-01 00:00:00".into(), "2026-11-03 05:00:00".into()))
+        );
+        // Too short: nothing worth keeping.
+        assert_eq!(
+            past.settled_hours(now, Duration::hours(2), Duration::days(3)),
+            None
+        );
+        let recent = Window {
+            from: datetime!(2026-12-06 12:00 UTC),
+            to: now,
+            bucket: Bucket::Hour,
+        };
+        assert_eq!(
+            recent.settled_hours(now, Duration::hours(2), Duration::DAY),
+            None
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub const NATS_REDELIVERED: &str = "track_nats_redelivered_total";
 pub const ROLLUP_BACKFILLED: &str = "track_rollup_backfilled_rows_total";
 pub const ROLLUP_HISTORY_LEFT: &str = "track_rollup_history_left";
 pub const MEMBER_HOURS_PACKED: &str = "track_rollup_member_hours_packed_total";
+pub const MEMBER_CACHE: &str = "track_stats_member_cache_total";
 pub const PURGED: &str = "track_purged_rows_total";
 pub const ERASURES: &str = "track_erasures_total";
 pub const CLICKS_ERASED: &str = "track_clicks_erased_total";
@@ -65,6 +66,8 @@ pub const PURGED_TABLES: [&str; 3] = [
     "track_click_tags",
     "track_rejects",
 ];
+/// `result` values of `track_stats_member_cache_total`.
+pub const MEMBER_CACHE_RESULTS: [&str; 3] = ["hit", "stale", "miss"];
 /// `source` values of `track_rollup_backfilled_rows_total`.
 pub const BACKFILL_SOURCES: [&str; 2] = ["history", "foreign"];
 /// `reason` values of `track_admin_auth_failures_total`.
@@ -366,6 +369,11 @@ fn describe() {
          click or the backfill changed), read by unique and top members of a window."
     );
     describe_counter!(
+        MEMBER_CACHE,
+        "Stats requests whose settled hours' members were counted before: kept count used \
+         (hit), outgrown by new clicks (stale), none kept (miss)."
+    );
+    describe_counter!(
         PURGED,
         "Raw rows deleted by retention (clicktrack purge, --log-retention), by table; the \
          rollups keep their counts."
@@ -464,6 +472,9 @@ fn register(queue_capacity: usize) {
     }
     gauge!(ROLLUP_HISTORY_LEFT).set(0.0);
     counter!(MEMBER_HOURS_PACKED).absolute(0);
+    for result in MEMBER_CACHE_RESULTS {
+        counter!(MEMBER_CACHE, "result" => result).absolute(0);
+    }
     for table in PURGED_TABLES {
         counter!(PURGED, "table" => table).absolute(0);
     }
@@ -484,6 +495,12 @@ pub fn backfilled(history_rows: u64, foreign_rows: u64, history_left: i64) {
 }
 
 /// A packer step: campaign-hours packed.
+/// A stats request's settled hours: counted members kept from an earlier request used
+/// (`hit`), outgrown (`stale`) or absent (`miss`).
+pub fn member_cache(result: &'static str) {
+    counter!(MEMBER_CACHE, "result" => result).increment(1);
+}
+
 pub fn member_hours_packed(hours: u64) {
     counter!(MEMBER_HOURS_PACKED).increment(hours);
 }

@@ -875,6 +875,14 @@ async fn insert_busy_hours(db: &TestDb, rng: &mut fastrand::Rng, hours: &[Offset
             ));
         }
     }
+    // An hour too quiet to be packed (60 member clicks, the packs start at 64), where
+    // every U member clicks: a window over it reads every member's uid with its rows.
+    for n in 0..60 {
+        let at = db_time(datetime!(2026-09-02 03:00 UTC) + Duration::seconds(n * 50));
+        rows.push(format!(
+            "('U{n}', 123, 'image_click', 'https://example.com/p1', '{at}')"
+        ));
+    }
     // An hour where 1,500 members click once each: the top list is a tie of all of them,
     // broken by uid (more than the stats look up by number: they read uids in order).
     for n in 0..1_500 {
@@ -938,6 +946,12 @@ async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) 
 
     let app = TestApp::spawn(&db, &["--admin-token", TOKEN]);
     check_busy_windows(&app, &db, "packed").await;
+    // Three of the windows have a day or more of settled hours: their members were counted
+    // once and kept (docs/rollups.md "Member packs"); shown again, they are used.
+    let cache = |result: &str| format!("track_stats_member_cache_total{{result=\"{result}\"}}");
+    assert_eq!(app.metric(&cache("miss")).await, 3.0);
+    check_busy_windows(&app, &db, "packed, shown again").await;
+    assert_eq!(app.metric(&cache("hit")).await, 3.0);
 
     // Another program adds a click to a packed hour: serve rolls it up, which leaves that
     // hour's pack short of the hour (stale): its rows answer until it is packed again.
@@ -953,6 +967,8 @@ async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) 
     })
     .await;
     check_busy_windows(&app, &db, "one pack stale").await;
+    // The late clicks are in the settled hours of two kept windows: counted again, not used.
+    assert_eq!(app.metric(&cache("stale")).await, 2.0);
     let out = db.cli_ok(&["migrate"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("member packs: 1 campaign-hours packed"), "{said}");
@@ -975,6 +991,9 @@ async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) 
     )
     .await;
     assert!(!body.contains(&format!("\"{top}\"")), "{body}");
+    // Those answers came from kept counts (an erasure renames uids, not numbers): the uids
+    // were read again.
+    assert!(app.metric(&cache("hit")).await >= 6.0);
 }
 }
 
