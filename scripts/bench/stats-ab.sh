@@ -54,7 +54,7 @@ get() {
 # An answer without the window's own from/to (read at the second of the request).
 same='if type == "object" then del(.from, .to) else . end'
 
-printf '%-40s %17s %17s\n' "endpoint ($repeat requests each)" "base p50 p95" "new p50 p95"
+printf '%-40s %26s %26s\n' "endpoint ($repeat requests each)" "base first p50 p95" "new first p50 p95"
 mapfile -t endpoints < <(stats_endpoints)
 for entry in "${endpoints[@]}"; do
   label=${entry%%|*}
@@ -69,5 +69,6 @@ for entry in "${endpoints[@]}"; do
     echo "bench: the two builds answer $path differently" >&2
     exit 1
   fi
-  printf '%-40s %17s %17s\n' "$label" "$(percentiles <"$work/base")" "$(percentiles <"$work/new")"
+  printf '%-40s %26s %26s\n' "$label" "$(first_and_percentiles <"$work/base")" \
+    "$(first_and_percentiles <"$work/new")"
 done

@@ -18,3 +18,11 @@ stats_endpoints() {
 percentiles() {
   sort -n | awk '{ v[NR] = $1 } END { printf "%8.1f %8.1f\n", v[int((NR + 1) / 2)], v[int(NR * 0.95 + 0.999)] }'
 }
+# The first of the numbers on stdin (one request's time), then their p50 and p95: the first
+# request of a window counts its members, the next ones use the count kept for its settled
+# hours (docs/rollups.md "Member packs"), so the first is reported on its own.
+first_and_percentiles() {
+  local all
+  all=$(cat)
+  printf '%8.1f %s\n' "$(head -1 <<<"$all")" "$(percentiles <<<"$all")"
+}
