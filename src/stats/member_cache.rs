@@ -29,6 +29,9 @@ const AT_LEAST: Duration = Duration::DAY;
 /// Memory for kept tallies, all windows together (a tally is 4 bytes per member number up to
 /// the largest counted: 300,000 members, 1.2 MB).
 const CAPACITY_BYTES: u64 = 64 << 20;
+/// A window's settled hours end an hour later every hour: a count kept for them up to this
+/// many hours earlier is extended by the hours since, not counted again.
+const EXTEND_HOURS: i64 = 6;
 /// A window nobody asked for this long is dropped.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(3_600);
 
@@ -83,6 +86,21 @@ impl MemberCache {
         self.kept.get(&settled.key)
     }
 
+    /// A tally kept for the same hours but the last few (`EXTEND_HOURS` at most): what a
+    /// window that ends now was counted as an hour ago. The hours it counted, and it.
+    pub fn earlier(&self, settled: &Settled) -> Option<(Window, Arc<Tally>)> {
+        let (id, from, _) = &settled.key;
+        (1..=EXTEND_HOURS).find_map(|h| {
+            let hours = Window {
+                to: settled.hours.to - Duration::hours(h),
+                ..settled.hours
+            };
+            let (_, to) = hours.bounds();
+            let kept = self.kept.get(&(*id, from.clone(), to))?;
+            Some((hours, kept))
+        })
+    }
+
     /// Keep `tally` of these hours, if it can be kept (`Tally::to_keep`).
     pub fn keep(&self, settled: &Settled, tally: &Tally) {
         if let Some(kept) = tally.to_keep() {
@@ -98,6 +116,9 @@ pub enum Found {
     Current,
     /// A kept tally the hours have outgrown: counted again.
     Stale,
+    /// None for these hours, but one for the same hours up to a few hours shorter, still
+    /// current: used, and the hours after it counted.
+    Extended,
     /// Nothing kept: counted.
     Nothing,
 }
@@ -107,6 +128,7 @@ impl Found {
         metrics::member_cache(match self {
             Found::Current => "hit",
             Found::Stale => "stale",
+            Found::Extended => "extended",
             Found::Nothing => "miss",
         });
     }

@@ -553,7 +553,10 @@ impl StatsReader {
                 .await;
         };
         let (from, to) = settled.hours.bounds();
-        debug_assert_eq!(from, split.mid_from, "settled hours start at the first whole hour");
+        debug_assert_eq!(
+            from, split.mid_from,
+            "settled hours start at the first whole hour"
+        );
         let settled_part = async {
             let found = match self.members.get(&settled) {
                 Some(kept) => {
@@ -566,7 +569,22 @@ impl StatsReader {
                     }
                     Found::Stale
                 }
-                None => Found::Nothing,
+                None => match self.members.earlier(&settled) {
+                    Some((hours, kept)) => {
+                        let now = self.member_clicks_of(id, &hours, days_built).await?;
+                        if u64::try_from(now).ok() == Some(kept.clicks()) {
+                            let (_, counted_to) = hours.bounds();
+                            let mut tally = (*kept).clone();
+                            tally
+                                .absorb(self.read_members(id, (&counted_to, &to), [&to; 4]).await?);
+                            self.members.keep(&settled, &tally);
+                            Found::Extended.count();
+                            return Ok(tally);
+                        }
+                        Found::Stale
+                    }
+                    None => Found::Nothing,
+                },
             };
             found.count();
             let tally = self.read_members(id, (&from, &to), [&from; 4]).await?;

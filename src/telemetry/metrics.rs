@@ -67,7 +67,7 @@ pub const PURGED_TABLES: [&str; 3] = [
     "track_rejects",
 ];
 /// `result` values of `track_stats_member_cache_total`.
-pub const MEMBER_CACHE_RESULTS: [&str; 3] = ["hit", "stale", "miss"];
+pub const MEMBER_CACHE_RESULTS: [&str; 4] = ["hit", "extended", "stale", "miss"];
 /// `source` values of `track_rollup_backfilled_rows_total`.
 pub const BACKFILL_SOURCES: [&str; 2] = ["history", "foreign"];
 /// `reason` values of `track_admin_auth_failures_total`.
@@ -371,7 +371,8 @@ fn describe() {
     describe_counter!(
         MEMBER_CACHE,
         "Stats requests whose settled hours' members were counted before: kept count used \
-         (hit), outgrown by new clicks (stale), none kept (miss)."
+         (hit), a count of the same hours but the last few used and extended (extended), \
+         outgrown by new clicks (stale), none kept (miss)."
     );
     describe_counter!(
         PURGED,
@@ -496,7 +497,8 @@ pub fn backfilled(history_rows: u64, foreign_rows: u64, history_left: i64) {
 
 /// A packer step: campaign-hours packed.
 /// A stats request's settled hours: counted members kept from an earlier request used
-/// (`hit`), outgrown (`stale`) or absent (`miss`).
+/// (`hit`), used and extended by the hours since (`extended`), outgrown (`stale`) or absent
+/// (`miss`).
 pub fn member_cache(result: &'static str) {
     counter!(MEMBER_CACHE, "result" => result).increment(1);
 }

@@ -914,13 +914,18 @@ async fn check_busy_windows(app: &TestApp, db: &TestDb, when: &str) {
         ("2026-09-03T08:00:00Z", "2026-09-03T09:00:00Z", "hour"),
         ("2026-09-03T07:30:00Z", "2026-09-03T08:40:00Z", "hour"),
     ];
+    check_windows(app, db, when, &WINDOWS).await;
+}
+
+/// The API's answer equals a recount of the raw log for each (from, to, bucket).
+async fn check_windows(app: &TestApp, db: &TestDb, when: &str, windows: &[(&str, &str, &str)]) {
     let clicks = raw_clicks(db).await;
-    for (from, to, bucket) in WINDOWS {
+    for (from, to, bucket) in windows {
         let path = format!("/api/campaigns/123/stats?from={from}&to={to}&bucket={bucket}");
         let (status, body) = admin_get(app, &path).await;
         assert_eq!(status, 200, "{when}: {path}: {body}");
         let stats: Value = serde_json::from_str(&body).expect("JSON");
-        let label_len = if bucket == "hour" { 13 } else { 10 };
+        let label_len = if *bucket == "hour" { 13 } else { 10 };
         let at = |t: &str| t.replace('T', " ").replace('Z', "");
         check_window(&stats, &clicks, &at(from), &at(to), label_len);
     }
@@ -952,6 +957,11 @@ async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) 
     assert_eq!(app.metric(&cache("miss")).await, 3.0);
     check_busy_windows(&app, &db, "packed, shown again").await;
     assert_eq!(app.metric(&cache("hit")).await, 3.0);
+    // A window whose settled hours end an hour after a kept one's (as a window ending now
+    // has every hour): the kept count, and the hour after it counted.
+    let an_hour_later = [("2026-09-01T00:00:00Z", "2026-09-02T16:00:00Z", "hour")];
+    check_windows(&app, &db, "an hour later", &an_hour_later).await;
+    assert_eq!(app.metric(&cache("extended")).await, 1.0);
 
     // Another program adds a click to a packed hour: serve rolls it up, which leaves that
     // hour's pack short of the hour (stale): its rows answer until it is packed again.
@@ -969,6 +979,11 @@ async fn member_packs_answer_as_the_rows_do_when_stale_and_after_an_erasure(db) 
     check_busy_windows(&app, &db, "one pack stale").await;
     // The late clicks are in the settled hours of two kept windows: counted again, not used.
     assert_eq!(app.metric(&cache("stale")).await, 2.0);
+    // Nor extended: the count kept for the window an hour shorter is short of them too.
+    let two_hours_later = [("2026-09-01T00:00:00Z", "2026-09-02T17:00:00Z", "day")];
+    check_windows(&app, &db, "two hours later, one pack stale", &two_hours_later).await;
+    assert_eq!(app.metric(&cache("extended")).await, 1.0);
+    assert_eq!(app.metric(&cache("stale")).await, 3.0);
     let out = db.cli_ok(&["migrate"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("member packs: 1 campaign-hours packed"), "{said}");
