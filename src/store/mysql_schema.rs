@@ -205,9 +205,16 @@ const ROLLUP_TABLES: [&str; 13] = [
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 ];
 
-/// The packer sweeps hours across campaigns (migrations/sqlite/0007_member_packs.sql).
+/// The packer's sweep sums each hour's member clicks across campaigns, from this index
+/// alone (migrations/sqlite/0010_hour_sums_index.sql; a lookup of the row per hour row was
+/// 40 ms per day of hours at 10,000,000 clicks, 10 ms without).
 const HOURS_INDEX: &str = "ALTER TABLE track_rollup_hours \
-    ADD KEY idx_track_rollup_hours_hour (hour)";
+    ADD KEY idx_track_rollup_hours_hour_sums (hour, campaign_id, member_clicks)";
+/// An earlier release's index on the hour alone (a prefix of `HOURS_INDEX`), replaced in the
+/// same statement.
+const HOURS_INDEX_REPLACING: &str = "ALTER TABLE track_rollup_hours \
+    ADD KEY idx_track_rollup_hours_hour_sums (hour, campaign_id, member_clicks), \
+    DROP KEY idx_track_rollup_hours_hour";
 
 /// Whether the day rollups hold every hour rolled up (`build_day_rollups`).
 const DAYS_BUILT: &str = "ALTER TABLE track_rollup_state \
@@ -413,8 +420,17 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     {
         ddl_step(pool, ERASURE_INDEX).await?;
     }
-    if !index_exists(pool, "track_rollup_hours", "idx_track_rollup_hours_hour").await? {
-        ddl_step(pool, HOURS_INDEX).await?;
+    if !index_exists(
+        pool,
+        "track_rollup_hours",
+        "idx_track_rollup_hours_hour_sums",
+    )
+    .await?
+    {
+        match index_exists(pool, "track_rollup_hours", "idx_track_rollup_hours_hour").await? {
+            true => ddl_step(pool, HOURS_INDEX_REPLACING).await?,
+            false => ddl_step(pool, HOURS_INDEX).await?,
+        }
     }
     if !column_exists(pool, "track_rollup_state", "days_built").await? {
         ddl_step(pool, DAYS_BUILT).await?;

@@ -271,10 +271,12 @@ const OWN_INDEXES: [(&str, &str); 7] = [
         "CREATE INDEX idx_track_rollup_campaign_members_line_id \
          ON track_rollup_campaign_members (line_id)",
     ),
-    // The member packer sweeps hours across campaigns.
+    // The member packer's sweep sums each hour's member clicks across campaigns, from the
+    // index alone (migrations/sqlite/0010_hour_sums_index.sql).
     (
-        "idx_track_rollup_hours_hour",
-        "CREATE INDEX idx_track_rollup_hours_hour ON track_rollup_hours (hour)",
+        "idx_track_rollup_hours_hour_sums",
+        "CREATE INDEX idx_track_rollup_hours_hour_sums \
+         ON track_rollup_hours (hour, campaign_id, member_clicks)",
     ),
 ];
 
@@ -321,6 +323,10 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         if !relation_exists(&mut tx, name).await? {
             step(&mut tx, ddl).await?;
         }
+    }
+    // An earlier release's index on the hour alone: a prefix of the one above.
+    if relation_exists(&mut tx, "idx_track_rollup_hours_hour").await? {
+        step(&mut tx, "DROP INDEX idx_track_rollup_hours_hour").await?;
     }
     step(&mut tx, ROLLUP_STATE).await?;
     step(&mut tx, ERASURE_LOCK_ROW).await?;
