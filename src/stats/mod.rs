@@ -560,10 +560,10 @@ impl StatsReader {
         let settled_part = async {
             let found = match self.members.get(&settled) {
                 Some(kept) => {
-                    let now = self
-                        .member_clicks_of(id, &settled.hours, days_built)
-                        .await?;
-                    if u64::try_from(now).ok() == Some(kept.clicks()) {
+                    if self
+                        .still_current(id, &settled.hours, &kept, days_built)
+                        .await?
+                    {
                         Found::Current.count();
                         return Ok((*kept).clone());
                     }
@@ -571,12 +571,11 @@ impl StatsReader {
                 }
                 None => match self.members.earlier(&settled) {
                     Some((hours, kept)) => {
-                        let now = self.member_clicks_of(id, &hours, days_built).await?;
-                        if u64::try_from(now).ok() == Some(kept.clicks()) {
+                        if self.still_current(id, &hours, &kept, days_built).await? {
                             let (_, counted_to) = hours.bounds();
+                            let since = self.read_members(id, (&counted_to, &to), [&to; 4]);
                             let mut tally = (*kept).clone();
-                            tally
-                                .absorb(self.read_members(id, (&counted_to, &to), [&to; 4]).await?);
+                            tally.absorb(since.await?);
                             self.members.keep(&settled, &tally);
                             Found::Extended.count();
                             return Ok(tally);
@@ -619,6 +618,19 @@ impl StatsReader {
                 .bind(edges[3]);
             count_while_reading(rows.fetch(pool)).await
         })
+    }
+
+    /// Whether `kept` still counts every member click of campaign `id`'s `hours`: rollups
+    /// only grow, so the same sum is the same member rows (`member_cache.rs`).
+    async fn still_current(
+        &self,
+        id: i64,
+        hours: &Window,
+        kept: &members::Tally,
+        days_built: bool,
+    ) -> Result<bool, StatsError> {
+        let now = self.member_clicks_of(id, hours, days_built).await?;
+        Ok(u64::try_from(now).ok() == Some(kept.clicks()))
     }
 
     /// The member clicks of the whole `hours` of campaign `id` in the rollups (day rows
