@@ -547,16 +547,14 @@ impl StatsReader {
         days_built: bool,
     ) -> Result<members::Tally, StatsError> {
         let edges = [&*split.from, &split.mid_from, &split.mid_to, &split.to];
+        // (Settled hours start at the window's first whole hour, as `split`'s do.)
+        let settled = settled.filter(|s| s.hours.bounds().0 == split.mid_from);
         let Some(settled) = settled else {
             return self
                 .read_members(id, (&split.mid_from, &split.mid_to), edges)
                 .await;
         };
         let (from, to) = settled.hours.bounds();
-        debug_assert_eq!(
-            from, split.mid_from,
-            "settled hours start at the first whole hour"
-        );
         let settled_part = async {
             let found = match self.members.get(&settled) {
                 Some(kept) => {
