@@ -149,6 +149,17 @@ impl Window {
         }
     }
 
+    /// The start of the window's first whole hour: where `split`'s hours and
+    /// `settled_hours` begin.
+    fn first_whole_hour(&self) -> OffsetDateTime {
+        let start = Bucket::Hour.floor(self.from);
+        if start < self.from {
+            start + Duration::HOUR
+        } else {
+            start
+        }
+    }
+
     /// The first whole hours of this window, up to the last that ended `settle` before
     /// `now` (hours a journal's late clicks no longer reach, as a rule): the part a later
     /// request for the same window may count from a kept tally (`member_cache.rs`). `None`
@@ -160,10 +171,7 @@ impl Window {
         at_least: Duration,
     ) -> Option<Window> {
         let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
-        let mut from = hour(self.from);
-        if from < self.from {
-            from += Duration::HOUR;
-        }
+        let from = self.first_whole_hour();
         let to = hour(self.to).min(hour(now - settle));
         (to - from >= at_least).then_some(Window {
             from,
@@ -175,10 +183,7 @@ impl Window {
     /// The window cut for the rollups (`Split`).
     pub fn split(&self) -> Split {
         let hour = |t: OffsetDateTime| Bucket::Hour.floor(t);
-        let mut mid_from = hour(self.from);
-        if mid_from < self.from {
-            mid_from += Duration::HOUR;
-        }
+        let mut mid_from = self.first_whole_hour();
         let mut mid_to = hour(self.to);
         if mid_from >= mid_to {
             // No whole hour inside: all of it from the raw log.
