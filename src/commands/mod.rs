@@ -179,7 +179,7 @@ fn describe_backfill(built: backfill::Backfilled) -> String {
 async fn build_rollups(store: &Store) -> Result<backfill::Backfilled, AppError> {
     let state = store.rollup_state().await?;
     if !state.history_complete() {
-        store.set_bulk_cache_mib(BACKFILL_CACHE_MIB).await?;
+        store.set_bulk_mode(BACKFILL_CACHE_MIB).await?;
     }
     let mut progress =
         progress::Progress::new(state.ids_total(), state.ids_total() - state.ids_left());

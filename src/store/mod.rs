@@ -431,10 +431,11 @@ impl Store {
     }
 
     /// For a bulk job on this connection (`migrate`'s backfill): SQLite keeps `mib` MiB of
-    /// pages cached; MySQL's cache is the server's buffer pool, so nothing changes there.
-    pub async fn set_bulk_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
+    /// pages cached and checkpoints its WAL less often (`SqliteStore::set_bulk_mode`);
+    /// MySQL's cache is the server's buffer pool, so nothing changes there.
+    pub async fn set_bulk_mode(&self, mib: u32) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.set_cache_mib(mib).await,
+            Store::Sqlite(s) => s.set_bulk_mode(mib).await,
             Store::Mysql(_) | Store::Postgres(_) => Ok(()),
         }
     }

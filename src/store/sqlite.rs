@@ -26,6 +26,11 @@ use crate::domain::tags::LAST_CLICK_TAG_MAX_BYTES;
 
 type Tx = Transaction<'static, Sqlite>;
 
+/// WAL pages between two checkpoints in a bulk job (`SqliteStore::set_bulk_mode`): 256 MiB.
+const BULK_CHECKPOINT_PAGES: u32 = 65_536;
+/// What a bulk job's WAL file is cut back to after a checkpoint.
+const BULK_WAL_KEEP_BYTES: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -116,15 +121,26 @@ impl SqliteStore {
         tx.rollback().await.map_err(err("probe"))
     }
 
-    /// A page cache of `mib` MiB for this store's connection, for a bulk job (`migrate`'s
-    /// backfill): the rollups' index pages stay in memory instead of being read back from the
-    /// OS for every step.
-    pub async fn set_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
-        let pragma = format!("PRAGMA cache_size = -{}", u64::from(mib) * 1024);
-        sqlx::query(sqlx::AssertSqlSafe(pragma))
-            .execute(&self.pool)
-            .await
-            .map_err(err("set the page cache"))?;
+    /// Settings for a bulk job on this connection (`migrate`'s backfill and packing): a page
+    /// cache of `cache_mib` MiB, so the rollups' index pages stay in memory instead of being
+    /// read back from the OS for every step; and the WAL copied back into the file every
+    /// `BULK_CHECKPOINT_PAGES` rather than every 1,000 pages (4 MiB). A backfill step dirties
+    /// thousands of pages, most of them the same as the step before (every campaign's latest
+    /// hours, in seven tables), and each checkpoint wrote them all again: with the longer
+    /// interval they are written once per checkpoint, not once per step (backfill and packing
+    /// of 1,500,000 rows: a sixth less time, measured). The WAL file is cut back to
+    /// `BULK_WAL_KEEP_BYTES` after each checkpoint. Commits still wait for the disk.
+    pub async fn set_bulk_mode(&self, cache_mib: u32) -> Result<(), StoreError> {
+        for pragma in [
+            format!("PRAGMA cache_size = -{}", u64::from(cache_mib) * 1024),
+            format!("PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES}"),
+            format!("PRAGMA journal_size_limit = {BULK_WAL_KEEP_BYTES}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(pragma))
+                .execute(&self.pool)
+                .await
+                .map_err(err("set up the connection for a bulk job"))?;
+        }
         Ok(())
     }
 
