@@ -443,3 +443,36 @@ fn dashboard_queries_are_valid_promql() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// The process runs without transparent huge pages (they put ~45 MiB on the peak RSS, README
+// "Benchmark"), unless the operator leaves them to the allocator with MIMALLOC_ALLOW_THP.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_pages_are_off_unless_the_operator_allows_them() {
+    fn thp_enabled(pid: u32) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status:\n{status}"))
+    }
+    let db = TestDb::sqlite().await;
+    let mut app = TestApp::on(&db).start();
+    assert_eq!(
+        thp_enabled(app.pid()),
+        "0",
+        "huge pages left on:\n{}",
+        app.logs()
+    );
+    app.terminate();
+    let allowed = [("MIMALLOC_ALLOW_THP".to_owned(), "1".to_owned())];
+    let mut app = TestApp::on(&db).env(&allowed).start();
+    assert_eq!(
+        thp_enabled(app.pid()),
+        "1",
+        "the operator's setting ignored:\n{}",
+        app.logs()
+    );
+    app.terminate();
+}
