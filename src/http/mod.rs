@@ -29,8 +29,10 @@ use crate::domain::signature::Keyring;
 use crate::pipeline::{ClickQueue, Health};
 use crate::telemetry::Exporter;
 
-/// What the public handlers share.
-#[derive(Clone)]
+/// What the public handlers share. The router holds it in one `Arc`: axum clones the state
+/// for every request (twice: the route's service and the `State` extractor), and a clone of
+/// this struct field by field touched nine shared counters (two channel senders, five `Arc`s)
+/// on and off, from both cores.
 pub struct AppState {
     pub queue: ClickQueue,
     pub policy: Arc<RedirectPolicy>,
@@ -53,7 +55,7 @@ pub fn public_router(state: AppState) -> Router {
     let health = state.health.clone();
     let router = Router::new()
         .route("/__track", get(track::track))
-        .with_state(state)
+        .with_state(Arc::new(state))
         .merge(health::router(health));
     with_common_layers(router)
 }

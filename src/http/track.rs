@@ -11,6 +11,7 @@
 //! `not_durable` (docs/guarantees.md).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Extension;
@@ -44,7 +45,7 @@ pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 pub async fn track(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
