@@ -58,6 +58,11 @@ pub struct LocalJournal {
     /// which lock the directory and bind it to their store when they open it.
     owner: Option<StoreIdentity>,
     lock: Mutex<Option<JournalLock>>,
+    /// Held by an apply step from the read of its records to their removal, and by an
+    /// erasure: records an applier holds are counted by its step (recorded, then
+    /// pseudonymized, or dropped as erased), so an erasure that counted them too would count
+    /// them twice (seen in CI: 113 of 100 clicks accounted for).
+    steps: tokio::sync::Mutex<()>,
     /// `--journal-max-bytes` (0: no limit).
     max_bytes: u64,
     writer: Writer,
@@ -98,6 +103,7 @@ impl LocalJournal {
             open: OnceCell::new(),
             owner,
             lock: Mutex::new(None),
+            steps: tokio::sync::Mutex::new(()),
             max_bytes,
             writer: Writer::spawn(),
             segment_bytes: SEGMENT_BYTES,
@@ -337,6 +343,11 @@ impl LocalJournal {
             .map(|r| r.received_at()))
     }
 
+    /// Held for an apply step, from `oldest` to `remove`: an erasure waits for the step.
+    pub async fn hold_step(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.steps.lock().await
+    }
+
     /// Forget records the store now holds (after their store transaction committed).
     pub async fn remove(&self, seqs: &[i64]) -> Result<(), JournalError> {
         self.opened().await?;
@@ -352,6 +363,7 @@ impl LocalJournal {
     /// not when the segment is applied. With `dry_run`, only count. Records set aside as
     /// unreadable are not searched.
     pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<u64, JournalError> {
+        let _no_step = self.steps.lock().await;
         let open = self.opened().await?;
         let _reading = open
             .reading
@@ -576,6 +588,28 @@ mod tests {
             fresh(&again.oldest(10).await.expect("oldest")),
             [no("U1"), no("U2"), no("U3"), no("U4"), no("U5"), yes("U6")]
         );
+    }
+
+    #[tokio::test]
+    async fn an_erasure_waits_for_the_apply_step_and_counts_only_what_it_removes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = Arc::new(journal(dir.path(), SEGMENT_BYTES));
+        append(&j, &[click("UX"), click("UO"), click("UX")]).await;
+        // A step holds the first two records (the applier counts them when it commits).
+        let step = j.hold_step().await;
+        let held = j.oldest(2).await.expect("oldest");
+        let erasing = tokio::spawn({
+            let j = j.clone();
+            async move { j.erase("UX", false).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!erasing.is_finished(), "an erasure must wait for the step");
+        let seqs: Vec<i64> = held.iter().map(|r| r.seq).collect();
+        j.remove(&seqs).await.expect("remove");
+        drop(step);
+        let erased = erasing.await.expect("task").expect("erase");
+        assert_eq!(erased, 1, "only the UX record no step held");
+        assert_eq!(j.depth(), 0);
     }
 
     #[tokio::test]

@@ -261,6 +261,15 @@ impl Journal {
         }
     }
 
+    /// Held by an apply step from `oldest` to `remove`, so an erasure never counts records a
+    /// step holds (the step counts them); `None` for NATS, whose erasures count nothing.
+    pub async fn hold_step(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self {
+            Journal::Local(j) => Some(j.hold_step().await),
+            Journal::Nats(_) => None,
+        }
+    }
+
     /// Forget records the store now holds.
     pub async fn remove(&self, seqs: &[i64]) -> Result<(), JournalError> {
         match self {

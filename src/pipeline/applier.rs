@@ -71,6 +71,7 @@ pub async fn apply_step(
     limit: usize,
     budget: Budget,
 ) -> Result<ApplyStep, JournalError> {
+    let _step = journal.hold_step().await;
     let journaled = journal.oldest(limit).await?;
     let mut step = ApplyStep {
         read: journaled.len(),
