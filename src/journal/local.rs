@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
+use uuid::Uuid;
 
 use super::frame::{self, KIND_RECORD};
 use super::segments::{self, Index, Walk, set_aside, sync_dir};
@@ -360,10 +361,21 @@ impl LocalJournal {
     /// Erase every waiting record that names `uid` (a click of that member, a reject whose
     /// query names it): part of an erasure (`store/erase.rs`). Each is overwritten in place
     /// (kind "erased", payload zeroed) and synced, so the person's data leaves the disk now,
-    /// not when the segment is applied. With `dry_run`, only count. Records set aside as
-    /// unreadable are not searched.
-    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<u64, JournalError> {
-        let _no_step = self.steps.lock().await;
+    /// not when the segment is applied. With `dry_run`, only look. Records set aside as
+    /// unreadable are not searched. Returns the click ids of the records erased (or found).
+    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Vec<Uuid>, JournalError> {
+        let step = self.hold_step().await;
+        self.erase_in_step(&step, uid, dry_run).await
+    }
+
+    /// `erase` for a caller that holds the step lock already (`hold_step`), and waits for
+    /// what else must end before the records are read (`pipeline/erasure.rs`).
+    pub async fn erase_in_step(
+        &self,
+        _step: &tokio::sync::MutexGuard<'_, ()>,
+        uid: &str,
+        dry_run: bool,
+    ) -> Result<Vec<Uuid>, JournalError> {
         let open = self.opened().await?;
         let _reading = open
             .reading
@@ -371,15 +383,16 @@ impl LocalJournal {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let waiting = segments::walk(&open.index, usize::MAX, Walk::Look, &mut Vec::new())
             .map_err(self.io("erase"))?;
-        let naming: Vec<_> = waiting
+        let (naming, ids): (Vec<_>, Vec<_>) = waiting
             .into_iter()
-            .filter(|w| {
-                format::decode_bytes(&w.payload)
-                    .is_ok_and(|r| r.member_uids().iter().any(|u| u == uid))
+            .filter_map(|w| {
+                let record = format::decode_bytes(&w.payload).ok()?;
+                let names = record.member_uids().iter().any(|u| u == uid);
+                names.then(|| (w, record.click_id()))
             })
-            .collect();
+            .unzip();
         if dry_run || naming.is_empty() {
-            return Ok(naming.len() as u64);
+            return Ok(ids);
         }
         let mut files = std::collections::BTreeMap::new();
         for w in &naming {
@@ -402,7 +415,7 @@ impl LocalJournal {
         if let Some(mut ix) = self.index() {
             ix.remove(naming.iter().map(|w| w.seq));
         }
-        Ok(naming.len() as u64)
+        Ok(ids)
     }
 
     /// What `spool status` prints. Reads the files without opening the journal (a running
@@ -608,7 +621,7 @@ mod tests {
         j.remove(&seqs).await.expect("remove");
         drop(step);
         let erased = erasing.await.expect("task").expect("erase");
-        assert_eq!(erased, 1, "only the UX record no step held");
+        assert_eq!(erased.len(), 1, "only the UX record no step held");
         assert_eq!(j.depth(), 0);
     }
 
@@ -747,9 +760,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let j = journal(dir.path(), SEGMENT_BYTES);
         append(&j, &[click("U_GONE"), click("U_KEEP"), click("U_GONE")]).await;
-        assert_eq!(j.erase("U_GONE", true).await.expect("dry run"), 2);
+        assert_eq!(j.erase("U_GONE", true).await.expect("dry run").len(), 2);
         assert_eq!(j.depth(), 3, "a dry run changes nothing");
-        assert_eq!(j.erase("U_GONE", false).await.expect("erase"), 2);
+        assert_eq!(j.erase("U_GONE", false).await.expect("erase").len(), 2);
         assert_eq!(j.depth(), 1);
         assert_eq!(uids(&j.oldest(10).await.expect("oldest")), ["U_KEEP"]);
         for segment in segment_files(j.path()) {

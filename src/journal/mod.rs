@@ -278,13 +278,20 @@ impl Journal {
         }
     }
 
-    /// Remove the waiting records that name `uid` (an erasure): `Some(count)` from a local
-    /// journal; `None` from a NATS stream, whose messages cannot be edited (every applier drops
-    /// them as they come, `store/erase.rs`, and the stream deletes them once acknowledged).
-    pub async fn erase(&self, uid: &str, dry_run: bool) -> Result<Option<u64>, JournalError> {
-        match self {
-            Journal::Local(j) => j.erase(uid, dry_run).await.map(Some),
-            Journal::Nats(_) => Ok(None),
+    /// Remove the waiting records that name `uid` (an erasure), the caller holding the step
+    /// lock (`hold_step`): `Some(their click ids)` from a local journal; `None` from a NATS
+    /// stream, whose messages cannot be edited (every applier drops them as they come,
+    /// `store/erase.rs`, and the stream deletes them once acknowledged).
+    pub async fn erase_in_step(
+        &self,
+        step: &Option<tokio::sync::MutexGuard<'_, ()>>,
+        uid: &str,
+        dry_run: bool,
+    ) -> Result<Option<Vec<uuid::Uuid>>, JournalError> {
+        match (self, step) {
+            (Journal::Local(j), Some(step)) => j.erase_in_step(step, uid, dry_run).await.map(Some),
+            (Journal::Local(j), None) => j.erase(uid, dry_run).await.map(Some),
+            (Journal::Nats(_), _) => Ok(None),
         }
     }
 

@@ -303,7 +303,9 @@ impl Committer {
                 source: Box::new(join),
             }),
             Err(_) => {
+                let in_flight = late_commits::InFlight::begin();
                 let late = tokio::spawn(async move {
+                    let _in_flight = in_flight;
                     if let Ok((records, Ok(late))) = task.await {
                         late.count_except(&[]);
                         late_commits::remember(&records, &late.outcomes);

@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 use super::backfill::with_retries;
+use super::late_commits;
 use crate::dedup::Dedup;
 use crate::journal::Journal;
 use crate::store::erase::{Erased, uid_hash};
@@ -54,6 +55,10 @@ pub enum ErasureError {
     Journal(#[from] crate::journal::JournalError),
 }
 
+/// How long an erasure waits for a timed-out batch still running (it has a connection and
+/// the store just answered the erasure, so it ends within moments unless the store is lost).
+const LATE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The widest uid column (`component_interaction_logs.line_id`): no longer uid can be stored.
 pub const MAX_ERASE_UID_CHARS: usize = 100;
 
@@ -84,10 +89,25 @@ pub async fn erase_member(
         .await
         .inspect_err(|e| metrics::error("erase", e.kind.as_str()))?;
     let journal_records = match journal {
-        JournalAccess::Owned(journal) => journal
-            .erase(uid, dry_run)
-            .await
-            .inspect_err(|_| metrics::error("erase", "other"))?,
+        JournalAccess::Owned(journal) => {
+            // No apply step runs meanwhile (a step counts the records it holds), and an
+            // attempt that timed out and committed late has said so: its records are still
+            // in the journal, but in the store too, where the erasure above counted them.
+            let step = journal.hold_step().await;
+            if !late_commits::settled(LATE_COMMIT_WAIT).await {
+                tracing::warn!(uid_hash = %hash, operation = "erase",
+                    error_type = "timeout",
+                    "a timed-out batch is still running: journal records it may have written are counted twice in this erasure's report");
+                metrics::error("erase", "timeout");
+            }
+            journal
+                .erase_in_step(&step, uid, dry_run)
+                .await
+                .inspect_err(|_| metrics::error("erase", "other"))?
+                .map(|ids| {
+                    (ids.len() as u64).saturating_sub(late_commits::written_late(&ids, !dry_run))
+                })
+        }
         JournalAccess::Elsewhere => None,
     };
     let redis_keys = match dedup {
@@ -123,4 +143,72 @@ pub async fn erase_member(
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::db::DatabaseUrl;
+    use crate::domain::{CampaignId, Click, InteractionType, LineUid, Record};
+    use crate::journal::{AppendReason, LocalJournal};
+    use crate::store::{ConnectOptions, Outcome};
+
+    fn click(uid: &str) -> Record {
+        Record::Click(Click {
+            click_id: uuid::Uuid::now_v7(),
+            received_at: OffsetDateTime::now_utc(),
+            uid: LineUid::parse(uid).ok(),
+            campaign_id: CampaignId::new(7).expect("positive"),
+            source_campaign_id: 3,
+            interaction_type: InteractionType::FlexClick,
+            target: "https://example.com/".into(),
+            tags: Vec::new(),
+            user_agent: None,
+        })
+    }
+
+    /// An apply step gave up on a batch (its time limit) and left the commit running; it
+    /// commits one of the member's clicks while the erasure runs. The click is in the store
+    /// (the store's erasure counts it) and still in the journal (no step removed it): the
+    /// erasure waits for the late commit and counts that journal record no second time.
+    #[tokio::test]
+    async fn a_click_a_late_commit_wrote_is_counted_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .expect("url");
+        let store = Store::connect(&url, ConnectOptions { max_connections: 1 })
+            .await
+            .expect("store");
+        store.migrate().await.expect("migrate");
+        let journal = Journal::Local(LocalJournal::new(dir.path().join("journal")));
+        let records = [click("UX"), click("UX"), click("UX"), click("UO")];
+        journal
+            .append(&records, AppendReason::Journal)
+            .await
+            .expect("append");
+
+        let in_flight = late_commits::InFlight::begin();
+        let first = records[0].clone();
+        let late = tokio::spawn(async move {
+            // Longer than the store's erasure of an empty table takes.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            late_commits::remember(std::slice::from_ref(&first), &[Outcome::Recorded]);
+            drop(in_flight);
+        });
+        let report = erase_member(&store, JournalAccess::Owned(&journal), None, "UX", false)
+            .await
+            .expect("erase");
+        late.await.expect("late commit");
+        assert_eq!(report.journal_records, Some(2));
+        assert_eq!(journal.depth(), 1, "UO's click stays");
+        assert_eq!(
+            late_commits::written_late(&[records[0].click_id()], false),
+            0,
+            "forgotten: no retry comes for a record the journal no longer holds"
+        );
+    }
 }
