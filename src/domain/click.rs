@@ -336,6 +336,22 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// A member's click on campaign 7, for the journal's and the pipeline's unit tests.
+#[cfg(test)]
+pub fn test_click(uid: &str) -> Record {
+    Record::Click(Click {
+        click_id: Uuid::now_v7(),
+        received_at: OffsetDateTime::now_utc(),
+        uid: LineUid::parse(uid).ok(),
+        campaign_id: CampaignId::new(7).expect("positive"),
+        source_campaign_id: 3,
+        interaction_type: InteractionType::FlexClick,
+        target: "https://example.com/a?b=c".into(),
+        tags: vec!["A".into()],
+        user_agent: Some("Line/13.1.0".into()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

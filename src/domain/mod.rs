@@ -18,6 +18,8 @@ mod hostile;
 pub mod target;
 pub mod user_agent;
 
+#[cfg(test)]
+pub use click::test_click;
 pub use click::{Click, Record, Reject, RejectReason};
 pub use ids::{CampaignId, LineUid};
 pub use interaction::InteractionType;

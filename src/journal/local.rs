@@ -478,21 +478,7 @@ pub(super) fn write_binding(dir: &Path, id: &str, display: &str) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CampaignId, Click, InteractionType, LineUid};
-
-    fn click(uid: &str) -> Record {
-        Record::Click(Click {
-            click_id: uuid::Uuid::now_v7(),
-            received_at: OffsetDateTime::now_utc(),
-            uid: LineUid::parse(uid).ok(),
-            campaign_id: CampaignId::new(7).expect("positive"),
-            source_campaign_id: 3,
-            interaction_type: InteractionType::FlexClick,
-            target: "https://example.com/a?b=c".into(),
-            tags: vec!["A".into()],
-            user_agent: Some("Line/13.1.0".into()),
-        })
-    }
+    use crate::domain::test_click as click;
 
     fn journal(dir: &Path, segment_bytes: u64) -> LocalJournal {
         let mut j = LocalJournal::new(dir.join("journal"));

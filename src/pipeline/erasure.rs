@@ -149,27 +149,11 @@ pub async fn erase_member(
 mod tests {
     use std::time::Duration;
 
-    use time::OffsetDateTime;
-
     use super::*;
     use crate::db::DatabaseUrl;
-    use crate::domain::{CampaignId, Click, InteractionType, LineUid, Record};
+    use crate::domain::test_click as click;
     use crate::journal::{AppendReason, LocalJournal};
     use crate::store::{ConnectOptions, Outcome};
-
-    fn click(uid: &str) -> Record {
-        Record::Click(Click {
-            click_id: uuid::Uuid::now_v7(),
-            received_at: OffsetDateTime::now_utc(),
-            uid: LineUid::parse(uid).ok(),
-            campaign_id: CampaignId::new(7).expect("positive"),
-            source_campaign_id: 3,
-            interaction_type: InteractionType::FlexClick,
-            target: "https://example.com/".into(),
-            tags: Vec::new(),
-            user_agent: None,
-        })
-    }
 
     /// An apply step gave up on a batch (its time limit) and left the commit running; it
     /// commits one of the member's clicks while the erasure runs. The click is in the store
